@@ -1,0 +1,29 @@
+# Fresh machine:  make demo  (set-up + the main job)   |   make test  (set-up + the test suite)
+.PHONY: setup build test demo env gpu-check clean-outputs
+
+UORCH := target/release/uorch
+
+setup:
+	@bash launcher/setup.sh
+
+build: setup
+
+test: setup
+	cargo test --release --locked
+
+demo: setup
+	$(UORCH) env
+	@echo
+	$(UORCH) config show experiments/quickstart.yaml --origins
+	@echo
+	$(UORCH) launch experiments/quickstart.yaml
+
+env: setup
+	$(UORCH) env
+
+# On a GPU host, with the release binary built elsewhere and carried along.
+gpu-check:
+	@bash launcher/gpu_check.sh
+
+clean-outputs:
+	find checkpoints -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,76 @@
+//! Typed configuration from YAML: presets (`include:`), command-line overrides
+//! (`--set key.path=value`), validation, and errors that point at the text.
+//!
+//! Loading goes: parse every file into a position-carrying tree ([`tree`]) →
+//! merge includes and overrides (later wins; maps merge key by key, everything
+//! else is replaced) → deserialize the merged tree into a typed struct with
+//! unknown keys denied → run the struct's range checks. Any error is mapped back
+//! through its key path to the file, line and column that set the value.
+
+pub mod emit;
+mod error;
+mod merge;
+mod run;
+pub mod tree;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use merge::preset_names;
+pub use run::RunConfig;
+
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use tree::Node;
+
+/// Output root used when a config names none (relative to the working folder).
+pub const DEFAULT_OUTPUT_ROOT: &str = "checkpoints";
+
+/// Range and consistency checks that types alone cannot express.
+pub trait Validate {
+    fn validate(&self, checks: &mut Checks);
+}
+
+/// Collects failed checks, each with the dotted key path it concerns.
+#[derive(Default, Debug)]
+pub struct Checks {
+    failures: Vec<(String, String)>,
+}
+
+impl Checks {
+    /// Record `expected` against `key` unless `ok`.
+    pub fn check(&mut self, key: &str, ok: bool, expected: impl std::fmt::Display) {
+        if !ok {
+            self.failures.push((key.to_string(), format!("expected {expected}")));
+        }
+    }
+}
+
+/// A typed config together with the merged tree it came from (which knows
+/// where each value was written, for dumps with origins).
+#[derive(Debug, Clone)]
+pub struct Resolved<T> {
+    pub config: T,
+    pub tree: Node,
+}
+
+/// Load `path` with its includes, apply `overrides` (`key.path=value`), and
+/// deserialize and validate it as `T`.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path, overrides: &[String]) -> Result<Resolved<T>, ConfigErrors> {
+    let tree = merge::load_tree(path, overrides)?;
+    let config = from_tree::<T>(&tree)?;
+    Ok(Resolved { config, tree })
+}
+
+/// Deserialize and validate a merged tree.
+pub fn from_tree<T: DeserializeOwned + Validate>(tree: &Node) -> Result<T, ConfigErrors> {
+    let json = tree.to_json();
+    let config: T = serde_path_to_error::deserialize(&json).map_err(|e| error::from_serde(tree, e))?;
+    let mut checks = Checks::default();
+    config.validate(&mut checks);
+    if checks.failures.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(
+            checks.failures.into_iter().map(|(key, message)| ConfigError::at_key(tree, &key, message)).collect(),
+        ))
+    }
+}

@@ -1,0 +1,11 @@
+//! uorch: a training orchestrator for USER-LLM (user-history encoders feeding an
+//! LLM through cross-attention), across GPUs and trials.
+
+pub mod config;
+pub mod env_report;
+pub mod fsutil;
+pub mod gpu_info;
+pub mod paths;
+pub mod rundir;
+pub mod tb;
+pub mod torch_runtime;

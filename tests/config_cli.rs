@@ -1,0 +1,120 @@
+//! Config errors and dumps as a user sees them from the command line.
+
+mod common;
+
+use common::{stderr, stdout, uorch};
+use std::path::{Path, PathBuf};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Run `uorch config check FILE [--set ...]`, expect exit status 2, return stderr.
+fn check_fails(file: &Path, sets: &[&str]) -> String {
+    let mut cmd = uorch();
+    cmd.args(["config", "check"]).arg(file);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn misspelled_key_names_file_line_column_key_expected_keys_and_the_likely_key() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "include: [run/defaults]\nname: typo\n\noutptu_root: /tmp/x\n");
+    let err = check_fails(&f, &[]);
+    let expected = format!(
+        "error: {}:4:1: key `outptu_root`: unknown key `outptu_root`; expected one of `name`, `output_root`, `seed`, `cpu_threads`; did you mean `output_root`?",
+        f.display()
+    );
+    assert_eq!(err.trim(), expected);
+}
+
+#[test]
+fn unrelated_unknown_key_gets_no_suggestion() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "name: x\nlearning_schedule: cosine\n");
+    let err = check_fails(&f, &[]);
+    assert!(err.contains("run.yaml:2:1: key `learning_schedule`: unknown key"), "{err}");
+    assert!(!err.contains("did you mean"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_value_position_and_what_was_expected() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "name: x\ncpu_threads: many\n");
+    let err = check_fails(&f, &[]);
+    let expected = format!(
+        "error: {}:2:14: key `cpu_threads`: expected a non-negative integer, found string \"many\"",
+        f.display()
+    );
+    assert_eq!(err.trim(), expected);
+    // A mapping where a scalar belongs.
+    let f = write(d.path(), "run2.yaml", "name: x\nseed: {a: 1}\n");
+    let err = check_fails(&f, &[]);
+    assert!(err.contains("run2.yaml:2:7: key `seed`: expected a non-negative integer, found map"), "{err}");
+}
+
+#[test]
+fn out_of_range_values_are_all_reported_with_their_positions() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "name: ../escape\ncpu_threads: 5000\n");
+    let err = check_fails(&f, &[]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with(&format!("error: {}:1:7: key `name`: expected a folder name", f.display())), "{err}");
+    assert_eq!(
+        lines[1],
+        format!("error: {}:2:14: key `cpu_threads`: expected 0 (libtorch's default) or 1..=1024, found 5000", f.display())
+    );
+}
+
+#[test]
+fn errors_in_overrides_and_presets_point_at_the_override_or_the_preset_file() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "include: [base]\nname: x\n");
+    write(d.path(), "base.yaml", "seed: 1\ncpu_threads: -3\n");
+    let err = check_fails(&f, &[]);
+    assert!(err.contains(&format!("{}:2:14: key `cpu_threads`", d.path().join("base.yaml").display())), "{err}");
+
+    let err = check_fails(&f, &["cpu_threads=2", "seed=-1"]);
+    assert_eq!(err.trim(), "error: --set seed=-1: key `seed`: expected a non-negative integer, found integer `-1`");
+    let err = check_fails(&f, &["sede=1"]);
+    assert!(err.contains("--set sede=1: key `sede`: unknown key `sede`") && err.contains("did you mean `seed`?"), "{err}");
+}
+
+#[test]
+fn missing_required_key_and_unknown_preset_are_explained() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "seed: 1\n");
+    let err = check_fails(&f, &[]);
+    assert!(err.contains("run.yaml:1:1: key `name`: required key is missing"), "{err}");
+    let f = write(d.path(), "run2.yaml", "include: run/defualts\nname: x\n");
+    let err = check_fails(&f, &[]);
+    assert!(err.contains("run2.yaml:1:10: key `include[0]`: cannot find preset `run/defualts`"), "{err}");
+    assert!(err.contains("did you mean `run/defaults`?"), "{err}");
+}
+
+#[test]
+fn resolved_dump_reads_back_to_the_same_config_and_shows_origins() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "include: [run/defaults]\nname: dumped\n");
+    let out = uorch().args(["config", "show"]).arg(&f).args(["--set", "seed=77"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dump = stdout(&out);
+    assert_eq!(dump, "name: dumped\noutput_root: checkpoints\nseed: 77\ncpu_threads: 0\n");
+    let again = write(d.path(), "dump.yaml", &dump);
+    let out2 = uorch().args(["config", "show"]).arg(&again).output().unwrap();
+    assert_eq!(stdout(&out2), dump);
+
+    let out = uorch().args(["config", "show", "--origins"]).arg(&f).args(["--set", "seed=77"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains(&format!("name: dumped  # {}:2:7", f.display())), "{text}");
+    assert!(text.contains("seed: 77  # --set seed=77"), "{text}");
+    assert!(text.contains("configs/run/defaults.yaml:2:14"), "{text}");
+}

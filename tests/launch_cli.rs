@@ -1,0 +1,49 @@
+//! `uorch launch` writes a run folder a later stage or a person can trust.
+
+mod common;
+
+use common::{read_tensorboard, stderr, uorch};
+
+#[test]
+fn launch_records_resolved_config_env_and_tensorboard_hparams() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("run.yaml");
+    std::fs::write(&cfg, "include: [run/defaults]\nname: smoke\nseed: 5\n").unwrap();
+    let out = uorch()
+        .arg("launch")
+        .arg(&cfg)
+        .args(["--set", &format!("output_root={}", d.path().join("out").display()), "--set", "cpu_threads=1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = d.path().join("out/smoke");
+
+    // The stored config is the resolved one, and it loads again as is.
+    let stored = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    assert!(stored.contains("seed: 5\n") && stored.contains("cpu_threads: 1\n"), "{stored}");
+    let again = uorch().args(["config", "show"]).arg(run.join("config.yaml")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stored);
+
+    let env: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("env.json")).unwrap()).unwrap();
+    assert!(env["libtorch"]["version"].as_str().unwrap().starts_with("2.11.0"));
+
+    let tb = read_tensorboard(&run.join("tb"));
+    let r = &tb["runs"]["."];
+    let start = &r["hparams"]["_hparams_/session_start_info"]["session_start_info"];
+    assert_eq!(start["hparams"]["seed"], 5.0);
+    assert_eq!(start["hparams"]["name"], "smoke");
+    assert_eq!(r["hparams"]["_hparams_/session_end_info"]["session_end_info"]["status"], "STATUS_SUCCESS");
+    assert!(r["texts"]["config"][0][1].as_str().unwrap().contains("name: smoke"));
+    assert_eq!(tb["session_groups"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("run.yaml");
+    std::fs::write(&cfg, format!("name: dry\noutput_root: {}\n", d.path().join("out").display())).unwrap();
+    let out = uorch().arg("launch").arg(&cfg).arg("--dry-run").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would be written to"));
+    assert!(!d.path().join("out").exists());
+}
