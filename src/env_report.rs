@@ -241,6 +241,6 @@ pub fn render(r: &EnvReport) -> String {
     line("MovieLens-100K", asset(&r.paths.movielens_100k));
     line("SmolLM2 GGUF", asset(&r.paths.smollm2_gguf));
     line("TensorBoard python", asset(&r.paths.tensorboard_python));
-    line("output root", r.paths.output_root.display().to_string());
+    line("default output root", r.paths.output_root.display().to_string());
     s
 }

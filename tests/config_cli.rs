@@ -84,7 +84,7 @@ fn errors_in_overrides_and_presets_point_at_the_override_or_the_preset_file() {
 
     let err = check_fails(&f, &["cpu_threads=2", "seed=-1"]);
     assert_eq!(err.trim(), "error: --set seed=-1: key `seed`: expected a non-negative integer, found integer `-1`");
-    let err = check_fails(&f, &["sede=1"]);
+    let err = check_fails(&f, &["cpu_threads=2", "sede=1"]);
     assert!(err.contains("--set sede=1: key `sede`: unknown key `sede`") && err.contains("did you mean `seed`?"), "{err}");
 }
 

@@ -29,10 +29,10 @@ fn launch_records_resolved_config_env_and_tensorboard_hparams() {
 
     let tb = read_tensorboard(&run.join("tb"));
     let r = &tb["runs"]["."];
-    let start = &r["hparams"]["_hparams_/session_start_info"]["session_start_info"];
+    let start = &r["hparams"]["_hparams_/session_start_info"];
     assert_eq!(start["hparams"]["seed"], 5.0);
     assert_eq!(start["hparams"]["name"], "smoke");
-    assert_eq!(r["hparams"]["_hparams_/session_end_info"]["session_end_info"]["status"], "STATUS_SUCCESS");
+    assert_eq!(r["hparams"]["_hparams_/session_end_info"]["status"], "STATUS_SUCCESS");
     assert!(r["texts"]["config"][0][1].as_str().unwrap().contains("name: smoke"));
     assert_eq!(tb["session_groups"].as_array().unwrap().len(), 1);
 }

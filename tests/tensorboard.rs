@@ -102,19 +102,19 @@ fn hparams_dashboard_lists_each_run_with_its_hyperparameters_and_final_metric() 
 
     let tb = read_tensorboard(d.path());
     assert_eq!(tb["warnings"], serde_json::json!([]));
-    let exp = &tb["runs"]["."]["hparams"]["_hparams_/experiment"]["experiment"];
+    let exp = &tb["runs"]["."]["hparams"]["_hparams_/experiment"];
     let names: Vec<&str> = exp["hparam_infos"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["lr", "strategy", "perceiver"]);
     assert_eq!(exp["hparam_infos"][1]["type"], "DATA_TYPE_STRING");
     assert_eq!(exp["hparam_infos"][1]["domain_discrete"], serde_json::json!(["lora", "full"]));
     assert_eq!(exp["metric_infos"][0]["name"]["tag"], "eval/recall@10");
 
-    let start = &tb["runs"]["lora"]["hparams"]["_hparams_/session_start_info"]["session_start_info"];
+    let start = &tb["runs"]["lora"]["hparams"]["_hparams_/session_start_info"];
     assert_eq!(start["hparams"]["lr"], 3e-4);
     assert_eq!(start["hparams"]["strategy"], "lora");
     assert_eq!(start["hparams"]["perceiver"], true);
     assert_eq!(start["group_name"], "lora");
-    assert_eq!(tb["runs"]["full"]["hparams"]["_hparams_/session_end_info"]["session_end_info"]["status"], "STATUS_FAILURE");
+    assert_eq!(tb["runs"]["full"]["hparams"]["_hparams_/session_end_info"]["status"], "STATUS_FAILURE");
 
     // What the dashboard's table shows: one row per run, final metric = last value.
     let groups = tb["session_groups"].as_array().unwrap();

@@ -166,8 +166,13 @@ pub fn from_serde(tree: &Node, err: serde_path_to_error::Error<serde_json::Error
     }
     if let Some(field) = raw.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
         let full = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
-        return ConfigError { origin: node.origin.clone(), key: full, message: "required key is missing".into(), hint: None }
-            .into();
+        // Point at the section's own key (`finetune:`), or the file's start for the top level.
+        let origin = match (key_origin, &node.origin) {
+            (Some(o), _) if depth == path.len() && !path.is_empty() => o.clone(),
+            (_, Origin::File { path, .. }) => Origin::File { path: path.clone(), line: 1, col: 1 },
+            (_, other) => other.clone(),
+        };
+        return ConfigError { origin, key: full, message: "required key is missing".into(), hint: None }.into();
     }
     let origin = if depth == path.len() { node.origin.clone() } else { Origin::Default };
     ConfigError { origin, key, message: reword_type_error(&raw), hint: None }.into()
