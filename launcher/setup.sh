@@ -169,7 +169,7 @@ step_assets() {
 step_build() {
   [[ "${UORCH_SKIP_BUILD:-0}" == 1 ]] && return
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
-  say "building the release binary (first build compiles libtorch bindings: a few minutes)"
+  say "cargo build --release (the first build compiles the libtorch bindings: a few minutes)"
   (cd "$ROOT" && LIBTORCH="$LIBTORCH_DIR/torch" cargo build --release --locked -q) \
     || die "cargo build failed (output above)"
 }

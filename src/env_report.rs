@@ -130,7 +130,7 @@ pub fn collect() -> EnvReport {
                 Backend {
                     name: "gloo",
                     available: ok,
-                    detail: if ok { "built into libtorch_cpu (CPU tensors)".into() } else { "libtorch was built without Gloo".into() },
+                    detail: if ok { "built into libtorch_cpu; CPU tensors".into() } else { "libtorch was built without Gloo".into() },
                 }
             },
             Backend {
@@ -138,7 +138,7 @@ pub fn collect() -> EnvReport {
                 available: cuda_loaded && available && nccl_plugin.exists(),
                 detail: match (cuda_loaded && available, nccl_plugin.exists()) {
                     (true, true) => format!("plugin {}", nccl_plugin.display()),
-                    (false, _) => "needs CUDA (libtorch_cuda and a GPU)".into(),
+                    (false, _) => "needs CUDA: libtorch_cuda and a GPU".into(),
                     (true, false) => format!(
                         "plugin not built: run launcher/build_nccl_plugin.sh (looked for {})",
                         nccl_plugin.display()

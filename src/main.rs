@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use uorch::config::{self, emit, ConfigErrors, RunConfig};
 use uorch::{env_report, rundir, tb, torch_runtime};
 
+/// `uorch --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("UORCH_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "uorch", version, about = "USER-LLM training orchestrator", propagate_version = true)]
+#[command(name = "uorch", version = VERSION, about = "USER-LLM training orchestrator", propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
