@@ -2,6 +2,7 @@
 //! LLM through cross-attention), across GPUs and trials.
 
 pub mod config;
+pub mod data;
 pub mod env_report;
 pub mod fsutil;
 pub mod gpu_info;

@@ -5,6 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use uorch::config::{self, emit, ConfigErrors, RunConfig};
+use uorch::data::formats::Format;
+use uorch::data::ingest::Filters;
+use uorch::data::prepare::{self, PrepareOptions};
+use uorch::data::stats;
+use uorch::data::store::Store;
 use uorch::{env_report, rundir, tb, torch_runtime};
 
 /// `uorch --version`: the crate version and the commit it was built from.
@@ -28,6 +33,9 @@ enum Command {
     /// Inspect configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Datasets: prepare timeline stores and inspect them.
+    #[command(subcommand)]
+    Data(DataCmd),
     /// Run a config: create its run folder (resolved config, environment,
     /// TensorBoard log) and execute its stages.
     Launch {
@@ -59,6 +67,41 @@ enum ConfigCmd {
     },
     /// List the presets under configs/ that `include:` can name.
     Presets,
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Read a public dataset (MovieLens, RecBole, Amazon 2018, Google Local 2021;
+    /// plain or .gz) into a timeline store.
+    Prepare {
+        /// Dataset files or folders holding them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The store folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// The format, when auto-detection should not decide.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Keep only users with at least this many interactions (iterated with the item minimum).
+        #[arg(long, default_value_t = 5)]
+        min_user_interactions: u32,
+        /// Keep only items with at least this many interactions.
+        #[arg(long, default_value_t = 5)]
+        min_item_interactions: u32,
+        /// Count and skip malformed lines instead of stopping at the first.
+        #[arg(long)]
+        skip_bad_lines: bool,
+        /// Replace an existing store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Summarise a timeline store.
+    Stats {
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -124,6 +167,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Launch { src, dry_run } => launch(&src, dry_run)?,
+        Command::Data(cmd) => data_command(cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -154,6 +198,53 @@ fn launch(src: &ConfigSource, dry_run: bool) -> Result<()> {
         rundir::TB_DIR
     );
     println!("stages: none (this build has no data, pretraining or finetuning stages yet)");
+    Ok(())
+}
+
+fn data_command(cmd: DataCmd) -> Result<()> {
+    match cmd {
+        DataCmd::Prepare { inputs, out, format, min_user_interactions, min_item_interactions, skip_bad_lines, force } => {
+            let t0 = std::time::Instant::now();
+            let opts = PrepareOptions {
+                inputs,
+                out: out.clone(),
+                format,
+                filters: Filters { min_user_interactions, min_item_interactions },
+                skip_bad_lines,
+                force,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let p = prepare::prepare(&opts)?;
+            let c = &p.manifest.counts;
+            println!(
+                "prepared {} ({}) in {:.1} s: {} users, {} items, {} interactions ({} read; {} with review text) -> {}",
+                p.format.name(),
+                p.manifest.category_label,
+                t0.elapsed().as_secs_f64(),
+                stats::group(c.users),
+                stats::group(c.items),
+                stats::group(c.interactions),
+                stats::group(p.rows_read),
+                stats::group(c.reviews),
+                out.display()
+            );
+            if c.skipped_lines > 0 {
+                println!("skipped {} malformed lines; the first:", c.skipped_lines);
+                for e in &p.skipped_examples {
+                    println!("  {e}");
+                }
+            }
+        }
+        DataCmd::Stats { store, json } => {
+            let s = Store::open(&store)?;
+            let st = stats::compute(&s);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", stats::render(&st, &store));
+            }
+        }
+    }
     Ok(())
 }
 

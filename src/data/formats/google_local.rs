@@ -1,0 +1,62 @@
+//! Google Local Reviews (2021): reviews (times in milliseconds) and business
+//! metadata as JSON lines, often gzip-compressed.
+
+use super::{Inputs, Progress};
+use crate::data::ingest::{BadLines, Collector, ItemMeta};
+use anyhow::Result;
+use serde::Deserialize;
+use std::borrow::Cow;
+
+#[derive(Deserialize)]
+struct Review<'a> {
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    gmap_id: Cow<'a, str>,
+    rating: f32,
+    /// Milliseconds since the epoch.
+    time: i64,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    gmap_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// Google lists the main category first.
+    #[serde(default)]
+    category: Option<Vec<String>>,
+}
+
+pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &mut Progress) -> Result<()> {
+    for path in &inputs.metadata {
+        progress.each_line(path, |line, place| {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            match serde_json::from_slice::<Meta>(line) {
+                Ok(m) => {
+                    let title = m.name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+                    let categories = m.category.unwrap_or_default().into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+                    c.meta.insert(m.gmap_id.as_str().into(), ItemMeta { title, categories });
+                    Ok(())
+                }
+                Err(e) => bad.report(&place.to_string(), format!("not a Google Local metadata record: {e}")),
+            }
+        })?;
+    }
+    for path in &inputs.interactions {
+        progress.each_line(path, |line, place| {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            match serde_json::from_slice::<Review>(line) {
+                Ok(r) => c.push(&r.user_id, &r.gmap_id, r.time, r.rating, r.text.as_deref()),
+                Err(e) => bad.report(&place.to_string(), format!("not a Google Local review record: {e}")),
+            }
+        })?;
+    }
+    Ok(())
+}

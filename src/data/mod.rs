@@ -1,0 +1,9 @@
+//! Datasets: public formats → timeline store → splits, windows, shards, task
+//! examples and text prompts.
+
+pub mod formats;
+pub mod ingest;
+pub mod lines;
+pub mod prepare;
+pub mod stats;
+pub mod store;
