@@ -1,5 +1,5 @@
 # Fresh machine:  make demo  (set-up + the main job)   |   make test  (set-up + the test suite)
-.PHONY: setup build test demo env gpu-check clean-outputs
+.PHONY: setup build test demo env gpu-check clean-outputs bench-setup bench-ingest
 
 UORCH := target/release/uorch
 
@@ -20,6 +20,13 @@ demo: setup
 
 env: setup
 	$(UORCH) env
+
+# Benchmarks: the Python references (pandas, pyarrow) go into the set-up venv.
+bench-setup: setup
+	@.uorch/venv/bin/python -c 'import pandas, pyarrow' 2>/dev/null || .uorch/venv/bin/python -m pip install -q pandas==3.1.1 pyarrow==26.0.1
+
+bench-ingest: bench-setup
+	$(UORCH) bench ingest
 
 # On a GPU host, with the release binary built elsewhere and carried along.
 gpu-check:

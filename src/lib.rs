@@ -1,6 +1,7 @@
 //! uorch: a training orchestrator for USER-LLM (user-history encoders feeding an
 //! LLM through cross-attention), across GPUs and trials.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod env_report;

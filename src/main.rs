@@ -36,6 +36,9 @@ enum Command {
     /// Datasets: prepare timeline stores and inspect them.
     #[command(subcommand)]
     Data(DataCmd),
+    /// Benchmarks that print their figures beside a reference.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Run a config: create its run folder (resolved config, environment,
     /// TensorBoard log) and execute its stages.
     Launch {
@@ -95,12 +98,29 @@ enum DataCmd {
         /// Replace an existing store.
         #[arg(long)]
         force: bool,
+        /// Print how long each phase took.
+        #[arg(long)]
+        timings: bool,
     },
     /// Summarise a timeline store.
     Stats {
         store: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// `data prepare` on a synthetic MovieLens-20M-shaped ratings.csv, against
+    /// pandas and pyarrow reading and sorting the same file.
+    Ingest {
+        /// Ratings to generate.
+        #[arg(long, default_value_t = uorch::bench::ingest::ML20M_ROWS)]
+        rows: u64,
+        /// Where the synthetic data is kept (reused while --rows is unchanged).
+        #[arg(long, default_value = "checkpoints/bench-ingest")]
+        dir: PathBuf,
     },
 }
 
@@ -168,6 +188,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Launch { src, dry_run } => launch(&src, dry_run)?,
         Command::Data(cmd) => data_command(cmd)?,
+        Command::Bench(BenchCmd::Ingest { rows, dir }) => {
+            let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;
+            println!("ingest benchmark, {} logical cores:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            print!("{}", uorch::bench::ingest::report(&results));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +228,7 @@ fn launch(src: &ConfigSource, dry_run: bool) -> Result<()> {
 
 fn data_command(cmd: DataCmd) -> Result<()> {
     match cmd {
-        DataCmd::Prepare { inputs, out, format, min_user_interactions, min_item_interactions, skip_bad_lines, force } => {
+        DataCmd::Prepare { inputs, out, format, min_user_interactions, min_item_interactions, skip_bad_lines, force, timings } => {
             let t0 = std::time::Instant::now();
             let opts = PrepareOptions {
                 inputs,
@@ -228,6 +253,10 @@ fn data_command(cmd: DataCmd) -> Result<()> {
                 stats::group(c.reviews),
                 out.display()
             );
+            if timings {
+                let parts: Vec<String> = p.timings.iter().map(|(n, s)| format!("{n} {s:.2} s")).collect();
+                println!("phases: {}", parts.join(", "));
+            }
             if c.skipped_lines > 0 {
                 println!("skipped {} malformed lines; the first:", c.skipped_lines);
                 for e in &p.skipped_examples {

@@ -30,6 +30,8 @@ pub struct Prepared {
     pub manifest: Manifest,
     pub rows_read: usize,
     pub skipped_examples: Vec<String>,
+    /// Seconds spent per phase (read, order, checksum, write), in order.
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 fn sha256_file(path: &Path) -> Result<(u64, String)> {
@@ -80,6 +82,12 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     let mut collector = Collector::new(format.has_reviews().then_some(staging.0.as_path()), expected_rows.min(1 << 28))?;
     let mut bad = BadLines::new(opts.skip_bad_lines);
     let mut progress = Progress::new(bar);
+    let mut timings = Vec::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
     formats::read(format, &inputs, &mut collector, &mut bad, &mut progress)?;
     progress.bar.finish_and_clear();
     let rows_read = collector.len();
@@ -87,7 +95,9 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         bail!("no interactions in {}", inputs.interactions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     let reviews_path = staging.0.join(store::REVIEWS);
+    lap("read", &mut timings);
     let t = collector.finish(opts.filters, format.has_reviews().then_some(reviews_path.as_path()))?;
+    lap("filter+order", &mut timings);
 
     let mut sources = Vec::new();
     for (role, paths) in [("interactions", &inputs.interactions), ("metadata", &inputs.metadata)] {
@@ -100,6 +110,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         let (bytes, sha256) = sha256_file(p)?;
         sources.push(SourceFile { name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(), role: "genres".into(), bytes, sha256 });
     }
+    lap("checksum", &mut timings);
     let reviews = t.review_offsets.as_ref().map(|o| o.windows(2).filter(|w| w[1] > w[0]).count()).unwrap_or(0);
     let features = BTreeMap::from([
         ("item".to_string(), t.items.len()),
@@ -119,6 +130,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         created_by: format!("uorch {}", env!("CARGO_PKG_VERSION")),
     };
     store::write(&staging.0, &t, &manifest)?;
+    lap("write", &mut timings);
 
     // Swap into place: the old store (with --force) is moved aside first.
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
@@ -130,5 +142,5 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     if had_old {
         std::fs::remove_dir_all(&old)?;
     }
-    Ok(Prepared { format, manifest, rows_read, skipped_examples: bad.first })
+    Ok(Prepared { format, manifest, rows_read, skipped_examples: bad.first, timings })
 }
