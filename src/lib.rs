@@ -8,6 +8,7 @@ pub mod env_report;
 pub mod fsutil;
 pub mod gpu_info;
 pub mod paths;
+pub mod rng;
 pub mod rundir;
 pub mod tb;
 pub mod torch_runtime;

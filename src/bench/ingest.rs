@@ -5,7 +5,8 @@
 //! pandas and pyarrow reading and sorting the same file, when the set-up venv
 //! has them (`make bench-setup`).
 
-use super::{children_peak_rss, XorShift};
+use super::children_peak_rss;
+use crate::rng::SplitMix64;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
@@ -30,7 +31,7 @@ pub fn generate(dir: &Path, rows: u64) -> Result<()> {
     let users = ML20M_USERS.min(rows.max(1));
     let mut r = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.join("ratings.csv"))?);
     writeln!(r, "userId,movieId,rating,timestamp")?;
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = SplitMix64::new(20);
     let per_user = rows / users;
     let mut written = 0;
     for u in 1..=users {

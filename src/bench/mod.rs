@@ -12,22 +12,3 @@ pub fn children_peak_rss() -> u64 {
         ru.ru_maxrss as u64 * 1024
     }
 }
-
-/// A small, fast, seeded generator for synthetic benchmark data.
-pub struct XorShift(pub u64);
-
-impl XorShift {
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}

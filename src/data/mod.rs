@@ -5,5 +5,8 @@ pub mod formats;
 pub mod ingest;
 pub mod lines;
 pub mod prepare;
+pub mod prompt;
+pub mod split;
 pub mod stats;
 pub mod store;
+pub mod tasks;

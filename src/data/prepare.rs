@@ -121,6 +121,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         store_version: store::STORE_VERSION,
         format: format.name().into(),
         category_label: format.category_label().into(),
+        category_structure: if format == Format::Amazon { "path" } else { "set" }.into(),
         sources,
         filters: opts.filters,
         filter_rounds: t.filter_rounds,

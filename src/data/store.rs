@@ -56,6 +56,9 @@ pub struct Manifest {
     pub format: String,
     /// What the `category` feature is called for this format (genre / category).
     pub category_label: String,
+    /// `set`: an item's categories are independent labels (MovieLens genres,
+    /// Google categories); `path`: a hierarchy, most general first (Amazon).
+    pub category_structure: String,
     pub sources: Vec<SourceFile>,
     pub filters: Filters,
     pub filter_rounds: u32,
@@ -165,7 +168,7 @@ impl Store {
         let text = std::fs::read(&mpath).with_context(|| {
             format!("{} is not a timeline store (no {MANIFEST}; a prepare that did not finish leaves none): run `uorch data prepare`", dir.display())
         })?;
-        let manifest: Manifest = serde_json::from_slice(&text).with_context(|| format!("{}: unreadable manifest", mpath.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&text).with_context(|| format!("{}: unreadable manifest (written by another uorch version, or damaged): prepare the store again", mpath.display()))?;
         if manifest.store_version != STORE_VERSION {
             bail!("{}: store version {} but this uorch reads version {STORE_VERSION}: prepare it again", mpath.display(), manifest.store_version);
         }

@@ -1,0 +1,78 @@
+//! Task examples built on evaluation cases: next item, favorite
+//! genre/category, and review generation.
+
+use super::split::{eval_cases, EvalCase, Split};
+use super::store::Store;
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Predict the next item.
+    NextItem,
+    /// Name the most frequent genre/category of the history window.
+    FavoriteCategory,
+    /// Write the user's review of the next item (stores with review text).
+    Review,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Item(i32),
+    Category(i32),
+    Review(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub case: EvalCase,
+    pub target: Target,
+}
+
+/// Genre/category ids that count for an item: every listed one for flat sets
+/// (MovieLens genres, Google categories), only the first for hierarchical
+/// paths (Amazon), whose deeper levels would be counted twice.
+fn counted_categories(store: &Store, item: usize) -> &[i32] {
+    let all = store.item_categories(item);
+    if store.manifest.category_structure == "path" { &all[..all.len().min(1)] } else { all }
+}
+
+/// The most frequent genre/category over the window's items. Ties go to the
+/// one seen most recently in the window, then to the smaller id. `<none>` (id
+/// 0) only when no item in the window has any.
+pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
+    let mut count: std::collections::HashMap<i32, (usize, usize)> = std::collections::HashMap::new();
+    for k in window {
+        for &c in counted_categories(store, store.item[k] as usize) {
+            let e = count.entry(c).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = k;
+        }
+    }
+    count
+        .into_iter()
+        .max_by(|(ca, (na, la)), (cb, (nb, lb))| na.cmp(nb).then(la.cmp(lb)).then(cb.cmp(ca)))
+        .map(|(c, _)| c)
+        .unwrap_or(0)
+}
+
+/// Examples for `task` on the validation or test targets, with up to `length`
+/// interactions of history each.
+pub fn examples(store: &Store, task: Task, split: Split, length: usize) -> Result<Vec<Example>> {
+    if task == Task::Review && store.review_offsets.is_none() {
+        bail!("{}: review generation needs review text, and this {} store has none", store.dir.display(), store.manifest.format);
+    }
+    let mut out = Vec::new();
+    for case in eval_cases(store, split, length) {
+        let target = match task {
+            Task::NextItem => Target::Item(store.item[case.target]),
+            Task::FavoriteCategory => Target::Category(favorite_category(store, case.history.clone())),
+            Task::Review => match store.review(case.target) {
+                Some(text) => Target::Review(text.to_string()),
+                None => continue,
+            },
+        };
+        out.push(Example { case, target });
+    }
+    Ok(out)
+}
