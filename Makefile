@@ -11,11 +11,17 @@ build: setup
 test: setup
 	cargo test --release --locked
 
+DEMO_STORE := checkpoints/data/ml-100k
+
 demo: setup
 	$(UORCH) env
 	@echo
-	$(UORCH) config show experiments/quickstart.yaml --origins
+	$(UORCH) data prepare assets/ml-100k --out $(DEMO_STORE) --force
+	$(UORCH) data stats $(DEMO_STORE)
+	$(UORCH) data splits $(DEMO_STORE) --window 50 --stride 25 --world 2 --batch-size 32
+	$(UORCH) data examples $(DEMO_STORE) --task favorite-category --window 10 --limit 1
 	@echo
+	$(UORCH) config show experiments/quickstart.yaml --origins
 	$(UORCH) launch experiments/quickstart.yaml
 
 env: setup

@@ -283,7 +283,7 @@ fn data_command(cmd: DataCmd) -> Result<()> {
             let p = prepare::prepare(&opts)?;
             let c = &p.manifest.counts;
             println!(
-                "prepared {} ({}) in {:.1} s: {} users, {} items, {} interactions ({} read; {} with review text) -> {}",
+                "prepared {} ({}) in {:.2} s: {} users, {} items, {} interactions ({} read; {} with review text) -> {}",
                 p.format.name(),
                 p.manifest.category_label,
                 t0.elapsed().as_secs_f64(),

@@ -312,3 +312,28 @@ fn an_existing_store_is_kept_unless_forced_and_a_half_store_is_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not a timeline store"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_store_reads_in_python_with_numpy_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("ml");
+    prepare(&[&project_root().join("assets/ml-100k")], &out, &[]);
+    let o = std::process::Command::new(project_root().join(".uorch/venv/bin/python"))
+        .arg(project_root().join("tests/store_read.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let py: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((py["users"].as_u64(), py["items"].as_u64(), py["interactions"].as_u64()), (Some(943), Some(1682), Some(100_000)));
+    let s = Store::open(&out).unwrap();
+    let expected: Vec<serde_json::Value> = s
+        .range(0)
+        .take(3)
+        .map(|k| {
+            let i = s.item[k] as usize;
+            serde_json::json!([s.vocab.user[0], s.vocab.item[i], s.title(i), s.timestamp[k], s.vocab.rating[s.rating[k] as usize]])
+        })
+        .collect();
+    assert_eq!(py["first"], serde_json::Value::Array(expected));
+}
