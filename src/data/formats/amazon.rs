@@ -47,19 +47,11 @@ fn categories(m: &Meta) -> Vec<String> {
 
 pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &mut Progress) -> Result<()> {
     for path in &inputs.metadata {
-        progress.each_line(path, |line, place| {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return Ok(());
-            }
-            match serde_json::from_slice::<Meta>(line) {
-                Ok(m) => {
-                    let title = m.title.as_ref().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-                    let categories = categories(&m);
-                    c.meta.insert(m.asin.as_str().into(), ItemMeta { title, categories });
-                    Ok(())
-                }
-                Err(e) => bad.report(&place.to_string(), format!("not an Amazon metadata record: {e}")),
-            }
+        progress.each_json(path, bad, "an Amazon metadata record", |m: Meta| {
+            let title = m.title.as_ref().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let categories = categories(&m);
+            c.meta.insert(m.asin.as_str().into(), ItemMeta { title, categories });
+            Ok(())
         })?;
     }
     for path in &inputs.interactions {
@@ -67,6 +59,7 @@ pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &m
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
+            // Borrowed strings: parsed here rather than through `each_json`.
             match serde_json::from_slice::<Review>(line) {
                 Ok(r) => c.push(&r.reviewer, &r.asin, r.time * 1000, r.overall, r.text.as_deref()),
                 Err(e) => bad.report(&place.to_string(), format!("not an Amazon review record: {e}")),

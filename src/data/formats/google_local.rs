@@ -32,19 +32,11 @@ struct Meta {
 
 pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &mut Progress) -> Result<()> {
     for path in &inputs.metadata {
-        progress.each_line(path, |line, place| {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                return Ok(());
-            }
-            match serde_json::from_slice::<Meta>(line) {
-                Ok(m) => {
-                    let title = m.name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-                    let categories = m.category.unwrap_or_default().into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
-                    c.meta.insert(m.gmap_id.as_str().into(), ItemMeta { title, categories });
-                    Ok(())
-                }
-                Err(e) => bad.report(&place.to_string(), format!("not a Google Local metadata record: {e}")),
-            }
+        progress.each_json(path, bad, "a Google Local metadata record", |m: Meta| {
+            let title = m.name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+            let categories = m.category.unwrap_or_default().into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            c.meta.insert(m.gmap_id.as_str().into(), ItemMeta { title, categories });
+            Ok(())
         })?;
     }
     for path in &inputs.interactions {
@@ -52,6 +44,7 @@ pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &m
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
+            // Borrowed strings: parsed here rather than through `each_json`.
             match serde_json::from_slice::<Review>(line) {
                 Ok(r) => c.push(&r.user_id, &r.gmap_id, r.time, r.rating, r.text.as_deref()),
                 Err(e) => bad.report(&place.to_string(), format!("not a Google Local review record: {e}")),

@@ -251,6 +251,28 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Run `f` on each JSON-lines record of a file, parsed as `T`; blank lines
+    /// are skipped and unparsable ones reported as not being `what`.
+    pub fn each_json<T: for<'a> serde::Deserialize<'a>>(
+        &mut self,
+        path: &Path,
+        bad: &mut BadLines,
+        what: &str,
+        mut f: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
+        self.each_line(path, |line, place| {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            match serde_json::from_slice::<T>(line) {
+                Ok(record) => f(record),
+                Err(e) => bad.report(&place.to_string(), format!("not {what}: {e}")),
+            }
+        })
+    }
+}
+
 /// A line of an input file, for messages (`file:line`).
 pub struct Place {
     pub path: PathBuf,
