@@ -174,6 +174,22 @@ step_build() {
     || die "cargo build failed (output above)"
 }
 
+# ---------------------------------------------------------------- models
+# The packaged SmolLM2 GGUF imported to a Hugging Face folder by uorch itself;
+# redone when the GGUF or the import code changes.
+SMOLLM_DIR="$U/models/smollm2-135m-instruct"
+step_models() {
+  [[ "${UORCH_SKIP_BUILD:-0}" == 1 ]] && return
+  local stamp; stamp="$(sha_of "$ASSETS/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") $(cat "$ROOT"/src/model/gguf/*.rs | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$SMOLLM_DIR/.stamp" && "$(cat "$SMOLLM_DIR/.stamp")" == "$stamp" ]]; then
+    say "SmolLM2-135M-Instruct imported in ${SMOLLM_DIR#$ROOT/}"; return
+  fi
+  say "importing SmolLM2-135M-Instruct from its GGUF"
+  "$ROOT/target/release/uorch" model import-gguf "$ASSETS/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$SMOLLM_DIR" --force \
+    || die "importing the SmolLM2 GGUF failed (output above)"
+  echo "$stamp" > "$SMOLLM_DIR/.stamp"
+}
+
 mkdir -p "$U"
 step_apt
 step_wheels
@@ -181,4 +197,5 @@ step_libtorch
 step_venv
 step_assets
 step_build
+step_models
 say "ready in $(( $(date +%s) - T0 )) s: target/release/uorch"

@@ -7,6 +7,7 @@ pub mod data;
 pub mod env_report;
 pub mod fsutil;
 pub mod gpu_info;
+pub mod model;
 pub mod paths;
 pub mod rng;
 pub mod rundir;

@@ -38,6 +38,30 @@ enum Command {
     /// Datasets: prepare timeline stores and inspect them.
     #[command(subcommand)]
     Data(DataCmd),
+    /// LLMs: import, inspect, tokenize.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Continue a prompt with a model folder (greedy unless --temperature > 0);
+    /// prints only the continuation.
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Sampling temperature; 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Nucleus sampling mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Benchmarks that print their figures beside a reference.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -152,6 +176,34 @@ enum DataCmd {
 }
 
 #[derive(Subcommand)]
+enum ModelCmd {
+    /// Convert a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q6_K) into a Hugging
+    /// Face folder: config.json, model.safetensors (f32), tokenizer.json.
+    ImportGguf {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Token ids of a text.
+    Tokenize {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Architecture, sizes, parameter counts and dtype of a model folder.
+    Info {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// `data prepare` on a synthetic MovieLens-20M-shaped ratings.csv, against
     /// pandas and pyarrow reading and sorting the same file.
@@ -229,6 +281,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Launch { src, dry_run } => launch(&src, dry_run)?,
         Command::Data(cmd) => data_command(cmd)?,
+        Command::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, device } => {
+            if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 || temperature < 0.0 {
+                anyhow::bail!("--top-p must be in (0, 1] and --temperature at least 0");
+            }
+            let device = parse_device(device.as_deref())?;
+            let tok = uorch::model::tokenizer::Tokenizer::from_dir(&model)?;
+            let m = uorch::model::llama::load::load(&model, device, uorch::model::llama::load::default_kind(device))?;
+            let ids = tok.encode(&prompt)?;
+            if ids.is_empty() {
+                anyhow::bail!("the prompt is empty after tokenization");
+            }
+            let sampling = uorch::model::generate::Sampling { temperature, top_p, seed };
+            let out = uorch::model::generate::generate(&m, &ids, max_new_tokens, sampling, &m.config.eos_ids());
+            println!("{}", tok.decode(&out)?);
+        }
+        Command::Model(ModelCmd::Tokenize { model, text, json }) => {
+            let ids = uorch::model::tokenizer::Tokenizer::from_dir(&model)?.encode(&text)?;
+            if json {
+                println!("{}", serde_json::json!(ids));
+            } else {
+                println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            }
+        }
+        Command::Model(ModelCmd::Info { dir, json }) => {
+            let c = uorch::model::llama::LlamaConfig::load(&dir)?;
+            let files = uorch::model::llama::load::weight_files(&dir)?;
+            let dtypes = uorch::model::llama::load::stored_dtypes(&files)?;
+            let info = serde_json::json!({
+                "architecture": c.model_type, "layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size, "attention_heads": c.num_attention_heads,
+                "kv_heads": c.kv_heads(), "head_dim": c.head_dim(), "vocab_size": c.vocab_size,
+                "tied_embeddings": c.tie_word_embeddings, "rope_theta": c.rope_theta,
+                "max_positions": c.max_position_embeddings, "parameters": c.parameter_count(),
+                "stored_dtypes": dtypes,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                for (k, v) in info.as_object().unwrap() {
+                    println!("  {k:<18} {v}");
+                }
+            }
+        }
+        Command::Model(ModelCmd::ImportGguf { file, out, force }) => {
+            let t0 = std::time::Instant::now();
+            let m = uorch::model::gguf::import::import(&file, &out, force)?;
+            println!(
+                "imported {} ({} tensors, {:.1}M parameters{}) in {:.1} s -> {}",
+                m.architecture,
+                m.tensors,
+                m.parameters as f64 / 1e6,
+                if m.tied_embeddings { ", tied embeddings" } else { "" },
+                t0.elapsed().as_secs_f64(),
+                out.display()
+            );
+        }
         Command::Bench(BenchCmd::Ingest { rows, dir }) => {
             let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;
             println!("ingest benchmark, {} logical cores:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -369,6 +477,18 @@ fn data_command(cmd: DataCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_device(s: Option<&str>) -> Result<tch::Device> {
+    Ok(match s {
+        None => tch::Device::cuda_if_available(),
+        Some("cpu") => tch::Device::Cpu,
+        Some("cuda") => tch::Device::Cuda(0),
+        Some(d) => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => tch::Device::Cuda(n),
+            None => anyhow::bail!("--device {d:?}: expected cpu, cuda or cuda:N"),
+        },
+    })
 }
 
 /// The command-line spelling of an option value.

@@ -1,0 +1,7 @@
+//! Models: the Llama-family decoder, its loading from Hugging Face folders and
+//! GGUF files, and tokenization.
+
+pub mod gguf;
+pub mod generate;
+pub mod llama;
+pub mod tokenizer;
