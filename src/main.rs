@@ -215,6 +215,23 @@ enum BenchCmd {
         #[arg(long, default_value = "checkpoints/bench-ingest")]
         dir: PathBuf,
     },
+    /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
+    /// against Hugging Face transformers in the same run when available.
+    Llm {
+        /// smollm2-135m, llama-1b (repeatable).
+        #[arg(long = "shape", default_values_t = vec!["smollm2-135m".to_string()])]
+        shapes: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available).
+        #[arg(long)]
+        device: Option<String>,
+        /// A Python with torch + transformers for the reference (skipped if it has none).
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -336,6 +353,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 t0.elapsed().as_secs_f64(),
                 out.display()
             );
+        }
+        Command::Bench(BenchCmd::Llm { shapes, steps, warmup, device, reference_python }) => {
+            use uorch::bench::llm;
+            let device = parse_device(device.as_deref())?;
+            for name in &shapes {
+                let s = llm::shape(name, device)?;
+                eprintln!("{}: running uorch ...", s.name);
+                let mut rows = vec![llm::run_ours(&s, device, steps, warmup)?];
+                eprintln!("{}: running the transformers reference ...", s.name);
+                match llm::run_reference(&reference_python, &s, device, steps, warmup)? {
+                    Some(r) => rows.push(r),
+                    None => eprintln!("  no torch + transformers at {}: reference skipped", reference_python.display()),
+                }
+                print!("{}", llm::report(&s, &rows, device));
+            }
         }
         Command::Bench(BenchCmd::Ingest { rows, dir }) => {
             let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;

@@ -22,9 +22,9 @@ fn write_gz(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// Prepare with no filtering; panics with the CLI's stderr on failure.
-fn prepare(inputs: &[&Path], out: &Path, extra: &[&str]) -> String {
-    let o = uorch()
+/// Run `uorch data prepare` with no filtering.
+fn run_prepare(inputs: &[&Path], out: &Path, extra: &[&str]) -> std::process::Output {
+    uorch()
         .args(["data", "prepare"])
         .args(inputs)
         .arg("--out")
@@ -32,21 +32,19 @@ fn prepare(inputs: &[&Path], out: &Path, extra: &[&str]) -> String {
         .args(["--min-user-interactions", "1", "--min-item-interactions", "1"])
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Prepare; panics with the CLI's stderr on failure.
+fn prepare(inputs: &[&Path], out: &Path, extra: &[&str]) -> String {
+    let o = run_prepare(inputs, out, extra);
     assert!(o.status.success(), "prepare failed:\n{}", stderr(&o));
     stdout(&o)
 }
 
+/// Prepare expecting failure, and check nothing was left behind.
 fn prepare_fails(inputs: &[&Path], out: &Path, extra: &[&str]) -> String {
-    let o = uorch()
-        .args(["data", "prepare"])
-        .args(inputs)
-        .arg("--out")
-        .arg(out)
-        .args(["--min-user-interactions", "1", "--min-item-interactions", "1"])
-        .args(extra)
-        .output()
-        .unwrap();
+    let o = run_prepare(inputs, out, extra);
     assert!(!o.status.success(), "prepare should fail:\n{}", stdout(&o));
     assert!(!out.exists(), "a failed prepare left {}", out.display());
     let parent = out.parent().unwrap();

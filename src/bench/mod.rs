@@ -2,6 +2,7 @@
 //! in the same invocation where one is available.
 
 pub mod ingest;
+pub mod llm;
 
 /// Peak resident memory of the largest child waited for so far, in bytes.
 pub fn children_peak_rss() -> u64 {
