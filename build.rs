@@ -4,10 +4,10 @@ use std::process::Command;
 
 fn main() {
     // torch-sys (links = "tch") exports the folder it linked against.
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-        println!("cargo:rustc-env=UORCH_BUILD_LIBTORCH_LIB={lib}");
-    }
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    println!("cargo:rustc-env=UORCH_BUILD_LIBTORCH_LIB={lib}");
+    build_c10d_shim(std::path::Path::new(&lib));
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -26,4 +26,24 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The C++ shim over c10d's TCPStore and Gloo process groups (csrc/). Gloo's
+/// headers come from Debian's libgloo-dev (set-up installs it); the rest from
+/// the libtorch we link against.
+fn build_c10d_shim(lib: &std::path::Path) {
+    let include = lib.parent().expect("libtorch lib has a parent").join("include");
+    for f in ["csrc/c10d_shim.cpp", "csrc/uorch_c10d.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/c10d_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("USE_C10D_GLOO", None)
+        .warnings(false)
+        .compile("uorch_c10d_shim");
 }

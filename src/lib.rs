@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod env_report;
 pub mod fsutil;
 pub mod gpu_info;

@@ -1,0 +1,169 @@
+// C functions over c10d for Rust: a TCPStore (server or client) and process
+// groups with in-place collectives on torch tensors, returning work handles
+// that are waited on with a timeout. Exceptions never cross into Rust: each
+// function catches them and reports through uorch_last_error().
+#include "uorch_c10d.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+static thread_local std::string g_error;
+
+void uorch_set_error(const std::string& msg) { g_error = msg; }
+
+template <typename F>
+static auto guarded(F&& f, decltype(f()) on_error) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown C++ exception";
+  }
+  return on_error;
+}
+
+static std::vector<at::Tensor> tensors_of(at::Tensor** ts, int n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int i = 0; i < n; ++i) v.push_back(*ts[i]);
+  return v;
+}
+
+static c10d::ReduceOp reduce_op(int op) {
+  switch (op) {
+    case 0: return c10d::ReduceOp::SUM;
+    case 1: return c10d::ReduceOp::MAX;
+    case 2: return c10d::ReduceOp::MIN;
+    default: throw std::invalid_argument("unknown reduce op " + std::to_string(op));
+  }
+}
+
+extern "C" {
+
+const char* uorch_last_error() { return g_error.c_str(); }
+
+uorch_store* uorch_tcpstore_new(const char* host, int port, int world_size, int is_server, int64_t timeout_ms) {
+  return guarded([&]() -> uorch_store* {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    opts.numWorkers = world_size;
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    auto s = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    return new uorch_store{s};
+  }, nullptr);
+}
+
+uorch_store* uorch_prefixstore_new(const char* prefix, uorch_store* base) {
+  return guarded([&]() -> uorch_store* {
+    return new uorch_store{c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), base->store)};
+  }, nullptr);
+}
+
+void uorch_store_free(uorch_store* s) { delete s; }
+
+int uorch_store_set(uorch_store* s, const char* key, const uint8_t* data, size_t len) {
+  return guarded([&]() -> int {
+    s->store->set(std::string(key), std::vector<uint8_t>(data, data + len));
+    return 0;
+  }, 1);
+}
+
+// On success *out is malloc'd (free with uorch_free).
+int uorch_store_get(uorch_store* s, const char* key, uint8_t** out, size_t* len) {
+  return guarded([&]() -> int {
+    auto v = s->store->get(std::string(key));
+    *len = v.size();
+    *out = static_cast<uint8_t*>(malloc(v.size() > 0 ? v.size() : 1));
+    if (!v.empty()) std::memcpy(*out, v.data(), v.size());
+    return 0;
+  }, 1);
+}
+
+int uorch_store_add(uorch_store* s, const char* key, int64_t delta, int64_t* out) {
+  return guarded([&]() -> int {
+    *out = s->store->add(std::string(key), delta);
+    return 0;
+  }, 1);
+}
+
+int uorch_store_wait(uorch_store* s, const char** keys, int n, int64_t timeout_ms) {
+  return guarded([&]() -> int {
+    std::vector<std::string> ks(keys, keys + n);
+    s->store->wait(ks, std::chrono::milliseconds(timeout_ms));
+    return 0;
+  }, 1);
+}
+
+void uorch_free(void* p) { free(p); }
+
+uorch_pg* uorch_pg_gloo_new(uorch_store* s, int rank, int size, int64_t timeout_ms, const char* hostname) {
+  return guarded([&]() -> uorch_pg* {
+    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(hostname)));
+    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(s->store, rank, size, opts);
+    return new uorch_pg{pg, rank, size};
+  }, nullptr);
+}
+
+void uorch_pg_free(uorch_pg* pg) { delete pg; }
+
+uorch_work* uorch_pg_allreduce(uorch_pg* pg, at::Tensor** ts, int n, int op) {
+  return guarded([&]() -> uorch_work* {
+    auto v = tensors_of(ts, n);
+    c10d::AllreduceOptions o;
+    o.reduceOp = reduce_op(op);
+    return new uorch_work{pg->backend->allreduce(v, o)};
+  }, nullptr);
+}
+
+uorch_work* uorch_pg_broadcast(uorch_pg* pg, at::Tensor** ts, int n, int root) {
+  return guarded([&]() -> uorch_work* {
+    auto v = tensors_of(ts, n);
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    return new uorch_work{pg->backend->broadcast(v, o)};
+  }, nullptr);
+}
+
+// output: world_size x input's numel, flat.
+uorch_work* uorch_pg_allgather(uorch_pg* pg, at::Tensor* output, at::Tensor* input) {
+  return guarded([&]() -> uorch_work* {
+    return new uorch_work{pg->backend->_allgather_base(*output, *input)};
+  }, nullptr);
+}
+
+// input: world_size x output's numel, flat; each rank receives its reduced chunk.
+uorch_work* uorch_pg_reduce_scatter(uorch_pg* pg, at::Tensor* output, at::Tensor* input, int op) {
+  return guarded([&]() -> uorch_work* {
+    c10d::ReduceScatterOptions o;
+    o.reduceOp = reduce_op(op);
+    return new uorch_work{pg->backend->_reduce_scatter_base(*output, *input, o)};
+  }, nullptr);
+}
+
+uorch_work* uorch_pg_barrier(uorch_pg* pg) {
+  return guarded([&]() -> uorch_work* { return new uorch_work{pg->backend->barrier()}; }, nullptr);
+}
+
+// 0: completed; 1: failed or timed out (message in uorch_last_error()).
+int uorch_work_wait(uorch_work* w, int64_t timeout_ms) {
+  return guarded([&]() -> int {
+    if (!w->work->wait(std::chrono::milliseconds(timeout_ms))) {
+      g_error = "timed out";
+      return 1;
+    }
+    return 0;
+  }, 1);
+}
+
+void uorch_work_free(uorch_work* w) { delete w; }
+
+}  // extern "C"

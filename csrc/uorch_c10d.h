@@ -1,0 +1,24 @@
+// uorch's C interface to PyTorch's c10d (TCPStore, process groups), shared by
+// the always-built Gloo shim (c10d_shim.cpp) and the NCCL plugin
+// (nccl_plugin.cpp, built on GPU hosts by launcher/build_nccl_plugin.sh).
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+struct uorch_store {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct uorch_pg {
+  c10::intrusive_ptr<c10d::Backend> backend;
+  int rank;
+  int size;
+};
+
+struct uorch_work {
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+// Errors: functions return null / non-zero and leave a message here.
+void uorch_set_error(const std::string& msg);

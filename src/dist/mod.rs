@@ -1,0 +1,9 @@
+//! Distributed training over PyTorch's c10d: the TCPStore rendezvous and
+//! process groups (Gloo on CPU; NCCL on GPU through a plugin built on GPU hosts).
+
+mod ffi;
+pub mod group;
+pub mod store;
+
+pub use group::{ProcessGroup, ReduceOp, Work};
+pub use store::Store;

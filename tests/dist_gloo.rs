@@ -1,0 +1,122 @@
+//! c10d through the shim, with real processes: a TCPStore rendezvous, a Gloo
+//! group, every collective checked against the closed-form answer, and a
+//! collective that a peer never joins failing with a timeout error.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tch::{Kind, Tensor};
+use uorch::dist::{ProcessGroup, ReduceOp, Store};
+
+const ROLE: &str = "UORCH_TEST_DIST_ROLE";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn group(rank: usize, world: usize, port: u16, timeout: Duration) -> ProcessGroup {
+    let store = Store::tcp("127.0.0.1", port, world, rank == 0, Duration::from_secs(30)).unwrap();
+    ProcessGroup::gloo(store, rank, world, timeout, "127.0.0.1").unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.reshape([-1])).unwrap()
+}
+
+/// What each child process does, by scenario.
+fn child(spec: &str) {
+    let f: Vec<&str> = spec.split(',').collect();
+    let (rank, world, port, scenario): (usize, usize, u16, &str) = (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3]);
+    match scenario {
+        "collectives" => {
+            let pg = group(rank, world, port, Duration::from_secs(30));
+            let r = rank as f32;
+            // all_reduce sum and avg of [r, 10r, 100r].
+            let t = Tensor::from_slice(&[r, 10.0 * r, 100.0 * r]);
+            pg.all_reduce(&[&t], ReduceOp::Sum).unwrap().wait().unwrap();
+            let s: f32 = (0..world).map(|k| k as f32).sum();
+            assert_eq!(values(&t), vec![s, 10.0 * s, 100.0 * s]);
+            let a = Tensor::from_slice(&[r + 1.0, 2.0]);
+            pg.all_reduce(&[&a], ReduceOp::Avg).unwrap().wait().unwrap();
+            assert_eq!(values(&a), vec![(s + world as f32) / world as f32, 2.0]);
+            let m = Tensor::from_slice(&[r]);
+            pg.all_reduce(&[&m], ReduceOp::Max).unwrap().wait().unwrap();
+            assert_eq!(values(&m), vec![(world - 1) as f32]);
+            // broadcast from the last rank.
+            let b = Tensor::from_slice(&[r, r]);
+            pg.broadcast(&[&b], world - 1).unwrap().wait().unwrap();
+            assert_eq!(values(&b), vec![(world - 1) as f32; 2]);
+            // all_gather: rank k contributes [k, k+0.5].
+            let input = Tensor::from_slice(&[r, r + 0.5]);
+            let out = Tensor::zeros([2 * world as i64], (Kind::Float, tch::Device::Cpu));
+            pg.all_gather(&out, &input).unwrap().wait().unwrap();
+            let want: Vec<f32> = (0..world).flat_map(|k| [k as f32, k as f32 + 0.5]).collect();
+            assert_eq!(values(&out), want);
+            // reduce_scatter: every rank sends [0, 1, ..., 2w-1] * (r+1); rank k gets chunk k summed.
+            let scale: f32 = (1..=world).map(|k| k as f32).sum();
+            let input = Tensor::arange(2 * world as i64, (Kind::Float, tch::Device::Cpu)) * (r + 1.0) as f64;
+            let out = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu));
+            pg.reduce_scatter(&out, &input, ReduceOp::Sum).unwrap().wait().unwrap();
+            assert_eq!(values(&out), vec![(2 * rank) as f32 * scale, (2 * rank + 1) as f32 * scale]);
+            pg.barrier().unwrap().wait().unwrap();
+        }
+        "absent-peer" => {
+            let pg = group(rank, world, port, Duration::from_secs(3));
+            pg.barrier().unwrap().wait().unwrap();
+            if rank == 1 {
+                // Never joins the next collective; outlives rank 0's timeout.
+                std::thread::sleep(Duration::from_secs(20));
+                return;
+            }
+            let t0 = Instant::now();
+            let t = Tensor::from_slice(&[1.0f32]);
+            let err = pg.all_reduce(&[&t], ReduceOp::Sum).and_then(|w| w.wait()).unwrap_err().to_string();
+            let took = t0.elapsed();
+            println!("ERROR_TEXT {err}");
+            println!("ERROR_AFTER_MS {}", took.as_millis());
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn run(world: usize, scenario: &str) -> Vec<std::process::Output> {
+    let port = free_port();
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_entry_point", "--nocapture", "--test-threads=1"])
+                .env(ROLE, format!("{rank},{world},{port},{scenario}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+/// Entry point of the spawned ranks (does nothing when run as a normal test).
+#[test]
+fn child_entry_point() {
+    if let Ok(spec) = std::env::var(ROLE) {
+        child(&spec);
+    }
+}
+
+#[test]
+fn gloo_collectives_give_the_closed_form_results_on_2_and_3_ranks() {
+    for world in [2, 3] {
+        for (rank, o) in run(world, "collectives").iter().enumerate() {
+            assert!(o.status.success(), "world {world} rank {rank}:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+#[test]
+fn a_collective_a_peer_never_joins_fails_with_a_timeout_naming_op_rank_and_timeout() {
+    let outs = run(2, "absent-peer");
+    let text = String::from_utf8_lossy(&outs[0].stdout);
+    let err = text.lines().find_map(|l| l.split_once("ERROR_TEXT ").map(|(_, r)| r)).unwrap_or_else(|| panic!("rank 0 printed:\n{text}\n{}", String::from_utf8_lossy(&outs[0].stderr)));
+    assert!(err.contains("all_reduce on rank 0 did not complete within the 3s collective timeout"), "{err}");
+    let ms: u64 = text.lines().find_map(|l| l.split_once("ERROR_AFTER_MS ").map(|(_, r)| r)).unwrap().parse().unwrap();
+    assert!(ms < 15_000, "took {ms} ms");
+}
