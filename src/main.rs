@@ -73,6 +73,28 @@ enum Command {
         /// Print what would run, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Worker processes on this machine (sets dist.nproc).
+        #[arg(long)]
+        nproc: Option<usize>,
+        /// Machines taking part (one launcher on each).
+        #[arg(long, default_value_t = 1)]
+        nnodes: usize,
+        /// This machine's index among them.
+        #[arg(long, default_value_t = 0)]
+        node_rank: usize,
+        /// Address of the machine with node rank 0 (it serves the rendezvous).
+        #[arg(long, default_value = "127.0.0.1")]
+        master_addr: String,
+        /// Rendezvous port (0: a free one; give the same one to every machine).
+        #[arg(long, default_value_t = 0)]
+        master_port: u16,
+    },
+    /// One worker of a launch (started by `uorch launch` with RANK, WORLD_SIZE,
+    /// MASTER_ADDR, MASTER_PORT set).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -296,7 +318,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{name}");
             }
         }
-        Command::Launch { src, dry_run } => launch(&src, dry_run)?,
+        Command::Launch { mut src, dry_run, nproc, nnodes, node_rank, master_addr, master_port } => {
+            if let Some(n) = nproc {
+                src.set.push(format!("dist.nproc={n}"));
+            }
+            let topo = uorch::launch::Topology { nproc: 1, nnodes, node_rank, master_addr, master_port };
+            return launch(&src, dry_run, topo);
+        }
+        Command::Worker { config } => worker(&config)?,
         Command::Data(cmd) => data_command(cmd)?,
         Command::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, device } => {
             if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 || temperature < 0.0 {
@@ -378,32 +407,83 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn launch(src: &ConfigSource, dry_run: bool) -> Result<()> {
+fn stages(cfg: &RunConfig) -> String {
+    match &cfg.pretrain {
+        Some(p) => format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)), then next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc),
+        None => "none (the config has no pretrain section)".into(),
+    }
+}
+
+fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> Result<ExitCode> {
     let cfg = src.load()?.config;
     let dir = cfg.run_dir();
     if dry_run {
         println!("run `{}` would be written to {}", cfg.name, dir.display());
-        println!("seed {}, cpu threads {}", cfg.seed, threads_text(cfg.cpu_threads));
-        println!("stages: none (this build has no data, pretraining or finetuning stages yet)");
-        return Ok(());
-    }
-    if cfg.cpu_threads > 0 {
-        tch::set_num_threads(cfg.cpu_threads as i32);
+        println!("seed {}, cpu threads {}, {} worker(s) per machine", cfg.seed, threads_text(cfg.cpu_threads), cfg.dist.nproc);
+        println!("stages: {}", stages(&cfg));
+        return Ok(ExitCode::SUCCESS);
     }
     tch::manual_seed(cfg.seed as i64);
     let env = env_report::collect();
+    let fresh = !rundir::tb_dir(&dir).exists();
     let dir = rundir::prepare(&cfg, &env)?;
     let mut events = tb::EventWriter::create(&rundir::tb_dir(&dir))?;
-    rundir::log_run_start(&mut events, &cfg, &env_report::render(&env))?;
-    rundir::log_run_end(&mut events, true)?;
-    println!("run `{}` recorded in {}", cfg.name, dir.display());
-    println!(
-        "  {}  resolved config\n  {}  environment\n  {}/  TensorBoard (hparams, config, env)",
-        rundir::CONFIG_FILE,
-        rundir::ENV_FILE,
-        rundir::TB_DIR
-    );
-    println!("stages: none (this build has no data, pretraining or finetuning stages yet)");
+    if fresh {
+        rundir::log_run_start(&mut events, &cfg, &env_report::render(&env))?;
+    }
+    println!("run `{}` in {}", cfg.name, dir.display());
+    println!("stages: {}", stages(&cfg));
+    if cfg.pretrain.is_none() {
+        rundir::log_run_end(&mut events, true)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let topo = uorch::launch::Topology { nproc: cfg.dist.nproc, ..topo }.resolve()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = if cfg.cpu_threads > 0 { cfg.cpu_threads as usize } else { (cores / topo.nproc).max(1) };
+    let ended = uorch::launch::launch(&dir.join(rundir::CONFIG_FILE), &topo, threads);
+    match ended {
+        Ok(uorch::launch::Ended::Completed) => {
+            rundir::log_run_end(&mut events, true)?;
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
+            println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
+            println!("  {:<12} {:>9} {:>9} {:>9} {:>9}", "test", "recall@1", "recall@5", "recall@10", "ndcg@10");
+            for who in ["encoder", "popularity"] {
+                let r = &m[who];
+                let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                println!("  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", who, f("recall@1"), f("recall@5"), f("recall@10"), f("ndcg@10"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(uorch::launch::Ended::Interrupted) => {
+            println!("interrupted: checkpoint written; run the same command again to resume");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => {
+            rundir::log_run_end(&mut events, false)?;
+            Err(e)
+        }
+    }
+}
+
+fn worker(config: &std::path::Path) -> Result<()> {
+    let cfg = config::load::<RunConfig>(config, &[])?.config;
+    let threads: i32 = std::env::var("UORCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cfg.cpu_threads as i32);
+    if threads > 0 {
+        tch::set_num_threads(threads);
+    }
+    let w = uorch::train::worker::Worker::from_env(std::time::Duration::from_secs(cfg.dist.timeout_s))?;
+    {
+        let stop = w.stop.clone();
+        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    }
+    let out = uorch::train::pretrain::run(&cfg, &w)?;
+    if w.rank == 0 {
+        if out.interrupted {
+            eprintln!("interrupted after step {}: checkpoint written", out.steps);
+        } else {
+            eprintln!("finished {} steps, final loss {:.6}", out.steps, out.final_loss);
+        }
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ fn misspelled_key_names_file_line_column_key_expected_keys_and_the_likely_key() 
     let f = write(d.path(), "run.yaml", "include: [run/defaults]\nname: typo\n\noutptu_root: /tmp/x\n");
     let err = check_fails(&f, &[]);
     let expected = format!(
-        "error: {}:4:1: key `outptu_root`: unknown key `outptu_root`; expected one of `name`, `output_root`, `seed`, `cpu_threads`; did you mean `output_root`?",
+        "error: {}:4:1: key `outptu_root`: unknown key `outptu_root`; expected one of `name`, `output_root`, `seed`, `cpu_threads`, `data`, `encoder`, `pretrain`, `dist`; did you mean `output_root`?",
         f.display()
     );
     assert_eq!(err.trim(), expected);
@@ -107,7 +107,7 @@ fn resolved_dump_reads_back_to_the_same_config_and_shows_origins() {
     let out = uorch().args(["config", "show"]).arg(&f).args(["--set", "seed=77"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let dump = stdout(&out);
-    assert_eq!(dump, "name: dumped\noutput_root: checkpoints\nseed: 77\ncpu_threads: 0\n");
+    assert_eq!(dump, "name: dumped\noutput_root: checkpoints\nseed: 77\ncpu_threads: 0\ndist:\n  nproc: 1\n  timeout_s: 300\n  bucket_mb: 25\n");
     let again = write(d.path(), "dump.yaml", &dump);
     let out2 = uorch().args(["config", "show"]).arg(&again).output().unwrap();
     assert_eq!(stdout(&out2), dump);

@@ -10,7 +10,7 @@
 pub mod emit;
 mod error;
 mod merge;
-mod run;
+pub mod run;
 pub mod tree;
 
 pub use error::{ConfigError, ConfigErrors};

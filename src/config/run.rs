@@ -19,7 +19,134 @@ pub struct RunConfig {
     /// CPU threads libtorch uses per process for intra-op work; 0 = its default.
     #[serde(default)]
     pub cpu_threads: u32,
+    /// The timeline store the run trains on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataConfig>,
+    /// The user encoder's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderConfig>,
+    /// Self-supervised encoder pretraining (runs when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<PretrainConfig>,
+    /// Workers and collectives.
+    #[serde(default)]
+    pub dist: DistConfig,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A store made by `uorch data prepare` (relative paths: from the working folder).
+    pub store: PathBuf,
+    /// History window length (inputs per training window; history per evaluation case).
+    #[serde(default = "d_window")]
+    pub window: usize,
+    /// Interactions between consecutive training-window ends.
+    #[serde(default = "d_window")]
+    pub stride: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    #[serde(default = "d_dim")]
+    pub dim: usize,
+    #[serde(default = "d_layers")]
+    pub layers: usize,
+    #[serde(default = "d_heads")]
+    pub heads: usize,
+    /// Feed-forward width as a multiple of `dim`.
+    #[serde(default = "d_ffn")]
+    pub ffn_mult: usize,
+    #[serde(default = "d_dropout")]
+    pub dropout: f64,
+    /// Which per-interaction features to embed (and predict in pretraining).
+    #[serde(default = "d_features")]
+    pub features: Vec<crate::model::encoder::Feature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Windows per rank per micro-batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then cosine decay to 10% of `lr` at `steps`.
+    #[serde(default = "d_warmup")]
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_log")]
+    pub log_every: u64,
+    /// Steps between checkpoints (0 = only at the end and on interruption).
+    #[serde(default = "d_ckpt")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest).
+    #[serde(default = "d_keep")]
+    pub keep_checkpoints: usize,
+    /// Evaluation cases per forward pass.
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistConfig {
+    /// Worker processes on this machine (one per GPU when there are GPUs).
+    #[serde(default = "d_one")]
+    pub nproc: usize,
+    /// Seconds a collective or the rendezvous may take before it is an error.
+    #[serde(default = "d_timeout")]
+    pub timeout_s: u64,
+    /// Gradient bucket size for the data-parallel all-reduce, in MiB.
+    #[serde(default = "d_bucket")]
+    pub bucket_mb: usize,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("every encoder field has a default")
+    }
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self { nproc: 1, timeout_s: d_timeout(), bucket_mb: d_bucket() }
+    }
+}
+
+fn d_window() -> usize { 50 }
+fn d_dim() -> usize { 64 }
+fn d_layers() -> usize { 2 }
+fn d_heads() -> usize { 4 }
+fn d_ffn() -> usize { 4 }
+fn d_dropout() -> f64 { 0.1 }
+fn d_features() -> Vec<crate::model::encoder::Feature> {
+    use crate::model::encoder::Feature::*;
+    vec![Item, Category, Rating]
+}
+fn d_batch() -> usize { 32 }
+fn d_one() -> usize { 1 }
+fn d_lr() -> f64 { 1e-3 }
+fn d_wd() -> f64 { 0.01 }
+fn d_warmup() -> u64 { 100 }
+fn d_clip() -> f64 { 1.0 }
+fn d_log() -> u64 { 10 }
+fn d_ckpt() -> u64 { 500 }
+fn d_keep() -> usize { 2 }
+fn d_eval_batch() -> usize { 256 }
+fn d_timeout() -> u64 { 300 }
+fn d_bucket() -> usize { 25 }
 
 fn default_output_root() -> PathBuf {
     PathBuf::from(DEFAULT_OUTPUT_ROOT)
@@ -52,6 +179,34 @@ impl Validate for RunConfig {
             format!("0 (libtorch's default) or 1..={MAX_CPU_THREADS}, found {}", self.cpu_threads),
         );
         checks.check("output_root", !self.output_root.as_os_str().is_empty(), "a non-empty path");
+        if let Some(d) = &self.data {
+            checks.check("data.window", (1..=4096).contains(&d.window), format!("1..=4096, found {}", d.window));
+            checks.check("data.stride", d.stride >= 1, "at least 1");
+        }
+        if let Some(e) = &self.encoder {
+            checks.check("encoder.dim", e.dim >= 1 && e.heads >= 1 && e.dim % e.heads == 0, format!("a multiple of encoder.heads ({}), found {}", e.heads, e.dim));
+            checks.check("encoder.layers", (1..=64).contains(&e.layers), format!("1..=64, found {}", e.layers));
+            checks.check("encoder.ffn_mult", (1..=16).contains(&e.ffn_mult), format!("1..=16, found {}", e.ffn_mult));
+            checks.check("encoder.dropout", (0.0..1.0).contains(&e.dropout), format!("0 <= dropout < 1, found {}", e.dropout));
+            let mut seen = e.features.clone();
+            seen.dedup();
+            checks.check("encoder.features", !e.features.is_empty() && e.features[0] == crate::model::encoder::Feature::Item && seen.len() == e.features.len(), "a list starting with item, without repeats");
+        }
+        if let Some(p) = &self.pretrain {
+            checks.check("pretrain.steps", p.steps >= 1, "at least 1");
+            checks.check("pretrain.batch_size", p.batch_size >= 1, "at least 1");
+            checks.check("pretrain.grad_accum", p.grad_accum >= 1, "at least 1");
+            checks.check("pretrain.lr", p.lr > 0.0 && p.lr < 10.0, format!("0 < lr < 10, found {}", p.lr));
+            checks.check("pretrain.weight_decay", (0.0..1.0).contains(&p.weight_decay), format!("0 <= weight_decay < 1, found {}", p.weight_decay));
+            checks.check("pretrain.grad_clip", p.grad_clip >= 0.0, "0 (off) or a positive norm");
+            checks.check("pretrain.log_every", p.log_every >= 1, "at least 1");
+            checks.check("pretrain.keep_checkpoints", p.keep_checkpoints >= 1, "at least 1");
+            checks.check("pretrain.eval_batch_size", p.eval_batch_size >= 1, "at least 1");
+            checks.check("pretrain", self.data.is_some(), "a `data` section naming the store to train on");
+        }
+        checks.check("dist.nproc", (1..=1024).contains(&self.dist.nproc), format!("1..=1024, found {}", self.dist.nproc));
+        checks.check("dist.timeout_s", self.dist.timeout_s >= 1, "at least 1 second");
+        checks.check("dist.bucket_mb", self.dist.bucket_mb >= 1, "at least 1 MiB");
     }
 }
 

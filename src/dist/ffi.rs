@@ -40,8 +40,10 @@ extern "C" {
     pub fn uorch_work_free(w: *mut CWork);
 }
 
-/// The shim's last error message on this thread.
+/// The shim's last error message on this thread, without the C++ backtrace
+/// that c10 appends.
 pub fn last_error() -> String {
     // SAFETY: the shim returns a pointer to a thread-local NUL-terminated string.
-    unsafe { std::ffi::CStr::from_ptr(uorch_last_error()).to_string_lossy().into_owned() }
+    let full = unsafe { std::ffi::CStr::from_ptr(uorch_last_error()).to_string_lossy().into_owned() };
+    full.split("\nException raised from").next().unwrap_or("").trim().to_string()
 }

@@ -77,7 +77,7 @@ impl Work {
                 self.op,
                 self.rank,
                 self.timeout,
-                ffi::last_error().lines().next().unwrap_or("")
+                ffi::last_error()
             );
         }
         if let Some((ts, divisor)) = self.scale.take() {

@@ -1,0 +1,97 @@
+//! Tensors for the encoder from a timeline store: training windows (inputs
+//! and next-interaction targets) and evaluation histories. Inputs are feature
+//! ids + 1 (0 pads); targets are raw ids (−100 where there is none). Short
+//! windows are padded on the right.
+
+use crate::data::split::{EvalCase, Window};
+use crate::data::store::Store;
+use crate::model::encoder::Feature;
+use tch::{Device, Tensor};
+
+/// The id of feature `f` of interaction `k`.
+pub fn feature_id(store: &Store, f: Feature, k: usize) -> i64 {
+    (match f {
+        Feature::Item => store.item[k],
+        Feature::Category => store.category[k],
+        Feature::Rating => store.rating[k],
+    }) as i64
+}
+
+/// Vocabulary size of each feature.
+pub fn vocab_sizes(store: &Store, features: &[Feature]) -> Vec<(Feature, i64)> {
+    features
+        .iter()
+        .map(|&f| {
+            let n = match f {
+                Feature::Item => store.manifest.counts.items,
+                Feature::Category => store.vocab.category.len(),
+                Feature::Rating => store.vocab.rating.len(),
+            };
+            (f, n as i64)
+        })
+        .collect()
+}
+
+pub struct TrainBatch {
+    pub inputs: Vec<Tensor>,
+    pub targets: Vec<Tensor>,
+    /// Positions with a target.
+    pub count: i64,
+}
+
+/// Windows → `[(batch, length)]` inputs and targets per feature.
+pub fn train_batch(store: &Store, windows: &[&Window], features: &[Feature], length: usize, device: Device) -> TrainBatch {
+    let b = windows.len();
+    let mut inputs = vec![vec![0i64; b * length]; features.len()];
+    let mut targets = vec![vec![-100i64; b * length]; features.len()];
+    let mut count = 0;
+    for (row, w) in windows.iter().enumerate() {
+        let n = (w.end - w.start - 1).min(length);
+        count += n as i64;
+        for j in 0..n {
+            for (fi, &f) in features.iter().enumerate() {
+                inputs[fi][row * length + j] = feature_id(store, f, w.start + j) + 1;
+                targets[fi][row * length + j] = feature_id(store, f, w.start + j + 1);
+            }
+        }
+    }
+    let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, length as i64]).to_device(device);
+    TrainBatch { inputs: inputs.into_iter().map(t).collect(), targets: targets.into_iter().map(t).collect(), count }
+}
+
+/// Positions with a target in a window (known without building tensors).
+pub fn window_targets(w: &Window, length: usize) -> i64 {
+    (w.end - w.start - 1).min(length) as i64
+}
+
+pub struct EvalBatch {
+    pub inputs: Vec<Tensor>,
+    /// Index of each row's last history position, `(batch)`.
+    pub last: Tensor,
+    /// The held-out item of each row, `(batch)`.
+    pub target_items: Tensor,
+}
+
+pub fn eval_batch(store: &Store, cases: &[&EvalCase], features: &[Feature], length: usize, device: Device) -> EvalBatch {
+    let b = cases.len();
+    let mut inputs = vec![vec![0i64; b * length]; features.len()];
+    let mut last = Vec::with_capacity(b);
+    let mut targets = Vec::with_capacity(b);
+    for (row, c) in cases.iter().enumerate() {
+        let hist = c.history.clone();
+        let start = hist.end - hist.len().min(length);
+        for (j, k) in (start..hist.end).enumerate() {
+            for (fi, &f) in features.iter().enumerate() {
+                inputs[fi][row * length + j] = feature_id(store, f, k) + 1;
+            }
+        }
+        last.push((hist.end - start - 1) as i64);
+        targets.push(store.item[c.target] as i64);
+    }
+    let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, length as i64]).to_device(device);
+    EvalBatch {
+        inputs: inputs.into_iter().map(t).collect(),
+        last: Tensor::from_slice(&last).to_device(device),
+        target_items: Tensor::from_slice(&targets).to_device(device),
+    }
+}

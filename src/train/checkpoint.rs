@@ -1,0 +1,167 @@
+//! Checkpoints: weights and optimizer state in safetensors plus a state file
+//! (step, config hash, world size, SHA-256 of each file), written into a
+//! temporary folder and renamed into place, the newest K kept. Loading
+//! verifies the checksums and refuses a checkpoint of a different config.
+
+use super::adamw::AdamW;
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub const DIR: &str = "checkpoints";
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const STATE: &str = "state.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    pub config_hash: String,
+    pub world_size: usize,
+    pub loss: f64,
+    /// SHA-256 of each file.
+    pub files: BTreeMap<String, String>,
+}
+
+fn to_bytes(t: &Tensor) -> (Vec<usize>, Vec<u8>) {
+    let t = t.detach().to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(t.reshape([-1])).expect("float tensor");
+    (shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
+        let (s, b) = to_bytes(t);
+        (n.clone(), s, b)
+    }).collect();
+    let views: Vec<(String, TensorView)> = data.iter().map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?))).collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, None, path)?;
+    let bytes = std::fs::read(path)?;
+    std::fs::File::open(path)?.sync_all()?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+fn step_dir(run: &Path, step: u64) -> PathBuf {
+    run.join(DIR).join(format!("step-{step:08}"))
+}
+
+/// Save a checkpoint of `params` and `opt` after `state.step` steps; keep the newest `keep`.
+pub fn save(run: &Path, params: &[(String, Tensor)], opt: &AdamW, mut state: TrainState, keep: usize) -> Result<PathBuf> {
+    let root = run.join(DIR);
+    std::fs::create_dir_all(&root)?;
+    let tmp = root.join(format!(".step-{:08}.tmp-{}", state.step, std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp)?;
+    let result = (|| -> Result<PathBuf> {
+        state.files.insert(MODEL.into(), write_tensors(&tmp.join(MODEL), params)?);
+        let mut opt_tensors = vec![("step".to_string(), Tensor::from_slice(&[opt.step as f32]))];
+        for (name, (m, v)) in &opt.state {
+            opt_tensors.push((format!("m/{name}"), m.shallow_clone()));
+            opt_tensors.push((format!("v/{name}"), v.shallow_clone()));
+        }
+        state.files.insert(OPTIMIZER.into(), write_tensors(&tmp.join(OPTIMIZER), &opt_tensors)?);
+        std::fs::write(tmp.join(STATE), serde_json::to_vec_pretty(&state)?)?;
+        std::fs::File::open(tmp.join(STATE))?.sync_all()?;
+        let dest = step_dir(run, state.step);
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&tmp, &dest)?;
+        std::fs::File::open(&root)?.sync_all()?;
+        Ok(dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let dest = result?;
+    // Prune all but the newest `keep`.
+    let mut all = list(run)?;
+    while all.len() > keep {
+        let (_, old) = all.remove(0);
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(dest)
+}
+
+/// Complete checkpoints, oldest first.
+fn list(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let root = run.join(DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else { return Ok(Vec::new()) };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Read and verify a checkpoint's state and files.
+pub fn verify(dir: &Path) -> Result<TrainState> {
+    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(STATE)).with_context(|| format!("{}: no {STATE}", dir.display()))?)
+        .with_context(|| format!("{}: unreadable {STATE}", dir.display()))?;
+    for (file, sha) in &state.files {
+        let bytes = std::fs::read(dir.join(file)).with_context(|| format!("{}: missing {file}", dir.display()))?;
+        let got = format!("{:x}", Sha256::digest(&bytes));
+        if &got != sha {
+            bail!("{}: {file} has SHA-256 {got}, the state file says {sha}: the checkpoint is damaged", dir.display());
+        }
+    }
+    Ok(state)
+}
+
+/// The newest checkpoint that verifies (damaged ones are reported and skipped).
+pub fn latest(run: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    for (_, dir) in list(run)?.into_iter().rev() {
+        match verify(&dir) {
+            Ok(state) => return Ok(Some((dir, state))),
+            Err(e) => eprintln!("warning: skipping checkpoint: {e:#}"),
+        }
+    }
+    Ok(None)
+}
+
+fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let bytes = std::fs::read(path)?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
+    Ok(st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+            (n, Tensor::from_data_size(v.data(), &shape, Kind::Float))
+        })
+        .collect())
+}
+
+/// Restore weights and optimizer state from a verified checkpoint folder.
+pub fn load(dir: &Path, params: &[(String, Tensor)], opt: &mut AdamW) -> Result<()> {
+    let weights = read_tensors(&dir.join(MODEL))?;
+    tch::no_grad(|| -> Result<()> {
+        for (name, p) in params {
+            let src = weights.get(name).with_context(|| format!("{}: no tensor {name}", dir.display()))?;
+            if src.size() != p.size() {
+                bail!("{}: tensor {name} has shape {:?}, the model {:?}", dir.display(), src.size(), p.size());
+            }
+            p.shallow_clone().copy_(src);
+        }
+        Ok(())
+    })?;
+    let o = read_tensors(&dir.join(OPTIMIZER))?;
+    opt.step = o.get("step").map(|t| t.double_value(&[0]) as i64).unwrap_or(0);
+    opt.state.clear();
+    for (name, p) in params {
+        if let (Some(m), Some(v)) = (o.get(&format!("m/{name}")), o.get(&format!("v/{name}"))) {
+            opt.state.insert(name.clone(), (m.to_device(p.device()), v.to_device(p.device())));
+        }
+    }
+    Ok(())
+}
