@@ -1,0 +1,180 @@
+//! Encoder pretraining with real worker processes: data-parallel equivalence,
+//! and the launcher under faults (a killed worker, Ctrl-C and resume, a
+//! stalled peer).
+
+mod common;
+
+use common::{project_root, stderr, uorch};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A small store from the real MovieLens-100K, made once per test.
+fn store(dir: &Path) -> PathBuf {
+    let out = dir.join("ml");
+    let o = uorch()
+        .args(["data", "prepare"])
+        .arg(project_root().join("assets/ml-100k"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--min-user-interactions", "5", "--min-item-interactions", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// A run config: tiny encoder, no dropout (so ranks are comparable).
+fn config(dir: &Path, store: &Path, name: &str, extra: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\noutput_root: {}\nseed: 3\ndata: {{store: {}, window: 20, stride: 20}}\nencoder: {{dim: 16, layers: 1, heads: 2, dropout: 0.0}}\n{extra}",
+            dir.join("runs").display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        // A line being written while we read is skipped.
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect()
+}
+
+fn launch(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    uorch().arg("launch").arg(cfg).args(extra).output().unwrap()
+}
+
+#[test]
+fn two_workers_at_batch_b_follow_one_worker_at_batch_2b() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let one = config(d.path(), &s, "one", "pretrain: {steps: 20, batch_size: 16, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 1}\n");
+    let two = config(d.path(), &s, "two", "pretrain: {steps: 20, batch_size: 8, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 2}\n");
+    for c in [&one, &two] {
+        let o = launch(c, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b) = (losses(&d.path().join("runs/one")), losses(&d.path().join("runs/two")));
+    assert_eq!((a.len(), b.len()), (20, 20));
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        // f32 sums in another order (two halves, then an all-reduce).
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "step {}: {x} vs {y}", step + 1);
+    }
+    assert!(a[19] < a[0], "the loss should fall: {a:?}");
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn rank_of(pid: u32) -> Option<usize> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0).find_map(|kv| std::str::from_utf8(kv).ok()?.strip_prefix("RANK=")?.parse().ok())
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; /proc/PID/stat field 3 is its state.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z")).unwrap_or(false)
+}
+
+/// Start a launch in the background and wait until it has logged `steps` steps.
+fn start(cfg: &Path, run: &Path, steps: usize) -> (Child, Vec<u32>) {
+    let child = uorch().arg("launch").arg(cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while losses(run).len() < steps {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let workers = children(child.id());
+    (child, workers)
+}
+
+#[test]
+fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_process() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let cfg = config(d.path(), &s, "kill", "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 60}\n");
+    let (child, workers) = start(&cfg, &d.path().join("runs/kill"), 3);
+    assert_eq!(workers.len(), 2);
+    let victim = *workers.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
+    let t0 = Instant::now();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10), "launcher took {:?}", t0.elapsed());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("worker rank 1 failed (signal 9 (SIGKILL))"), "{err}");
+    for w in workers {
+        assert!(!alive(w), "worker {w} still running");
+    }
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_the_same_command_resumes_to_the_uninterrupted_result() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let body = "pretrain: {steps: 60, batch_size: 8, lr: 0.003, warmup_steps: 5, checkpoint_every: 0}\ndist: {nproc: 2}\n";
+    let straight = config(d.path(), &s, "straight", body);
+    let o = launch(&straight, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut = config(d.path(), &s, "cut", body);
+    let run = d.path().join("runs/cut");
+    let (child, _) = start(&cut, &run, 10);
+    // SAFETY: signalling the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().flatten().collect();
+    assert_eq!(ckpts.len(), 1, "one checkpoint at the interruption");
+    let stopped_at = losses(&run).len();
+    assert!(stopped_at < 60, "stopped at {stopped_at}");
+    let o = launch(&cut, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming from"), "{}", stderr(&o));
+    let metrics = |r: &str| -> f64 {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap()).unwrap();
+        m["final_loss"].as_f64().unwrap()
+    };
+    let (a, b) = (metrics("straight"), metrics("cut"));
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs resumed {b}");
+    // A run of another configuration refuses the checkpoint.
+    let other = config(d.path(), &s, "cut", "pretrain: {steps: 60, batch_size: 4, checkpoint_every: 0}\ndist: {nproc: 2}\n");
+    let o = launch(&other, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("was written by a run with a different configuration"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_stalled_peer_makes_the_others_fail_with_the_timeout_error() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let cfg = config(d.path(), &s, "stall", "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 3}\n");
+    let (child, workers) = start(&cfg, &d.path().join("runs/stall"), 3);
+    let peer = *workers.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
+    let t0 = Instant::now();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(peer as i32, libc::SIGSTOP) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("worker rank 0 failed"), "{err}");
+    assert!(err.contains("on rank 0 did not complete within the 3s collective timeout"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    for w in workers {
+        assert!(!alive(w), "worker {w} still running");
+    }
+    let _ = Command::new("true").status();
+}
