@@ -237,6 +237,19 @@ enum BenchCmd {
         #[arg(long, default_value = "checkpoints/bench-ingest")]
         dir: PathBuf,
     },
+    /// Encoder pretraining throughput with 1 and 2 CPU workers on the real
+    /// MovieLens-100K, against the plain PyTorch encoder when available.
+    Pretrain {
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        /// Windows per optimizer step across all workers.
+        #[arg(long, default_value_t = 64)]
+        global_batch: usize,
+        #[arg(long, default_value = "checkpoints/bench-pretrain")]
+        dir: PathBuf,
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+    },
     /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
     /// against Hugging Face transformers in the same run when available.
     Llm {
@@ -397,6 +410,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 print!("{}", llm::report(&s, &rows, device));
             }
+        }
+        Command::Bench(BenchCmd::Pretrain { steps, global_batch, dir, reference_python }) => {
+            if global_batch % 2 != 0 || steps < 4 {
+                anyhow::bail!("--global-batch must be even and --steps at least 4");
+            }
+            let store = dir.join("ml-100k");
+            if !store.join("manifest.json").exists() {
+                let opts = PrepareOptions {
+                    inputs: vec![uorch::paths::movielens_100k_dir()],
+                    out: store.clone(),
+                    format: None,
+                    filters: Filters { min_user_interactions: 5, min_item_interactions: 5 },
+                    skip_bad_lines: false,
+                    force: true,
+                    progress: false,
+                };
+                prepare::prepare(&opts)?;
+            }
+            let rows = uorch::bench::pretrain::bench(&dir, &store, steps, global_batch, &reference_python)?;
+            println!("encoder pretraining on MovieLens-100K (dim 64, 2 layers, window 50, global batch {global_batch}), {} logical cores:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            print!("{}", uorch::bench::pretrain::report(&rows));
         }
         Command::Bench(BenchCmd::Ingest { rows, dir }) => {
             let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;

@@ -3,6 +3,7 @@
 
 pub mod ingest;
 pub mod llm;
+pub mod pretrain;
 
 /// Peak resident memory of the largest child waited for so far, in bytes.
 pub fn children_peak_rss() -> u64 {

@@ -32,16 +32,19 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
-                let g = g.to_kind(Kind::Float);
+                let g = if g.kind() == Kind::Float { g } else { g.to_kind(Kind::Float) };
                 let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (g.zeros_like(), g.zeros_like()));
-                let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(g.square() * (1.0 - self.beta2)));
-                let update = (&*m / bc1) / ((&*v / bc2).sqrt() + self.eps);
+                // m ← β1·m + (1−β1)·g ; v ← β2·v + (1−β2)·g²  (as lerps, in place)
+                let _ = m.lerp_(&g, 1.0 - self.beta1);
+                let _ = v.lerp_(&g.square(), 1.0 - self.beta2);
+                // p ← p·(1 − lr·wd) − lr · (m / bc1) / (sqrt(v / bc2) + eps)
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
                 let mut p = p.shallow_clone();
                 if self.weight_decay > 0.0 && decays(name) {
                     let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
-                let _ = p.g_sub_(&(update * lr).to_kind(p.kind()));
+                let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
             }
         });
     }

@@ -114,6 +114,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     };
     let mut last_loss = f64::NAN;
     let mut clock = Instant::now();
+    let began = Instant::now();
     let mut window_count = 0i64;
     let mut target_count = 0i64;
     let mut interrupted = false;
@@ -173,7 +174,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         }
         last_loss = w.sum(&[loss_sum])?[0] / global;
         if let Some(f) = &mut log {
-            writeln!(f, "{}", serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm}))?;
+            writeln!(f, "{}", serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": began.elapsed().as_secs_f64()}))?;
         }
         let done = step + 1;
         if done % p.log_every == 0 || done == p.steps {
