@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <ATen/autocast_mode.h>
 
 #include <cstring>
 #include <string>
@@ -165,5 +166,13 @@ int uorch_work_wait(uorch_work* w, int64_t timeout_ms) {
 }
 
 void uorch_work_free(uorch_work* w) { delete w; }
+
+// The dtype CUDA autocast casts to: bf16 (tch has no binding; torch's default is fp16).
+int uorch_autocast_cuda_bf16() {
+  return guarded([&]() -> int {
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    return 0;
+  }, 1);
+}
 
 }  // extern "C"

@@ -135,9 +135,12 @@ pub fn collect() -> EnvReport {
             },
             Backend {
                 name: "nccl",
-                available: cuda_loaded && available && nccl_plugin.exists(),
+                available: cuda_loaded && available && crate::dist::nccl::plugin().is_ok(),
                 detail: match (cuda_loaded && available, nccl_plugin.exists()) {
-                    (true, true) => format!("plugin {}", nccl_plugin.display()),
+                    (true, true) => match crate::dist::nccl::plugin() {
+                        Ok(_) => format!("plugin {}", nccl_plugin.display()),
+                        Err(e) => format!("plugin {} does not load: {e}", nccl_plugin.display()),
+                    },
                     (false, _) => "needs CUDA: libtorch_cuda and a GPU".into(),
                     (true, false) => format!(
                         "plugin not built: run launcher/build_nccl_plugin.sh (looked for {})",

@@ -50,6 +50,30 @@ fn load_cuda_from(dir: &Path) -> CudaLibrary {
     }
 }
 
+extern "C" {
+    fn uorch_autocast_cuda_bf16() -> std::os::raw::c_int;
+}
+
+/// Make CUDA autocast compute in bf16 (libtorch's default is fp16). Call once
+/// before the first `tch::autocast` on a GPU.
+pub fn autocast_bf16() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // SAFETY: sets a global in libtorch; the shim catches C++ exceptions.
+        unsafe { uorch_autocast_cuda_bf16() };
+    });
+}
+
+/// Run `f` under bf16 autocast on CUDA devices; as is elsewhere.
+pub fn with_autocast<T>(device: tch::Device, f: impl FnOnce() -> T) -> T {
+    if device.is_cuda() {
+        autocast_bf16();
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}
+
 /// Folder of the `libtorch_cpu.so` mapped into this process.
 pub fn lib_dir() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;

@@ -82,8 +82,11 @@ pub fn run_ours(s: &Shape, device: Device, steps: usize, warmup: usize) -> Resul
     let input = ids.narrow(1, 0, s.seq);
     let target = ids.narrow(1, 1, s.seq);
     let mut step = || {
-        let logits = model.forward(&input, None);
-        let loss = logits.view([-1, s.config.vocab_size as i64]).cross_entropy_for_logits(&target.reshape([-1]));
+        // bf16 autocast on GPU (fp32 master weights), f32 on CPU.
+        let loss = crate::torch_runtime::with_autocast(device, || {
+            let logits = model.forward(&input, None);
+            logits.view([-1, s.config.vocab_size as i64]).to_kind(Kind::Float).cross_entropy_for_logits(&target.reshape([-1]))
+        });
         opt.zero_grad();
         loss.backward();
         opt.step();
@@ -111,10 +114,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 cfg, batch, seq, steps, warmup, device = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 torch.manual_seed(0)
 model = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa")).to(device)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
 ids = torch.randint(cfg["vocab_size"], (batch, seq + 1), device=device)
 def step():
-    out = model(input_ids=ids[:, :-1], labels=None)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        out = model(input_ids=ids[:, :-1], labels=None)
     loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, cfg["vocab_size"]).float(), ids[:, 1:].reshape(-1))
     opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(warmup): step()

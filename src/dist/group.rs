@@ -109,6 +109,12 @@ impl ProcessGroup {
         Ok(Self { ptr, rank, size, timeout, backend: "gloo", _store: store })
     }
 
+    /// A NCCL group (through the plugin); this rank uses CUDA device `device`.
+    pub fn nccl(store: Store, rank: usize, size: usize, timeout: Duration, device: usize) -> Result<Self> {
+        let ptr = super::nccl::plugin()?.new_group(store.ptr, rank, size, timeout.as_millis() as i64, device)?;
+        Ok(Self { ptr, rank, size, timeout, backend: "nccl", _store: store })
+    }
+
     fn work(&self, ptr: *mut ffi::CWork, op: &'static str) -> Result<Work> {
         if ptr.is_null() {
             bail!("{op} on rank {}: {}", self.rank, ffi::last_error());

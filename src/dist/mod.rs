@@ -3,6 +3,7 @@
 
 mod ffi;
 pub mod group;
+pub mod nccl;
 pub mod store;
 
 pub use group::{ProcessGroup, ReduceOp, Work};

@@ -153,7 +153,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             }
             let ws: Vec<_> = batch.iter().map(|&i| &windows[i]).collect();
             let b = train_batch(&store, &ws, &features, d.window, w.device);
-            let (sum, _) = encoder.pretrain_loss_sum(&b.inputs, &b.targets, true);
+            let (sum, _) = crate::torch_runtime::with_autocast(w.device, || encoder.pretrain_loss_sum(&b.inputs, &b.targets, true));
             let loss = &sum / global;
             loss.backward();
             loss_sum += sum.double_value(&[]);

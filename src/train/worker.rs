@@ -38,7 +38,10 @@ impl Worker {
             let port: u16 = std::env::var("MASTER_PORT").context("MASTER_PORT is not set")?.parse().context("MASTER_PORT is not a port")?;
             let store = Store::tcp(&addr, port, world, rank == 0, timeout).with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
             let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| if addr == "127.0.0.1" || addr == "localhost" { "127.0.0.1".into() } else { local_hostname() });
-            Some(ProcessGroup::gloo(store, rank, world, timeout, &host)?)
+            Some(match device {
+                Device::Cuda(d) => ProcessGroup::nccl(store, rank, world, timeout, d)?,
+                _ => ProcessGroup::gloo(store, rank, world, timeout, &host)?,
+            })
         } else {
             None
         };

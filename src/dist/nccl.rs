@@ -1,0 +1,57 @@
+//! The NCCL plugin (`csrc/nccl_plugin.cpp`, built on GPU hosts by
+//! `launcher/build_nccl_plugin.sh`), loaded at run time: a CPU build of uorch
+//! carries no CUDA code, and the plugin brings c10d's ProcessGroupNCCL.
+
+use super::ffi;
+use anyhow::{bail, Context, Result};
+use std::os::raw::{c_char, c_int};
+use std::path::Path;
+use std::sync::OnceLock;
+
+type NewGroup = unsafe extern "C" fn(*mut ffi::CStore, c_int, c_int, i64, c_int) -> *mut ffi::CGroup;
+type LastError = unsafe extern "C" fn() -> *const c_char;
+
+pub struct Plugin {
+    new_group: NewGroup,
+    last_error: LastError,
+}
+
+static PLUGIN: OnceLock<std::result::Result<Plugin, String>> = OnceLock::new();
+
+const ABI: c_int = 1;
+
+fn open(path: &Path) -> Result<Plugin> {
+    if !path.exists() {
+        bail!("no NCCL plugin at {} (build it on this GPU host with launcher/build_nccl_plugin.sh)", path.display());
+    }
+    // SAFETY: loading our own plugin; its initialisers only register with libtorch.
+    let lib = unsafe { libloading::Library::new(path) }.with_context(|| format!("loading {}", path.display()))?;
+    // SAFETY: symbols with the signatures csrc/nccl_plugin.cpp defines.
+    let plugin = unsafe {
+        let abi: libloading::Symbol<unsafe extern "C" fn() -> c_int> = lib.get(b"uorch_nccl_plugin_abi")?;
+        if abi() != ABI {
+            bail!("{}: plugin ABI {} but this uorch expects {ABI}: rebuild it", path.display(), abi());
+        }
+        Plugin { new_group: *lib.get::<NewGroup>(b"uorch_pg_nccl_new")?, last_error: *lib.get::<LastError>(b"uorch_nccl_last_error")? }
+    };
+    std::mem::forget(lib); // used for the life of the process
+    Ok(plugin)
+}
+
+/// The plugin, loaded once (from `paths::nccl_plugin()`).
+pub fn plugin() -> Result<&'static Plugin> {
+    PLUGIN.get_or_init(|| open(&crate::paths::nccl_plugin()).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+impl Plugin {
+    pub(super) fn new_group(&self, store: *mut ffi::CStore, rank: usize, size: usize, timeout_ms: i64, device: usize) -> Result<*mut ffi::CGroup> {
+        // SAFETY: store is live; the plugin catches C++ exceptions.
+        let ptr = unsafe { (self.new_group)(store, rank as c_int, size as c_int, timeout_ms, device as c_int) };
+        if ptr.is_null() {
+            // SAFETY: thread-local NUL-terminated string from the plugin.
+            let msg = unsafe { std::ffi::CStr::from_ptr((self.last_error)()).to_string_lossy().into_owned() };
+            bail!("creating the NCCL group (rank {rank} of {size}, cuda:{device}): {}", msg.split("\nException raised from").next().unwrap_or(""));
+        }
+        Ok(ptr)
+    }
+}
