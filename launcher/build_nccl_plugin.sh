@@ -6,10 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-.uorch/plugins/libuorch_nccl.so}
 mkdir -p "$(dirname "$OUT")"
-SITE=$(python3 -c 'import importlib.util as u, os; print(os.path.dirname(u.find_spec("torch").submodule_search_locations[0]))') \
-  || { echo "build_nccl_plugin: python3 has no torch package" >&2; exit 1; }
+PY=${PYTHON:-python3}
+SITE=$($PY -c 'import importlib.util as u, os; print(os.path.dirname(u.find_spec("torch").submodule_search_locations[0]))') \
+  || { echo "build_nccl_plugin: $PY has no torch package (set PYTHON)" >&2; exit 1; }
 TORCH="$SITE/torch"
 CUDA_INC=${CUDA_HOME:-/usr/local/cuda}/include
+# Without a CUDA toolkit, the headers the nvidia-cuda-runtime wheel ships do.
+[[ -f "$CUDA_INC/cuda_runtime_api.h" ]] || CUDA_INC="$SITE/nvidia/cu13/include"
 NCCL_DIR=$(ls -d "$SITE"/nvidia/nccl 2>/dev/null || true)
 [[ -f "$CUDA_INC/cuda_runtime_api.h" ]] || { echo "build_nccl_plugin: no CUDA headers in $CUDA_INC (set CUDA_HOME)" >&2; exit 1; }
 [[ -n "$NCCL_DIR" && -f "$NCCL_DIR/include/nccl.h" ]] || { echo "build_nccl_plugin: no nvidia/nccl beside torch in $SITE" >&2; exit 1; }
