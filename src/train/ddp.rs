@@ -6,6 +6,21 @@ use crate::dist::{ProcessGroup, ReduceOp};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
+/// One f32 vector of the bucket's tensors (as `pick` chooses them from each parameter).
+fn flatten(params: &[Tensor], bucket: &[usize], pick: impl Fn(&Tensor) -> Tensor) -> Tensor {
+    Tensor::cat(&bucket.iter().map(|&i| pick(&params[i]).to_kind(Kind::Float).reshape([-1])).collect::<Vec<_>>(), 0)
+}
+
+/// Copy a flat vector back into the bucket's tensors (as `pick` chooses them).
+fn unflatten(flat: &Tensor, params: &[Tensor], bucket: &[usize], pick: impl Fn(&Tensor) -> Tensor) {
+    let mut offset = 0;
+    for &i in bucket {
+        let n = params[i].numel() as i64;
+        let _ = pick(&params[i]).copy_(&flat.narrow(0, offset, n).view_as(&params[i]));
+        offset += n;
+    }
+}
+
 /// Copy rank 0's parameters to every rank, one flattened bucket at a time.
 pub fn broadcast_parameters(pg: &ProcessGroup, params: &[Tensor], buckets: &[Vec<usize>]) -> Result<()> {
     if pg.size == 1 {
@@ -13,14 +28,9 @@ pub fn broadcast_parameters(pg: &ProcessGroup, params: &[Tensor], buckets: &[Vec
     }
     tch::no_grad(|| -> Result<()> {
         for bucket in buckets {
-            let flat = Tensor::cat(&bucket.iter().map(|&i| params[i].to_kind(Kind::Float).reshape([-1])).collect::<Vec<_>>(), 0);
+            let flat = flatten(params, bucket, Tensor::shallow_clone);
             pg.broadcast(&[&flat], 0)?.wait()?;
-            let mut offset = 0;
-            for &i in bucket {
-                let n = params[i].numel() as i64;
-                let _ = params[i].shallow_clone().copy_(&flat.narrow(0, offset, n).view_as(&params[i]));
-                offset += n;
-            }
+            unflatten(&flat, params, bucket, Tensor::shallow_clone);
         }
         Ok(())
     })
@@ -60,15 +70,9 @@ pub fn all_reduce_gradients(pg: &ProcessGroup, params: &[Tensor], buckets: &[Vec
     }
     tch::no_grad(|| -> Result<()> {
         for bucket in buckets {
-            let grads: Vec<Tensor> = bucket.iter().map(|&i| params[i].grad().to_kind(Kind::Float).reshape([-1])).collect();
-            let flat = Tensor::cat(&grads, 0);
+            let flat = flatten(params, bucket, Tensor::grad);
             pg.all_reduce(&[&flat], ReduceOp::Sum)?.wait()?;
-            let mut offset = 0;
-            for &i in bucket {
-                let n = params[i].numel() as i64;
-                let _ = params[i].grad().copy_(&flat.narrow(0, offset, n).view_as(&params[i]));
-                offset += n;
-            }
+            unflatten(&flat, params, bucket, Tensor::grad);
         }
         Ok(())
     })
