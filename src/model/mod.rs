@@ -5,4 +5,8 @@ pub mod gguf;
 pub mod encoder;
 pub mod generate;
 pub mod llama;
+pub mod lora;
+pub mod perceiver;
 pub mod tokenizer;
+pub mod userllm;
+pub mod xattn;

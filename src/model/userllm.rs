@@ -1,0 +1,245 @@
+//! USER-LLM assembled: user encoder → optional Perceiver → projection to the
+//! LLM width → integration into the decoder, by gated cross-attention in
+//! chosen layers or as a soft prompt prepended to the token embeddings
+//! (TextPrompt, the baseline, needs no encoder: the history is in the text).
+//! The finetuning strategies decide which parts train.
+
+use crate::model::encoder::{EncoderShape, UserEncoder};
+use crate::model::llama::Llama;
+use crate::model::lora::{LoraConfig, ADAPTABLE};
+use crate::model::perceiver::Perceiver;
+use crate::model::xattn::{GatedCrossAttention, Placement};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::{nn, nn::Module, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integration {
+    CrossAttention,
+    SoftPrompt,
+}
+
+/// What trains during finetuning (USER-LLM's strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// LLM, encoder, projection (and Perceiver, cross-attention): everything.
+    Full,
+    /// LLM frozen except LoRA adapters; encoder, projection, cross-attention train.
+    Lora,
+    /// LLM frozen; encoder, projection, cross-attention train.
+    Enc,
+    /// LLM and encoder frozen; projection (and Perceiver, cross-attention) train.
+    Proj,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerceiverConfig {
+    pub latents: usize,
+    pub layers: usize,
+    pub heads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionKind {
+    Linear,
+    /// Linear → GELU → linear.
+    Mlp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserLlmConfig {
+    pub integration: Integration,
+    pub cross_attention_layers: Placement,
+    pub perceiver: Option<PerceiverConfig>,
+    pub projection: ProjectionKind,
+    pub strategy: Strategy,
+    pub lora: LoraConfig,
+}
+
+/// The parts of the model, for freezing and parameter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    Llm,
+    Lora,
+    Encoder,
+    Perceiver,
+    Projection,
+    CrossAttention,
+}
+
+impl Part {
+    pub fn of(name: &str) -> Part {
+        match name.split('.').next().unwrap_or("") {
+            "lora" => Part::Lora,
+            "encoder" => Part::Encoder,
+            "perceiver" => Part::Perceiver,
+            "projection" => Part::Projection,
+            "xattn" => Part::CrossAttention,
+            _ => Part::Llm,
+        }
+    }
+
+    pub fn trains(self, s: Strategy) -> bool {
+        match self {
+            Part::Llm => s == Strategy::Full,
+            Part::Lora => s == Strategy::Lora,
+            Part::Encoder => s != Strategy::Proj,
+            Part::Perceiver | Part::Projection | Part::CrossAttention => true,
+        }
+    }
+}
+
+enum Projection {
+    Linear(nn::Linear),
+    Mlp(nn::Linear, nn::Linear),
+}
+
+pub struct UserLlm {
+    pub llm: Llama,
+    /// Encoder, Perceiver, projection, cross-attention and LoRA variables.
+    pub vs: nn::VarStore,
+    pub encoder: UserEncoder,
+    pub perceiver: Option<Perceiver>,
+    projection: Projection,
+    pub integration: Integration,
+    pub xattn: BTreeMap<usize, GatedCrossAttention>,
+    pub strategy: Strategy,
+}
+
+impl UserLlm {
+    pub fn new(mut llm: Llama, encoder: EncoderShape, cfg: &UserLlmConfig) -> Result<Self> {
+        let vs = nn::VarStore::new(llm.device());
+        let root = vs.root();
+        let hidden = llm.config.hidden_size;
+        let enc_dim = encoder.dim;
+        let encoder = UserEncoder::new(&(&root / "encoder"), encoder);
+        let perceiver = cfg.perceiver.as_ref().map(|p| Perceiver::new(&(&root / "perceiver"), enc_dim, p.latents as i64, p.layers as i64, p.heads as i64));
+        let pp = &root / "projection";
+        let projection = match cfg.projection {
+            ProjectionKind::Linear => Projection::Linear(nn::linear(&pp / "0", enc_dim, hidden as i64, Default::default())),
+            ProjectionKind::Mlp => Projection::Mlp(
+                nn::linear(&pp / "0", enc_dim, hidden as i64, Default::default()),
+                nn::linear(&pp / "2", hidden as i64, hidden as i64, Default::default()),
+            ),
+        };
+        let mut xattn = BTreeMap::new();
+        if cfg.integration == Integration::CrossAttention {
+            let layers = cfg.cross_attention_layers.layers(llm.layers.len()).map_err(|e| anyhow::anyhow!("cross_attention_layers: {e}"))?;
+            for l in layers {
+                xattn.insert(l, GatedCrossAttention::new(&root / "xattn" / l, hidden, llm.config.num_attention_heads, llm.config.rms_norm_eps));
+            }
+        }
+        if cfg.strategy == Strategy::Lora {
+            if let Some(bad) = cfg.lora.target_modules.iter().find(|m| !ADAPTABLE.contains(&m.as_str())) {
+                bail!("lora.target_modules: {bad:?} is not one of {ADAPTABLE:?}");
+            }
+            let lp = &root / "lora" / "model" / "layers";
+            for (i, layer) in llm.layers.iter_mut().enumerate() {
+                let t = |m: &str| cfg.lora.target_modules.iter().any(|x| x == m);
+                let a = &mut layer.self_attn;
+                for (name, lin) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
+                    if t(name) {
+                        lin.add_lora(&lp / i / "self_attn" / name, &cfg.lora);
+                    }
+                }
+                let m = &mut layer.mlp;
+                for (name, lin) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
+                    if t(name) {
+                        lin.add_lora(&lp / i / "mlp" / name, &cfg.lora);
+                    }
+                }
+            }
+        }
+        let model = Self { llm, vs, encoder, perceiver, projection, integration: cfg.integration, xattn, strategy: cfg.strategy };
+        model.apply_strategy();
+        Ok(model)
+    }
+
+    /// Every variable by name, the LLM's under their Hugging Face names.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self.llm.vs.variables().into_iter().chain(self.vs.variables()).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Freeze what the strategy does not train.
+    fn apply_strategy(&self) {
+        for (name, t) in self.named_parameters() {
+            let _ = t.shallow_clone().set_requires_grad(Part::of(&name).trains(self.strategy));
+        }
+    }
+
+    /// (trainable, total) parameter counts.
+    pub fn parameter_counts(&self) -> (i64, i64) {
+        self.named_parameters().iter().fold((0, 0), |(tr, all), (n, t)| {
+            let k = t.numel() as i64;
+            (tr + if Part::of(n).trains(self.strategy) { k } else { 0 }, all + k)
+        })
+    }
+
+    /// Projected user embeddings `(batch, k, hidden)` and their mask `(batch, k)`
+    /// from feature ids `[(batch, len)]` (0 = padding).
+    pub fn user_embeddings(&self, feature_ids: &[Tensor], train: bool) -> (Tensor, Tensor) {
+        let h = self.encoder.forward(feature_ids, train);
+        let mask = feature_ids[0].ne(0);
+        let (h, mask) = match &self.perceiver {
+            Some(p) => {
+                let lat = p.forward(&h, &mask);
+                let k = lat.size()[1];
+                let ones = Tensor::ones([lat.size()[0], k], (Kind::Bool, lat.device()));
+                (lat, ones)
+            }
+            None => (h, mask),
+        };
+        let e = match &self.projection {
+            Projection::Linear(l) => l.forward(&h),
+            Projection::Mlp(a, b) => b.forward(&a.forward(&h).gelu("none")),
+        };
+        (e, mask)
+    }
+
+    /// Token ids `(batch, seq)` read with the user's history → logits `(batch, seq, vocab)`.
+    pub fn forward(&self, token_ids: &Tensor, feature_ids: &[Tensor], train: bool) -> Tensor {
+        let (user, mask) = self.user_embeddings(feature_ids, train);
+        let embeds = self.llm.embed(token_ids);
+        match self.integration {
+            Integration::CrossAttention => {
+                let user = user.to_kind(embeds.kind());
+                let h = self.llm.hidden_states_with(&embeds, None, &mut |layer, h| match self.xattn.get(&layer) {
+                    Some(block) => block.forward(&h, &user, &mask),
+                    None => h,
+                });
+                self.llm.logits(&h)
+            }
+            Integration::SoftPrompt => {
+                let k = user.size()[1];
+                // Padded user positions contribute zero vectors.
+                let user = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
+                let h = self.llm.hidden_states(&Tensor::cat(&[&user, &embeds], 1), None);
+                self.llm.logits(&h.narrow(1, k, token_ids.size()[1]))
+            }
+        }
+    }
+
+    /// Per cross-attention layer, `tanh(alpha)`.
+    pub fn gates(&self) -> Vec<(usize, f64)> {
+        self.xattn.iter().map(|(l, b)| (*l, b.gate())).collect()
+    }
+
+    /// Switch dropout (encoder dropout is passed per call; LoRA's is a flag).
+    pub fn set_training(&self, on: bool) {
+        for layer in &self.llm.layers {
+            let a = &layer.self_attn;
+            let m = &layer.mlp;
+            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
+                if let Some(l) = &lin.lora {
+                    l.training.set(on);
+                }
+            }
+        }
+    }
+}

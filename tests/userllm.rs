@@ -1,0 +1,154 @@
+//! USER-LLM assembly: cross-attention leaves the LLM unchanged at
+//! initialisation, strategies freeze exactly what they say, LoRA merges.
+
+use tch::{nn, Device, Kind, Tensor};
+use uorch::model::encoder::{EncoderShape, Feature};
+use uorch::model::llama::{Llama, LlamaConfig};
+use uorch::model::lora::LoraConfig;
+use uorch::model::userllm::{Integration, Part, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
+use uorch::model::xattn::Placement;
+use uorch::train::adamw::AdamW;
+
+fn tiny_llm(seed: i64) -> Llama {
+    let c: LlamaConfig = serde_json::from_value(serde_json::json!({
+        "model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50, "tie_word_embeddings": true
+    }))
+    .unwrap();
+    tch::manual_seed(seed);
+    let m = Llama::new(c, Device::Cpu, Kind::Float);
+    // In name order, so the same seed gives the same weights.
+    let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (n, v) in vars {
+            let _ = if n.ends_with("norm.weight") { v.shallow_clone().fill_(1.0) } else { v.shallow_clone().normal_(0.0, 0.1) };
+        }
+    });
+    m
+}
+
+fn shape() -> EncoderShape {
+    EncoderShape { features: vec![(Feature::Item, 20), (Feature::Rating, 5)], dim: 16, layers: 1, heads: 2, ffn_mult: 2, max_len: 6, dropout: 0.0 }
+}
+
+fn cfg(integration: Integration, strategy: Strategy, perceiver: bool) -> UserLlmConfig {
+    UserLlmConfig {
+        integration,
+        cross_attention_layers: Placement::Named("upper_half".into()),
+        perceiver: perceiver.then(|| PerceiverConfig { latents: 3, layers: 1, heads: 2 }),
+        projection: ProjectionKind::Mlp,
+        strategy,
+        lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() },
+    }
+}
+
+fn inputs() -> (Tensor, Vec<Tensor>) {
+    let tokens = Tensor::from_slice(&[1i64, 7, 3, 9, 2, 4, 4, 8]).view([2, 4]);
+    let items = Tensor::from_slice(&[1i64, 5, 9, 0, 0, 0, 3, 3, 12, 19, 20, 2]).view([2, 6]);
+    let ratings = Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 5, 4, 3, 2, 1, 1]).view([2, 6]);
+    (tokens, vec![items, ratings])
+}
+
+#[test]
+fn cross_attention_at_initialisation_gives_exactly_the_base_llm_logits() {
+    let (tokens, feats) = inputs();
+    let base = tch::no_grad(|| tiny_llm(1).forward(&tokens, None));
+    for perceiver in [false, true] {
+        let m = UserLlm::new(tiny_llm(1), shape(), &cfg(Integration::CrossAttention, Strategy::Enc, perceiver)).unwrap();
+        assert_eq!(m.gates(), vec![(2, 0.0), (3, 0.0)]);
+        let got = tch::no_grad(|| m.forward(&tokens, &feats, false));
+        assert!(got.equal(&base), "logits differ at initialisation");
+        // Opening a gate changes them: the user embeddings reach the LLM.
+        tch::no_grad(|| m.xattn[&3].alpha.shallow_clone().fill_(0.5));
+        let opened = tch::no_grad(|| m.forward(&tokens, &feats, false));
+        assert!((opened - &base).abs().max().double_value(&[]) > 1e-4);
+    }
+}
+
+#[test]
+fn soft_prompt_prepends_user_tokens_and_returns_text_positions() {
+    let (tokens, feats) = inputs();
+    let m = UserLlm::new(tiny_llm(2), shape(), &cfg(Integration::SoftPrompt, Strategy::Enc, true)).unwrap();
+    let out = tch::no_grad(|| m.forward(&tokens, &feats, false));
+    assert_eq!(out.size(), vec![2, 4, 50]);
+    let base = tch::no_grad(|| tiny_llm(2).forward(&tokens, None));
+    assert!((out - base).abs().max().double_value(&[]) > 1e-4, "the soft prompt must change the logits");
+}
+
+/// Two AdamW steps on a loss that touches every part.
+fn train_two_steps(m: &UserLlm) {
+    let (tokens, feats) = inputs();
+    let named = m.named_parameters();
+    let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(m.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let mut opt = AdamW::new(0.01);
+    for x in m.xattn.values() {
+        tch::no_grad(|| x.alpha.shallow_clone().fill_(0.3));
+    }
+    for _ in 0..2 {
+        let logits = m.forward(&tokens, &feats, true);
+        let loss = logits.view([-1, 50]).cross_entropy_for_logits(&tokens.reshape([-1]));
+        loss.backward();
+        opt.step(&trainable, 1e-2);
+        for (_, t) in &named {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+}
+
+#[test]
+fn each_strategy_leaves_frozen_tensors_bitwise_unchanged_and_moves_the_rest() {
+    for strategy in [Strategy::Full, Strategy::Lora, Strategy::Enc, Strategy::Proj] {
+        let m = UserLlm::new(tiny_llm(3), shape(), &cfg(Integration::CrossAttention, strategy, true)).unwrap();
+        let before: Vec<(String, Tensor)> = m.named_parameters().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+        train_two_steps(&m);
+        let after = m.named_parameters();
+        let mut moved = std::collections::BTreeSet::new();
+        for ((name, b), (_, a)) in before.iter().zip(&after) {
+            let part = Part::of(name);
+            if part.trains(strategy) {
+                if !a.equal(b) {
+                    moved.insert(part);
+                }
+            } else {
+                assert!(a.equal(b), "{strategy:?}: frozen {name} changed");
+            }
+        }
+        let expected: std::collections::BTreeSet<Part> = [Part::Llm, Part::Lora, Part::Encoder, Part::Perceiver, Part::Projection, Part::CrossAttention]
+            .into_iter()
+            .filter(|p| p.trains(strategy))
+            .collect();
+        assert_eq!(moved, expected, "{strategy:?}");
+        let (trainable, total) = m.parameter_counts();
+        assert!(trainable > 0 && trainable <= total);
+    }
+}
+
+#[test]
+fn merged_lora_weights_give_the_adapted_outputs() {
+    let (tokens, feats) = inputs();
+    let mut m = UserLlm::new(tiny_llm(4), shape(), &cfg(Integration::CrossAttention, Strategy::Lora, false)).unwrap();
+    // Give the adapters a non-zero B so they matter.
+    tch::no_grad(|| {
+        for (n, t) in m.vs.variables() {
+            if n.ends_with("lora_B") {
+                let _ = t.shallow_clone().normal_(0.0, 0.05);
+            }
+        }
+    });
+    let adapted = tch::no_grad(|| m.forward(&tokens, &feats, false));
+    let plain = tch::no_grad(|| tiny_llm(4).forward(&tokens, None));
+    assert!((&adapted - &plain).abs().max().double_value(&[]) > 1e-4);
+    for layer in &mut m.llm.layers {
+        for lin in [&mut layer.self_attn.q_proj, &mut layer.self_attn.k_proj, &mut layer.self_attn.v_proj, &mut layer.self_attn.o_proj] {
+            lin.merge_lora();
+        }
+    }
+    let merged = tch::no_grad(|| m.forward(&tokens, &feats, false));
+    let diff = (merged - adapted).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+    let _ = nn::VarStore::new(Device::Cpu);
+}
