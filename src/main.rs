@@ -442,10 +442,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn stages(cfg: &RunConfig) -> String {
-    match &cfg.pretrain {
-        Some(p) => format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)), then next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc),
-        None => "none (the config has no pretrain section)".into(),
+    let mut v = Vec::new();
+    if let Some(p) = &cfg.pretrain {
+        v.push(format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc));
     }
+    if let Some(f) = &cfg.finetune {
+        v.push(format!("{} finetuning ({:?} integration, {:?} strategy, {} steps) and evaluation against baselines", value_name_of(&f.task), f.integration, f.strategy, f.steps));
+    }
+    if v.is_empty() { "none (the config has no pretrain or finetune section)".into() } else { v.join(", then ") }
+}
+
+fn value_name_of<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> Result<ExitCode> {
@@ -467,7 +475,7 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     }
     println!("run `{}` in {}", cfg.name, dir.display());
     println!("stages: {}", stages(&cfg));
-    if cfg.pretrain.is_none() {
+    if cfg.pretrain.is_none() && cfg.finetune.is_none() {
         rundir::log_run_end(&mut events, true)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -478,13 +486,24 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     match ended {
         Ok(uorch::launch::Ended::Completed) => {
             rundir::log_run_end(&mut events, true)?;
-            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
-            println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
-            println!("  {:<12} {:>9} {:>9} {:>9} {:>9}", "test", "recall@1", "recall@5", "recall@10", "ndcg@10");
-            for who in ["encoder", "popularity"] {
-                let r = &m[who];
-                let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-                println!("  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", who, f("recall@1"), f("recall@5"), f("recall@10"), f("ndcg@10"));
+            if cfg.pretrain.is_some() {
+                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
+                println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
+                println!("  {:<12} {:>9} {:>9} {:>9} {:>9}", "test", "recall@1", "recall@5", "recall@10", "ndcg@10");
+                for who in ["encoder", "popularity"] {
+                    let r = &m[who];
+                    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                    println!("  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", who, f("recall@1"), f("recall@5"), f("recall@10"), f("ndcg@10"));
+                }
+            }
+            if cfg.finetune.is_some() {
+                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(uorch::train::finetune::METRICS_FILE))?)?;
+                println!("finetuning done ({} of {} parameters trained):", m["trainable_parameters"], m["parameters"]);
+                println!("  {:<58} {:>8} {:>7} {:>7} {:>8} {:>9}", "favorite category, test", "accuracy", "prompt", "user", "GFLOPs", "ms/example");
+                for r in m["results"].as_array().into_iter().flatten() {
+                    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                    println!("  {:<58} {:>8.4} {:>7.0} {:>7.0} {:>8.3} {:>9.1}", r["who"].as_str().unwrap_or(""), f("accuracy"), f("prompt_tokens"), f("user_tokens"), f("gflops"), f("ms"));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -510,13 +529,20 @@ fn worker(config: &std::path::Path) -> Result<()> {
         let stop = w.stop.clone();
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?;
     }
-    let out = uorch::train::pretrain::run(&cfg, &w)?;
-    if w.rank == 0 {
-        if out.interrupted {
-            eprintln!("interrupted after step {}: checkpoint written", out.steps);
-        } else {
+    if cfg.pretrain.is_some() {
+        let out = uorch::train::pretrain::run(&cfg, &w)?;
+        if w.rank == 0 {
+            if out.interrupted {
+                eprintln!("interrupted after step {}: checkpoint written", out.steps);
+                return Ok(());
+            }
             eprintln!("finished {} steps, final loss {:.6}", out.steps, out.final_loss);
+        } else if out.interrupted {
+            return Ok(());
         }
+    }
+    if cfg.finetune.is_some() {
+        uorch::train::finetune::run(&cfg, &w)?;
     }
     Ok(())
 }

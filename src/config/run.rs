@@ -28,10 +28,70 @@ pub struct RunConfig {
     /// Self-supervised encoder pretraining (runs when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain: Option<PretrainConfig>,
+    /// USER-LLM finetuning on a task (runs when present, after pretraining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneConfig>,
     /// Workers and collectives.
     #[serde(default)]
     pub dist: DistConfig,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// A Hugging Face model folder (e.g. the imported SmolLM2).
+    pub model: PathBuf,
+    /// Only `favorite-category` is implemented so far.
+    #[serde(default = "d_task")]
+    pub task: crate::data::tasks::Task,
+    #[serde(default = "d_integration")]
+    pub integration: crate::model::userllm::Integration,
+    #[serde(default = "d_layers_placement")]
+    pub cross_attention_layers: crate::model::xattn::Placement,
+    #[serde(default)]
+    pub perceiver: Option<crate::model::userllm::PerceiverConfig>,
+    #[serde(default = "d_projection")]
+    pub projection: crate::model::userllm::ProjectionKind,
+    #[serde(default = "d_strategy")]
+    pub strategy: crate::model::userllm::Strategy,
+    /// Used with `strategy: lora`.
+    #[serde(default)]
+    pub lora: crate::model::lora::LoraConfig,
+    pub steps: u64,
+    /// Examples per rank per step.
+    #[serde(default = "d_ft_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "d_ft_warmup")]
+    pub warmup_steps: u64,
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_log")]
+    pub log_every: u64,
+    /// Test cases evaluated (the first N users in store order).
+    #[serde(default = "d_eval_examples")]
+    pub eval_examples: usize,
+    /// Also evaluate the TextPrompt baseline (history as text) on the same cases.
+    #[serde(default = "d_true")]
+    pub text_prompt_baseline: bool,
+    /// History length rendered for the TextPrompt baseline.
+    #[serde(default = "d_text_window")]
+    pub text_prompt_window: usize,
+}
+
+fn d_task() -> crate::data::tasks::Task { crate::data::tasks::Task::FavoriteCategory }
+fn d_integration() -> crate::model::userllm::Integration { crate::model::userllm::Integration::CrossAttention }
+fn d_layers_placement() -> crate::model::xattn::Placement { crate::model::xattn::Placement::Named("all".into()) }
+fn d_projection() -> crate::model::userllm::ProjectionKind { crate::model::userllm::ProjectionKind::Linear }
+fn d_strategy() -> crate::model::userllm::Strategy { crate::model::userllm::Strategy::Enc }
+fn d_ft_batch() -> usize { 8 }
+fn d_ft_warmup() -> u64 { 10 }
+fn d_eval_examples() -> usize { 200 }
+fn d_true() -> bool { true }
+fn d_text_window() -> usize { 20 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +263,20 @@ impl Validate for RunConfig {
             checks.check("pretrain.keep_checkpoints", p.keep_checkpoints >= 1, "at least 1");
             checks.check("pretrain.eval_batch_size", p.eval_batch_size >= 1, "at least 1");
             checks.check("pretrain", self.data.is_some(), "a `data` section naming the store to train on");
+        }
+        if let Some(f) = &self.finetune {
+            checks.check("finetune.task", f.task == crate::data::tasks::Task::FavoriteCategory, "favorite-category (next-item and review finetuning are not implemented yet)");
+            checks.check("finetune.steps", f.steps >= 1, "at least 1");
+            checks.check("finetune.batch_size", f.batch_size >= 1, "at least 1");
+            checks.check("finetune.lr", f.lr > 0.0 && f.lr < 10.0, format!("0 < lr < 10, found {}", f.lr));
+            checks.check("finetune.eval_examples", f.eval_examples >= 1, "at least 1");
+            checks.check("finetune.log_every", f.log_every >= 1, "at least 1");
+            checks.check("finetune.lora.rank", f.lora.rank >= 1, "at least 1");
+            checks.check("finetune", self.data.is_some(), "a `data` section naming the store");
+            if let crate::model::xattn::Placement::Named(n) = &f.cross_attention_layers {
+                let known = matches!(n.as_str(), "all" | "upper_half" | "lower_half") || n.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).is_some_and(|k| k >= 1);
+                checks.check("finetune.cross_attention_layers", known, format!("all, upper_half, lower_half, every_K or a list of layer numbers, found {n:?}"));
+            }
         }
         checks.check("dist.nproc", (1..=1024).contains(&self.dist.nproc), format!("1..=1024, found {}", self.dist.nproc));
         checks.check("dist.timeout_s", self.dist.timeout_s >= 1, "at least 1 second");

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod llama;
 pub mod lora;
 pub mod perceiver;
+pub mod scoring;
 pub mod tokenizer;
 pub mod userllm;
 pub mod xattn;

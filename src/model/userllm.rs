@@ -5,7 +5,7 @@
 //! The finetuning strategies decide which parts train.
 
 use crate::model::encoder::{EncoderShape, UserEncoder};
-use crate::model::llama::Llama;
+use crate::model::llama::{KvCache, Llama};
 use crate::model::lora::{LoraConfig, ADAPTABLE};
 use crate::model::perceiver::Perceiver;
 use crate::model::xattn::{GatedCrossAttention, Placement};
@@ -36,6 +36,7 @@ pub enum Strategy {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PerceiverConfig {
     pub latents: usize,
     pub layers: usize,
@@ -205,21 +206,32 @@ impl UserLlm {
     /// Token ids `(batch, seq)` read with the user's history → logits `(batch, seq, vocab)`.
     pub fn forward(&self, token_ids: &Tensor, feature_ids: &[Tensor], train: bool) -> Tensor {
         let (user, mask) = self.user_embeddings(feature_ids, train);
+        self.forward_with_user(token_ids, &user, &mask, None)
+    }
+
+    /// As [`forward`](Self::forward) with user embeddings already computed
+    /// (`(batch, k, hidden)`, mask `(batch, k)`), optionally continuing a cache.
+    /// With a soft prompt, the user tokens are prepended only when the cache is
+    /// empty (they are the first positions).
+    pub fn forward_with_user(&self, token_ids: &Tensor, user: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
         let embeds = self.llm.embed(token_ids);
         match self.integration {
             Integration::CrossAttention => {
                 let user = user.to_kind(embeds.kind());
-                let h = self.llm.hidden_states_with(&embeds, None, &mut |layer, h| match self.xattn.get(&layer) {
-                    Some(block) => block.forward(&h, &user, &mask),
+                let h = self.llm.hidden_states_with(&embeds, cache, &mut |layer, h| match self.xattn.get(&layer) {
+                    Some(block) => block.forward(&h, &user, mask),
                     None => h,
                 });
                 self.llm.logits(&h)
             }
             Integration::SoftPrompt => {
+                if cache.as_ref().is_some_and(|c| c.seen > 0) {
+                    return self.llm.logits(&self.llm.hidden_states(&embeds, cache));
+                }
                 let k = user.size()[1];
                 // Padded user positions contribute zero vectors.
                 let user = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
-                let h = self.llm.hidden_states(&Tensor::cat(&[&user, &embeds], 1), None);
+                let h = self.llm.hidden_states(&Tensor::cat(&[&user, &embeds], 1), cache);
                 self.llm.logits(&h.narrow(1, k, token_ids.size()[1]))
             }
         }

@@ -142,6 +142,26 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         .collect())
 }
 
+/// Copy the checkpoint's tensors whose names start with `prefix` into the
+/// matching `params` (e.g. a pretrained encoder into a USER-LLM); returns how
+/// many were copied.
+pub fn load_matching(dir: &Path, prefix: &str, params: &[(String, Tensor)]) -> Result<usize> {
+    let weights = read_tensors(&dir.join(MODEL))?;
+    let mut n = 0;
+    tch::no_grad(|| -> Result<()> {
+        for (name, p) in params.iter().filter(|(n, _)| n.starts_with(prefix)) {
+            let src = weights.get(name).with_context(|| format!("{}: no tensor {name} for the model's {name}", dir.display()))?;
+            if src.size() != p.size() {
+                bail!("{}: tensor {name} has shape {:?}, the model {:?}: was the encoder pretrained with another shape or store?", dir.display(), src.size(), p.size());
+            }
+            p.shallow_clone().copy_(&src.to_device(p.device()));
+            n += 1;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
 /// Restore weights and optimizer state from a verified checkpoint folder.
 pub fn load(dir: &Path, params: &[(String, Tensor)], opt: &mut AdamW) -> Result<()> {
     let weights = read_tensors(&dir.join(MODEL))?;

@@ -5,6 +5,7 @@ pub mod adamw;
 pub mod batches;
 pub mod checkpoint;
 pub mod ddp;
+pub mod finetune;
 pub mod metrics;
 pub mod pretrain;
 pub mod schedule;

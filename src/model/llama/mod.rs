@@ -48,6 +48,13 @@ impl KvCache {
     pub fn new(layers: usize) -> Self {
         Self { layers: (0..layers).map(|_| LayerCache::default()).collect(), seen: 0 }
     }
+
+    /// A cache whose batch rows are this cache's `rows` (e.g. each prompt's
+    /// cache once per continuation to score).
+    pub fn select_rows(&self, rows: &Tensor) -> Self {
+        let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.index_select(0, rows));
+        Self { layers: self.layers.iter().map(|l| LayerCache { k: pick(&l.k), v: pick(&l.v) }).collect(), seen: self.seen }
+    }
 }
 
 impl Llama {
