@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// What decides the trajectory: a checkpoint resumes only a run with the same hash.
 pub fn config_hash(cfg: &RunConfig, enc: &EncoderConfig, p: &PretrainConfig) -> String {
@@ -247,7 +247,6 @@ pub fn evaluate(encoder: &UserEncoder, store: &Store, features: &[crate::model::
             pop_ranks.extend(ranks(&pop_scores, &b.target_items));
         }
     });
-    let _ = Kind::Float;
     (summarize(&enc_ranks), summarize(&pop_ranks))
 }
 
