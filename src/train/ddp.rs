@@ -78,6 +78,33 @@ pub fn all_reduce_gradients(pg: &ProcessGroup, params: &[Tensor], buckets: &[Vec
     })
 }
 
+/// The end of a data-parallel step: gradients summed across ranks, clipped to
+/// `max_norm`, AdamW applied at `lr`, gradients zeroed. `named` are the same
+/// tensors as `params`, with names. Returns the gradient norm before clipping.
+pub fn apply_gradients(
+    group: Option<&ProcessGroup>,
+    params: &[Tensor],
+    named: &[(String, Tensor)],
+    buckets: &[Vec<usize>],
+    max_norm: f64,
+    opt: &mut super::adamw::AdamW,
+    lr: f64,
+) -> Result<f64> {
+    if let Some(pg) = group {
+        ensure_gradients(params);
+        all_reduce_gradients(pg, params, buckets)?;
+    }
+    let norm = clip_grad_norm(params, max_norm);
+    opt.step(named, lr);
+    for p in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    Ok(norm)
+}
+
 /// Scale gradients so their global L2 norm is at most `max_norm`; returns the
 /// norm before clipping.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {

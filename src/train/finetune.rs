@@ -183,18 +183,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         } else {
             w.sum(&[0.0])?;
         }
-        if let Some(pg) = &w.group {
-            ddp::ensure_gradients(&params);
-            ddp::all_reduce_gradients(pg, &params, &buckets)?;
-        }
-        let grad_norm = ddp::clip_grad_norm(&params, f.grad_clip);
-        opt.step(&trainable, lr);
-        for p in &params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        let grad_norm = ddp::apply_gradients(w.group.as_ref(), &params, &trainable, &buckets, f.grad_clip, &mut opt, lr)?;
         let totals = w.sum(&[loss_sum, count as f64])?;
         let loss = totals[0] / totals[1].max(1.0);
         if let Some(l) = &mut log {

@@ -160,18 +160,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             window_count += ws.len() as i64;
             target_count += b.count;
         }
-        if let Some(pg) = &w.group {
-            ddp::ensure_gradients(&params);
-            ddp::all_reduce_gradients(pg, &params, &buckets)?;
-        }
-        let grad_norm = ddp::clip_grad_norm(&params, p.grad_clip);
-        opt.step(&named, lr);
-        for t in &params {
-            let mut g = t.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        let grad_norm = ddp::apply_gradients(w.group.as_ref(), &params, &named, &buckets, p.grad_clip, &mut opt, lr)?;
         last_loss = w.sum(&[loss_sum])?[0] / global;
         if let Some(f) = &mut log {
             writeln!(f, "{}", serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": began.elapsed().as_secs_f64()}))?;
