@@ -75,6 +75,9 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     assert_eq!(m["results"][1]["user_tokens"], 4.0);
     assert!(m["results"][3]["prompt_tokens"].as_f64().unwrap() > m["results"][1]["prompt_tokens"].as_f64().unwrap());
     assert_eq!(m["gates"].as_array().unwrap().len(), 1);
+    // The optimizer state is sharded: each of the 2 ranks holds half (rounded up) of 3 f32 values per trainable parameter.
+    let trainable = m["trainable_parameters"].as_i64().unwrap();
+    assert_eq!(m["optimizer_state_bytes_per_rank"].as_i64().unwrap(), 3 * 4 * ((trainable + 1) / 2));
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
 }

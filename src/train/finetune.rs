@@ -6,7 +6,7 @@
 //! before training, the majority class, and the TextPrompt baseline (the
 //! history as text, no encoder) on the same test cases, with the cost of each.
 
-use super::adamw::AdamW;
+use super::zero::ShardedAdamW;
 use super::batches::{eval_batch, vocab_sizes};
 use super::checkpoint;
 use super::ddp;
@@ -139,7 +139,11 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
 
     let mut tb = if lead { Some(EventWriter::create(&run_dir.join("tb"))?) } else { None };
     let mut log = if lead { Some(std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join(TRAIN_LOG))?) } else { None };
-    let mut opt = AdamW::new(f.weight_decay);
+    // Optimizer state sharded across the ranks (ZeRO-2 style).
+    let mut opt = ShardedAdamW::new(&trainable, w.rank, w.world, f.weight_decay);
+    if lead {
+        eprintln!("finetune: optimizer state {:.1} MiB per rank ({} rank(s))", opt.state_bytes() as f64 / (1 << 20) as f64, w.world);
+    }
     let per_epoch = steps_per_epoch(usable.len(), w.world, f.batch_size) as u64;
     let shard = Sharding { world: w.world, rank: w.rank, batch_size: f.batch_size, seed: cfg.seed, shuffle: true };
     let mut epoch_cache: Option<(u64, Vec<Vec<usize>>)> = None;
@@ -183,7 +187,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         } else {
             w.sum(&[0.0])?;
         }
-        let grad_norm = ddp::apply_gradients(w.group.as_ref(), &params, &trainable, &buckets, f.grad_clip, &mut opt, lr)?;
+        let grad_norm = opt.step(w.group.as_ref(), lr, f.grad_clip)?;
         let totals = w.sum(&[loss_sum, count as f64])?;
         let loss = totals[0] / totals[1].max(1.0);
         if let Some(l) = &mut log {
@@ -217,7 +221,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
             results.push(evaluate_text_prompt(&model, &store, &tok, &cases, &answers, &names, f.text_prompt_window)?);
         }
         let out = serde_json::json!({"task": "favorite-category", "integration": f.integration, "strategy": f.strategy, "steps": f.steps,
-            "trainable_parameters": n_train, "parameters": n_all, "gates": model.gates(), "results": results});
+            "trainable_parameters": n_train, "parameters": n_all, "optimizer_state_bytes_per_rank": opt.state_bytes(), "world_size": w.world,
+            "gates": model.gates(), "results": results});
         crate::fsutil::write_atomic(&run_dir.join(METRICS_FILE), serde_json::to_string_pretty(&out)?.as_bytes())?;
         if let Some(tb) = &mut tb {
             for r in &results {

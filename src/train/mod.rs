@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod pretrain;
 pub mod schedule;
 pub mod worker;
+pub mod zero;
