@@ -78,6 +78,12 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     // The optimizer state is sharded: each of the 2 ranks holds half (rounded up) of 3 f32 values per trainable parameter.
     let trainable = m["trainable_parameters"].as_i64().unwrap();
     assert_eq!(m["optimizer_state_bytes_per_rank"].as_i64().unwrap(), 3 * 4 * ((trainable + 1) / 2));
+    // The trained parts are saved: exactly the trainable parameters, by name.
+    let bytes = std::fs::read(d.path().join("runs/ft/finetune_weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let count: usize = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum();
+    assert_eq!(count as i64, trainable);
+    assert!(st.names().iter().any(|n| n.starts_with("xattn.1.")) && st.names().iter().all(|n| !n.starts_with("model.")), "{:?}", st.names());
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
 }

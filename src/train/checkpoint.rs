@@ -142,6 +142,26 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
         .collect())
 }
 
+/// Write `tensors` to `path` through a temporary file renamed into place;
+/// returns the file's SHA-256.
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
+    let dir = path.parent().context("a file path")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let sha = write_tensors(&tmp, tensors);
+    match sha {
+        Ok(sha) => {
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(sha)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 /// Copy the checkpoint's tensors whose names start with `prefix` into the
 /// matching `params` (e.g. a pretrained encoder into a USER-LLM); returns how
 /// many were copied.

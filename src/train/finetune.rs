@@ -31,6 +31,8 @@ use tch::{Kind, Tensor};
 
 pub const METRICS_FILE: &str = "finetune_metrics.json";
 pub const TRAIN_LOG: &str = "finetune_log.jsonl";
+/// The trained parts of the model after finetuning (safetensors, Hugging Face names for the LLM).
+pub const WEIGHTS_FILE: &str = "finetune_weights.safetensors";
 /// Evaluation cases scored together.
 const EVAL_CHUNK: usize = 16;
 
@@ -206,6 +208,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         }
     }
     model.set_training(false);
+    // The finetuned weights: every part that trained (the frozen LLM is the
+    // model folder's), identical on all ranks after the all-gather.
+    if lead {
+        let path = run_dir.join(WEIGHTS_FILE);
+        let sha = checkpoint::save_tensors(&path, &trainable)?;
+        eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
+    }
     evaluate("USER-LLM finetuned", &mut results)?;
     if lead {
         // Majority class of the training labels, on the same cases.
