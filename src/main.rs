@@ -250,6 +250,20 @@ enum BenchCmd {
         #[arg(long, default_value = ".uorch/golden/bin/python")]
         reference_python: PathBuf,
     },
+    /// The efficiency table: TextPrompt vs USER-LLM per example (tokens, FLOPs,
+    /// measured latency) for several history lengths, on real data and tokenizer.
+    Efficiency {
+        /// A prepared timeline store.
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long = "window", default_values_t = vec![50usize, 100, 200])]
+        windows: Vec<usize>,
+        /// Test cases timed per window.
+        #[arg(long, default_value_t = 16)]
+        cases: usize,
+    },
     /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
     /// against Hugging Face transformers in the same run when available.
     Llm {
@@ -431,6 +445,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rows = uorch::bench::pretrain::bench(&dir, &store, steps, global_batch, &reference_python)?;
             println!("encoder pretraining on MovieLens-100K (dim 64, 2 layers, window 50, global batch {global_batch}), {} logical cores:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             print!("{}", uorch::bench::pretrain::report(&rows));
+        }
+        Command::Bench(BenchCmd::Efficiency { store, model, windows, cases }) => {
+            let rows = uorch::bench::efficiency::run(&store, &model, &windows, cases.max(1))?;
+            println!("per example, one forward over the user's context (CPU, {} threads); ratios against TextPrompt:", tch::get_num_threads());
+            print!("{}", uorch::bench::efficiency::report(&rows));
         }
         Command::Bench(BenchCmd::Ingest { rows, dir }) => {
             let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;

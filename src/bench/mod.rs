@@ -1,6 +1,7 @@
 //! `uorch bench ...`: measured speed of uorch's pieces, with a reference run
 //! in the same invocation where one is available.
 
+pub mod efficiency;
 pub mod ingest;
 pub mod llm;
 pub mod pretrain;

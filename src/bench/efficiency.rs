@@ -1,0 +1,135 @@
+//! The efficiency table: for histories of 50 / 100 / 200 interactions on real
+//! data with the real tokenizer, what one forward pass over a user's context
+//! costs when the history is text (TextPrompt) and when it is user embeddings
+//! (USER-LLM with cross-attention, with and without a Perceiver, and as a soft
+//! prompt): tokens, FLOPs and measured latency per example.
+
+use crate::data::prompt::render_history;
+use crate::data::split::{eval_cases, Split};
+use crate::data::store::Store;
+use crate::model::encoder::{EncoderShape, Feature};
+use crate::model::llama::load::load;
+use crate::model::llama::{Llama, LlamaConfig};
+use crate::model::lora::LoraConfig;
+use crate::model::tokenizer::Tokenizer;
+use crate::model::userllm::{Integration, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
+use crate::model::xattn::Placement;
+use crate::train::batches::{eval_batch, vocab_sizes};
+use anyhow::Result;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+pub struct Row {
+    pub window: usize,
+    pub method: String,
+    /// Tokens the LLM's layers process (text, plus soft-prompt embeddings).
+    pub llm_tokens: f64,
+    /// User-embedding positions the LLM attends to.
+    pub user_tokens: f64,
+    pub gflops: f64,
+    pub ms: f64,
+}
+
+const QUESTION: &str = "Which movie will the user choose next?";
+
+/// Matmul FLOPs of a forward over `tokens` positions, with the LM head on the last only.
+fn llm_flops(c: &LlamaConfig, tokens: f64) -> f64 {
+    let embed = (c.vocab_size * c.hidden_size) as f64;
+    let body = c.parameter_count() as f64 - embed * if c.tie_word_embeddings { 1.0 } else { 2.0 };
+    2.0 * body * tokens + 2.0 * embed + 4.0 * c.num_hidden_layers as f64 * tokens * tokens * c.hidden_size as f64
+}
+
+fn time_each(n: usize, mut f: impl FnMut(usize)) -> f64 {
+    f(0); // warm-up
+    let t = Instant::now();
+    for i in 0..n {
+        f(i);
+    }
+    t.elapsed().as_secs_f64() * 1000.0 / n as f64
+}
+
+pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) -> Result<Vec<Row>> {
+    let store = Store::open(store_dir)?;
+    let tok = Tokenizer::from_dir(model_dir)?;
+    let question = tok.encode(&format!("\n{QUESTION}"))?;
+    let mut rows = Vec::new();
+    tch::manual_seed(0);
+    for &window in windows {
+        let cs: Vec<_> = eval_cases(&store, Split::Test, window).into_iter().take(cases).collect();
+        let history = cs.iter().map(|c| c.history.len() as f64).sum::<f64>() / cs.len() as f64;
+        // TextPrompt: the history written out, then the question.
+        let llm: Llama = load(model_dir, Device::Cpu, Kind::Float)?;
+        let prompts: Vec<Vec<i64>> = cs
+            .iter()
+            .map(|c| tok.encode(&format!("A user's movie history, oldest first: {}.\n{QUESTION}", render_history(&store, c.history.clone()))))
+            .collect::<Result<_>>()?;
+        let tokens = prompts.iter().map(|p| p.len() as f64).sum::<f64>() / prompts.len() as f64;
+        let ms = time_each(prompts.len(), |i| {
+            let ids = Tensor::from_slice(&prompts[i]).unsqueeze(0);
+            let _ = tch::no_grad(|| llm.forward(&ids, None)).select(1, -1);
+        });
+        let gflops = prompts.iter().map(|p| llm_flops(&llm.config, p.len() as f64)).sum::<f64>() / prompts.len() as f64 / 1e9;
+        rows.push(Row { window, method: "TextPrompt".into(), llm_tokens: tokens, user_tokens: 0.0, gflops, ms });
+        let h = llm.config.hidden_size as f64;
+        let layers = llm.config.num_hidden_layers as f64;
+        drop(llm);
+        // USER-LLM variants over the same cases (untrained weights: cost does not depend on them).
+        let features = vec![Feature::Item, Feature::Category, Feature::Rating];
+        let shape = EncoderShape { features: vocab_sizes(&store, &features), dim: 64, layers: 2, heads: 4, ffn_mult: 4, max_len: window as i64, dropout: 0.0 };
+        let variants = [
+            ("USER-LLM cross-attention", Integration::CrossAttention, None),
+            ("USER-LLM cross-attention + Perceiver (16)", Integration::CrossAttention, Some(16)),
+            ("USER-LLM soft prompt + Perceiver (16)", Integration::SoftPrompt, Some(16)),
+        ];
+        for (name, integration, latents) in variants {
+            let cfg = UserLlmConfig {
+                integration,
+                cross_attention_layers: Placement::Named("all".into()),
+                perceiver: latents.map(|k| PerceiverConfig { latents: k, layers: 2, heads: 4 }),
+                projection: ProjectionKind::Linear,
+                strategy: Strategy::Enc,
+                lora: LoraConfig::default(),
+            };
+            let model = UserLlm::new(load(model_dir, Device::Cpu, Kind::Float)?, shape.clone(), &cfg)?;
+            let q = Tensor::from_slice(&question).unsqueeze(0);
+            let ms = time_each(cs.len(), |i| {
+                let b = eval_batch(&store, &[&cs[i]], &features, window, Device::Cpu);
+                let _ = tch::no_grad(|| {
+                    let (u, m) = model.user_embeddings(&b.inputs, false);
+                    model.forward_with_user(&q, &u, &m, None)
+                });
+            });
+            let user = latents.map(|k| k as f64).unwrap_or(history);
+            let text = question.len() as f64;
+            let llm_tokens = text + if integration == Integration::SoftPrompt { user } else { 0.0 };
+            let xattn = if integration == Integration::CrossAttention { layers * (2.0 * 2.0 * h * h * (text + user) + 4.0 * text * user * h) } else { 0.0 };
+            let enc_params: f64 = model.vs.variables().iter().filter(|(k, _)| k.starts_with("encoder.") && !k.contains(".head.") && !k.contains(".embed.")).map(|(_, t)| t.numel() as f64).sum();
+            let perc_params: f64 = model.vs.variables().iter().filter(|(k, _)| k.starts_with("perceiver.")).map(|(_, t)| t.numel() as f64).sum();
+            // The Perceiver projects the history (keys, values) and its latents (queries, feed-forward).
+            let enc = 2.0 * enc_params * history + latents.map(|k| 2.0 * perc_params * (history + k as f64)).unwrap_or(0.0);
+            let gflops = (llm_flops(&model.llm.config, llm_tokens) + xattn + enc) / 1e9;
+            rows.push(Row { window, method: name.into(), llm_tokens, user_tokens: user, gflops, ms });
+        }
+    }
+    Ok(rows)
+}
+
+pub fn report(rows: &[Row]) -> String {
+    let mut s = format!("  {:>6}  {:<42} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9}\n", "window", "method", "LLM tokens", "user tokens", "GFLOPs", "FLOPs /", "ms", "time /");
+    for r in rows {
+        let base = rows.iter().find(|b| b.window == r.window && b.method == "TextPrompt").expect("TextPrompt row");
+        s.push_str(&format!(
+            "  {:>6}  {:<42} {:>10.0} {:>11.0} {:>9.2} {:>8.1}x {:>9.1} {:>8.1}x\n",
+            r.window,
+            r.method,
+            r.llm_tokens,
+            r.user_tokens,
+            r.gflops,
+            base.gflops / r.gflops,
+            r.ms,
+            base.ms / r.ms
+        ));
+    }
+    s
+}
