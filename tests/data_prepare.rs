@@ -67,7 +67,7 @@ fn counts(store: &Path) -> (u64, u64, u64) {
 /// A user's history as (title, rating text) pairs, oldest first.
 fn history(s: &Store, raw_user: &str) -> Vec<(String, String)> {
     let u = s.user_index(raw_user).unwrap();
-    s.range(u).map(|k| (s.title(s.item[k] as usize).to_string(), s.vocab.rating[s.rating[k] as usize].clone())).collect()
+    s.range(u).map(|k| (s.title(s.arrays.item[k] as usize).to_string(), s.vocab.rating[s.arrays.rating[k] as usize].clone())).collect()
 }
 
 fn categories(s: &Store, raw_item: &str) -> Vec<String> {
@@ -89,7 +89,7 @@ fn real_movielens_100k_prepares_to_exactly_943_users_1682_items_100000_interacti
     // Every user's timeline is in time order.
     for u in 0..s.users() {
         let r = s.range(u);
-        assert!(s.timestamp[r].windows(2).all(|w| w[0] <= w[1]));
+        assert!(s.arrays.timestamp[r].windows(2).all(|w| w[0] <= w[1]));
     }
     // The default 5-core filter keeps every user (all have >= 20) but drops rare items.
     let out5 = d.path().join("ml100k-5core");
@@ -216,7 +216,7 @@ fn google_local_millisecond_times_and_null_text() {
     // Same second, ordered by the milliseconds: 0x2 (…001) before 0x1 (…123).
     assert_eq!(history(&s, "101"), [("Diner".to_string(), "3".to_string()), ("Sugar House".to_string(), "5".to_string())]);
     let u = s.range(s.user_index("101").unwrap());
-    assert_eq!(s.timestamp[u.start], 1609459200);
+    assert_eq!(s.arrays.timestamp[u.start], 1609459200);
     assert_eq!(s.review(u.start), None);
     assert_eq!(s.review(u.start + 1), Some("Best maple syrup"));
     assert_eq!(categories(&s, "0x1"), ["Farm", "Food producer"]);
@@ -329,8 +329,8 @@ fn a_store_reads_in_python_with_numpy_alone() {
         .range(0)
         .take(3)
         .map(|k| {
-            let i = s.item[k] as usize;
-            serde_json::json!([s.vocab.user[0], s.vocab.item[i], s.title(i), s.timestamp[k], s.vocab.rating[s.rating[k] as usize]])
+            let i = s.arrays.item[k] as usize;
+            serde_json::json!([s.vocab.user[0], s.vocab.item[i], s.title(i), s.arrays.timestamp[k], s.vocab.rating[s.arrays.rating[k] as usize]])
         })
         .collect();
     assert_eq!(py["first"], serde_json::Value::Array(expected));

@@ -62,7 +62,7 @@ fn cross_attention_at_initialisation_gives_exactly_the_base_llm_logits() {
         let diff = (&got - &base).abs().max().double_value(&[]);
         assert!(got.equal(&base), "logits differ at initialisation by {diff}");
         // Opening a gate changes them: the user embeddings reach the LLM.
-        tch::no_grad(|| m.xattn[&3].alpha.shallow_clone().fill_(0.5));
+        let _ = tch::no_grad(|| m.xattn[&3].alpha.shallow_clone().fill_(0.5));
         let opened = tch::no_grad(|| m.forward(&tokens, &feats, false));
         assert!((opened - &base).abs().max().double_value(&[]) > 1e-4);
     }
@@ -85,7 +85,7 @@ fn train_two_steps(m: &UserLlm) {
     let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(m.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     let mut opt = AdamW::new(0.01);
     for x in m.xattn.values() {
-        tch::no_grad(|| x.alpha.shallow_clone().fill_(0.3));
+        let _ = tch::no_grad(|| x.alpha.shallow_clone().fill_(0.3));
     }
     for _ in 0..2 {
         let logits = m.forward(&tokens, &feats, true);

@@ -7,14 +7,13 @@
 use crate::data::prompt::render_history;
 use crate::data::split::{eval_cases, Split};
 use crate::data::store::Store;
-use crate::model::encoder::{EncoderShape, Feature};
 use crate::model::llama::load::load;
 use crate::model::llama::{Llama, LlamaConfig};
 use crate::model::lora::LoraConfig;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
 use crate::model::xattn::Placement;
-use crate::train::batches::{eval_batch, vocab_sizes};
+use crate::train::batches::{encoder_shape, eval_batch};
 use anyhow::Result;
 use std::path::Path;
 use std::time::Instant;
@@ -75,8 +74,9 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
         let layers = llm.config.num_hidden_layers as f64;
         drop(llm);
         // USER-LLM variants over the same cases (untrained weights: cost does not depend on them).
-        let features = vec![Feature::Item, Feature::Category, Feature::Rating];
-        let shape = EncoderShape { features: vocab_sizes(&store, &features), dim: 64, layers: 2, heads: 4, ffn_mult: 4, max_len: window as i64, dropout: 0.0 };
+        let enc = crate::config::run::EncoderConfig { dropout: 0.0, ..Default::default() };
+        let features = enc.features.clone();
+        let shape = encoder_shape(&store, &enc, window);
         let variants = [
             ("USER-LLM cross-attention", Integration::CrossAttention, None),
             ("USER-LLM cross-attention + Perceiver (16)", Integration::CrossAttention, Some(16)),

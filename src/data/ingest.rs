@@ -200,18 +200,8 @@ pub struct Timelines {
     pub categories: Vec<String>,
     /// Distinct rating values, ascending, in canonical text form.
     pub ratings: Vec<String>,
-    pub user_offsets: Vec<i64>,
-    pub item: Vec<i32>,
-    pub timestamp: Vec<i64>,
-    pub rating: Vec<i32>,
-    pub rating_value: Vec<f32>,
-    /// Primary genre/category per interaction (that of its item).
-    pub category: Vec<i32>,
-    pub item_category_offsets: Vec<i64>,
-    pub item_category: Vec<i32>,
-    /// Review text per interaction: byte offsets into the reviews file that
-    /// `finish` wrote (N + 1 of them; an empty range = no text).
-    pub review_offsets: Option<Vec<i64>>,
+    /// Review offsets point into the reviews file that `finish` wrote.
+    pub arrays: super::store::Arrays,
     pub filter_rounds: u32,
 }
 
@@ -410,15 +400,17 @@ impl Collector {
             item_meta,
             categories,
             ratings,
-            user_offsets,
-            item,
-            timestamp,
-            rating,
-            rating_value,
-            category,
-            item_category_offsets,
-            item_category,
-            review_offsets,
+            arrays: super::store::Arrays {
+                user_offsets,
+                item,
+                timestamp,
+                rating,
+                rating_value,
+                category,
+                item_category_offsets,
+                item_category,
+                review_offsets,
+            },
             filter_rounds,
         })
     }
@@ -455,7 +447,7 @@ mod tests {
         let t = c.finish(Filters { min_user_interactions: 2, min_item_interactions: 2 }, None).unwrap();
         assert_eq!(t.users, ["1", "2"]);
         assert_eq!(t.items, ["a", "b"]);
-        assert_eq!(t.item.len(), 4);
+        assert_eq!(t.arrays.item.len(), 4);
         assert!(t.filter_rounds >= 2);
     }
 
@@ -465,11 +457,11 @@ mod tests {
         let t = c.finish(Filters { min_user_interactions: 1, min_item_interactions: 1 }, None).unwrap();
         assert_eq!(t.users, ["9", "10"]);
         assert_eq!(t.items, ["1", "2", "3", "5"]);
-        assert_eq!(t.user_offsets, [0, 2, 5]);
+        assert_eq!(t.arrays.user_offsets, [0, 2, 5]);
         // user 10: t=3 item 1, then t=7 ties broken by item: 2 before 5.
-        let names: Vec<&str> = t.item.iter().map(|&i| t.items[i as usize].as_str()).collect();
+        let names: Vec<&str> = t.arrays.item.iter().map(|&i| t.items[i as usize].as_str()).collect();
         assert_eq!(names, ["3", "3", "1", "2", "5"]);
-        assert_eq!(t.timestamp, [2, 2, 3, 7, 7]);
+        assert_eq!(t.arrays.timestamp, [2, 2, 3, 7, 7]);
     }
 
     #[test]
@@ -488,10 +480,10 @@ mod tests {
         let t = c.finish(Filters { min_user_interactions: 1, min_item_interactions: 1 }, None).unwrap();
         assert_eq!(t.ratings, ["1", "4.5"]);
         assert_eq!(t.categories, ["<none>", "Comedy", "Drama"]);
-        assert_eq!(t.rating, [1, 0]);
+        assert_eq!(t.arrays.rating, [1, 0]);
         // Item a's primary category is its first listed (Drama = 2); b has none.
-        assert_eq!(t.category, [2, 0]);
-        assert_eq!(t.item_category, [2, 1]);
-        assert_eq!(t.item_category_offsets, [0, 2, 2]);
+        assert_eq!(t.arrays.category, [2, 0]);
+        assert_eq!(t.arrays.item_category, [2, 1]);
+        assert_eq!(t.arrays.item_category_offsets, [0, 2, 2]);
     }
 }

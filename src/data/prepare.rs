@@ -111,7 +111,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         sources.push(SourceFile { name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(), role: "genres".into(), bytes, sha256 });
     }
     lap("checksum", &mut timings);
-    let reviews = t.review_offsets.as_ref().map(|o| o.windows(2).filter(|w| w[1] > w[0]).count()).unwrap_or(0);
+    let reviews = t.arrays.review_offsets.as_ref().map(|o| o.windows(2).filter(|w| w[1] > w[0]).count()).unwrap_or(0);
     let features = BTreeMap::from([
         ("item".to_string(), t.items.len()),
         ("category".to_string(), t.categories.len()),
@@ -125,7 +125,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         sources,
         filters: opts.filters,
         filter_rounds: t.filter_rounds,
-        counts: Counts { users: t.users.len(), items: t.items.len(), interactions: t.item.len(), reviews, skipped_lines: bad.count },
+        counts: Counts { users: t.users.len(), items: t.items.len(), interactions: t.arrays.item.len(), reviews, skipped_lines: bad.count },
         features,
         timestamp_unit: "seconds".into(),
         created_by: format!("uorch {}", env!("CARGO_PKG_VERSION")),

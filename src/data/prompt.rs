@@ -16,9 +16,9 @@ pub fn item_noun(store: &Store) -> &'static str {
 
 /// One interaction: title, genres/categories in brackets (when known), rating.
 pub fn render_interaction(store: &Store, k: usize) -> String {
-    let item = store.item[k] as usize;
+    let item = store.arrays.item[k] as usize;
     let cats: Vec<&str> = store.item_categories(item).iter().map(|&c| store.vocab.category[c as usize].as_str()).collect();
-    let rating = &store.vocab.rating[store.rating[k] as usize];
+    let rating = &store.vocab.rating[store.arrays.rating[k] as usize];
     if cats.is_empty() {
         format!("{} rated {rating}/5", store.title(item))
     } else {
@@ -38,7 +38,7 @@ pub fn task_prompt(store: &Store, task: Task, ex: &Example) -> String {
     let question = match (task, &ex.target) {
         (Task::NextItem, _) => format!("Which {noun} will the user choose next?"),
         (Task::FavoriteCategory, _) => format!("What is the user's favorite {}?", store.manifest.category_label),
-        (Task::Review, _) => format!("Write the user's review of {}.", store.title(store.item[ex.case.target] as usize)),
+        (Task::Review, _) => format!("Write the user's review of {}.", store.title(store.arrays.item[ex.case.target] as usize)),
     };
     format!("A user's {noun} history, oldest first: {history}.\n{question}")
 }

@@ -40,7 +40,7 @@ pub fn compute(s: &Store) -> Stats {
     }
     hist.insert("min".into(), *lengths.first().unwrap_or(&0) as f64);
     hist.insert("max".into(), *lengths.last().unwrap_or(&0) as f64);
-    hist.insert("mean".into(), if lengths.is_empty() { 0.0 } else { s.item.len() as f64 / lengths.len() as f64 });
+    hist.insert("mean".into(), if lengths.is_empty() { 0.0 } else { s.arrays.item.len() as f64 / lengths.len() as f64 });
     let mut vocab = s.manifest.features.clone();
     vocab.insert("user".into(), s.users());
     let c = &s.manifest.counts;
@@ -53,8 +53,8 @@ pub fn compute(s: &Store) -> Stats {
         density: c.interactions as f64 / (c.users as f64 * c.items as f64),
         history_length: hist,
         vocab_sizes: vocab,
-        first_timestamp: s.timestamp.iter().copied().min().unwrap_or(0),
-        last_timestamp: s.timestamp.iter().copied().max().unwrap_or(0),
+        first_timestamp: s.arrays.timestamp.iter().copied().min().unwrap_or(0),
+        last_timestamp: s.arrays.timestamp.iter().copied().max().unwrap_or(0),
         category_label: s.manifest.category_label.clone(),
     }
 }

@@ -100,16 +100,16 @@ fn sync_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// must already be there when the timelines have reviews.
 pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
     let mut arrays: Vec<(&str, TensorView)> = vec![
-        ("user_offsets", TensorView::new(Dtype::I64, vec![t.user_offsets.len()], bytes_of(&t.user_offsets))?),
-        ("item", TensorView::new(Dtype::I32, vec![t.item.len()], bytes_of(&t.item))?),
-        ("timestamp", TensorView::new(Dtype::I64, vec![t.timestamp.len()], bytes_of(&t.timestamp))?),
-        ("rating", TensorView::new(Dtype::I32, vec![t.rating.len()], bytes_of(&t.rating))?),
-        ("rating_value", TensorView::new(Dtype::F32, vec![t.rating_value.len()], bytes_of(&t.rating_value))?),
-        ("category", TensorView::new(Dtype::I32, vec![t.category.len()], bytes_of(&t.category))?),
-        ("item_category_offsets", TensorView::new(Dtype::I64, vec![t.item_category_offsets.len()], bytes_of(&t.item_category_offsets))?),
-        ("item_category", TensorView::new(Dtype::I32, vec![t.item_category.len()], bytes_of(&t.item_category))?),
+        ("user_offsets", TensorView::new(Dtype::I64, vec![t.arrays.user_offsets.len()], bytes_of(&t.arrays.user_offsets))?),
+        ("item", TensorView::new(Dtype::I32, vec![t.arrays.item.len()], bytes_of(&t.arrays.item))?),
+        ("timestamp", TensorView::new(Dtype::I64, vec![t.arrays.timestamp.len()], bytes_of(&t.arrays.timestamp))?),
+        ("rating", TensorView::new(Dtype::I32, vec![t.arrays.rating.len()], bytes_of(&t.arrays.rating))?),
+        ("rating_value", TensorView::new(Dtype::F32, vec![t.arrays.rating_value.len()], bytes_of(&t.arrays.rating_value))?),
+        ("category", TensorView::new(Dtype::I32, vec![t.arrays.category.len()], bytes_of(&t.arrays.category))?),
+        ("item_category_offsets", TensorView::new(Dtype::I64, vec![t.arrays.item_category_offsets.len()], bytes_of(&t.arrays.item_category_offsets))?),
+        ("item_category", TensorView::new(Dtype::I32, vec![t.arrays.item_category.len()], bytes_of(&t.arrays.item_category))?),
     ];
-    if let Some(off) = &t.review_offsets {
+    if let Some(off) = &t.arrays.review_offsets {
         arrays.push(("review_offsets", TensorView::new(Dtype::I64, vec![off.len()], bytes_of(off))?));
     }
     let path = dir.join(ARRAYS);
@@ -131,21 +131,34 @@ pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// The arrays of a store (see the module documentation for their layout),
+/// shared by the writer ([`Timelines`](super::ingest::Timelines)) and the reader ([`Store`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Arrays {
+    /// CSR offsets over interactions, `users + 1`.
+    pub user_offsets: Vec<i64>,
+    pub item: Vec<i32>,
+    /// Seconds.
+    pub timestamp: Vec<i64>,
+    /// Rating-vocabulary ids.
+    pub rating: Vec<i32>,
+    pub rating_value: Vec<f32>,
+    /// Primary genre/category per interaction (that of its item).
+    pub category: Vec<i32>,
+    pub item_category_offsets: Vec<i64>,
+    pub item_category: Vec<i32>,
+    /// Review text per interaction: byte offsets into `reviews.bin` (N + 1 of
+    /// them; an empty range = no text). None when the format has no text.
+    pub review_offsets: Option<Vec<i64>>,
+}
+
 /// A store loaded into memory.
 pub struct Store {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub vocab: Vocab,
     pub items: Vec<ItemMeta>,
-    pub user_offsets: Vec<i64>,
-    pub item: Vec<i32>,
-    pub timestamp: Vec<i64>,
-    pub rating: Vec<i32>,
-    pub rating_value: Vec<f32>,
-    pub category: Vec<i32>,
-    pub item_category_offsets: Vec<i64>,
-    pub item_category: Vec<i32>,
-    pub review_offsets: Option<Vec<i64>>,
+    pub arrays: Arrays,
     reviews: Option<memmap2::Mmap>,
 }
 
@@ -192,8 +205,7 @@ impl Store {
         } else {
             None
         };
-        let store = Self {
-            dir: dir.to_path_buf(),
+        let arrays = Arrays {
             user_offsets: read_array(&st, "user_offsets", Dtype::I64, &apath)?,
             item: read_array(&st, "item", Dtype::I32, &apath)?,
             timestamp: read_array(&st, "timestamp", Dtype::I64, &apath)?,
@@ -203,11 +215,8 @@ impl Store {
             item_category_offsets: read_array(&st, "item_category_offsets", Dtype::I64, &apath)?,
             item_category: read_array(&st, "item_category", Dtype::I32, &apath)?,
             review_offsets: if has_reviews { Some(read_array(&st, "review_offsets", Dtype::I64, &apath)?) } else { None },
-            reviews,
-            manifest,
-            vocab,
-            items,
         };
+        let store = Self { dir: dir.to_path_buf(), arrays, reviews, manifest, vocab, items };
         store.check()?;
         Ok(store)
     }
@@ -215,14 +224,14 @@ impl Store {
     /// Shapes agree with each other and the manifest.
     fn check(&self) -> Result<()> {
         let c = &self.manifest.counts;
-        let n = self.item.len();
-        let ok = self.user_offsets.len() == c.users + 1
-            && *self.user_offsets.last().unwrap_or(&-1) == n as i64
+        let n = self.arrays.item.len();
+        let ok = self.arrays.user_offsets.len() == c.users + 1
+            && *self.arrays.user_offsets.last().unwrap_or(&-1) == n as i64
             && n == c.interactions
-            && [self.timestamp.len(), self.rating.len(), self.rating_value.len(), self.category.len()].iter().all(|&l| l == n)
+            && [self.arrays.timestamp.len(), self.arrays.rating.len(), self.arrays.rating_value.len(), self.arrays.category.len()].iter().all(|&l| l == n)
             && self.items.len() == c.items
-            && self.item_category_offsets.len() == c.items + 1
-            && self.review_offsets.as_ref().is_none_or(|o| o.len() == n + 1);
+            && self.arrays.item_category_offsets.len() == c.items + 1
+            && self.arrays.review_offsets.as_ref().is_none_or(|o| o.len() == n + 1);
         if !ok {
             bail!("{}: arrays do not match the manifest's counts: the store is damaged, prepare it again", self.dir.display());
         }
@@ -230,22 +239,22 @@ impl Store {
     }
 
     pub fn users(&self) -> usize {
-        self.user_offsets.len() - 1
+        self.arrays.user_offsets.len() - 1
     }
 
     /// Interaction index range of user `u`.
     pub fn range(&self, u: usize) -> std::ops::Range<usize> {
-        self.user_offsets[u] as usize..self.user_offsets[u + 1] as usize
+        self.arrays.user_offsets[u] as usize..self.arrays.user_offsets[u + 1] as usize
     }
 
     /// Genre/category ids of item `i`.
     pub fn item_categories(&self, i: usize) -> &[i32] {
-        &self.item_category[self.item_category_offsets[i] as usize..self.item_category_offsets[i + 1] as usize]
+        &self.arrays.item_category[self.arrays.item_category_offsets[i] as usize..self.arrays.item_category_offsets[i + 1] as usize]
     }
 
     /// Review text of interaction `k`, if it has one.
     pub fn review(&self, k: usize) -> Option<&str> {
-        let off = self.review_offsets.as_ref()?;
+        let off = self.arrays.review_offsets.as_ref()?;
         let (a, b) = (off[k] as usize, off[k + 1] as usize);
         if a == b {
             return None;

@@ -43,7 +43,7 @@ fn counted_categories(store: &Store, item: usize) -> &[i32] {
 pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
     let mut count: std::collections::HashMap<i32, (usize, usize)> = std::collections::HashMap::new();
     for k in window {
-        for &c in counted_categories(store, store.item[k] as usize) {
+        for &c in counted_categories(store, store.arrays.item[k] as usize) {
             let e = count.entry(c).or_insert((0, 0));
             e.0 += 1;
             e.1 = k;
@@ -59,13 +59,13 @@ pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
 /// Examples for `task` on the validation or test targets, with up to `length`
 /// interactions of history each.
 pub fn examples(store: &Store, task: Task, split: Split, length: usize) -> Result<Vec<Example>> {
-    if task == Task::Review && store.review_offsets.is_none() {
+    if task == Task::Review && store.arrays.review_offsets.is_none() {
         bail!("{}: review generation needs review text, and this {} store has none", store.dir.display(), store.manifest.format);
     }
     let mut out = Vec::new();
     for case in eval_cases(store, split, length) {
         let target = match task {
-            Task::NextItem => Target::Item(store.item[case.target]),
+            Task::NextItem => Target::Item(store.arrays.item[case.target]),
             Task::FavoriteCategory => Target::Category(favorite_category(store, case.history.clone())),
             Task::Review => match store.review(case.target) {
                 Some(text) => Target::Review(text.to_string()),

@@ -11,9 +11,9 @@ use tch::{Device, Tensor};
 /// The id of feature `f` of interaction `k`.
 pub fn feature_id(store: &Store, f: Feature, k: usize) -> i64 {
     (match f {
-        Feature::Item => store.item[k],
-        Feature::Category => store.category[k],
-        Feature::Rating => store.rating[k],
+        Feature::Item => store.arrays.item[k],
+        Feature::Category => store.arrays.category[k],
+        Feature::Rating => store.arrays.rating[k],
     }) as i64
 }
 
@@ -30,6 +30,20 @@ pub fn vocab_sizes(store: &Store, features: &[Feature]) -> Vec<(Feature, i64)> {
             (f, n as i64)
         })
         .collect()
+}
+
+/// The encoder shape a config describes, with vocabulary sizes from `store`
+/// and room for `window` positions.
+pub fn encoder_shape(store: &Store, enc: &crate::config::run::EncoderConfig, window: usize) -> crate::model::encoder::EncoderShape {
+    crate::model::encoder::EncoderShape {
+        features: vocab_sizes(store, &enc.features),
+        dim: enc.dim as i64,
+        layers: enc.layers as i64,
+        heads: enc.heads as i64,
+        ffn_mult: enc.ffn_mult as i64,
+        max_len: window as i64,
+        dropout: enc.dropout,
+    }
 }
 
 pub struct TrainBatch {
@@ -86,7 +100,7 @@ pub fn eval_batch(store: &Store, cases: &[&EvalCase], features: &[Feature], leng
             }
         }
         last.push((hist.end - start - 1) as i64);
-        targets.push(store.item[c.target] as i64);
+        targets.push(store.arrays.item[c.target] as i64);
     }
     let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, length as i64]).to_device(device);
     EvalBatch {

@@ -7,7 +7,7 @@
 //! history as text, no encoder) on the same test cases, with the cost of each.
 
 use super::zero::ShardedAdamW;
-use super::batches::{eval_batch, vocab_sizes};
+use super::batches::{encoder_shape, eval_batch};
 use super::checkpoint;
 use super::ddp;
 use super::schedule::lr_at;
@@ -17,7 +17,6 @@ use crate::data::prompt::render_history;
 use crate::data::split::{epoch_batches, eval_cases, steps_per_epoch, training_windows, Sharding, Split, WindowSpec};
 use crate::data::store::Store;
 use crate::data::tasks::favorite_category;
-use crate::model::encoder::EncoderShape;
 use crate::model::llama::load::load;
 use crate::model::scoring::{score_candidates, score_candidates_batch};
 use crate::model::tokenizer::Tokenizer;
@@ -75,15 +74,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let lead = w.rank == 0;
     let tok = Tokenizer::from_dir(&f.model)?;
     let llm = load(&f.model, w.device, Kind::Float)?;
-    let shape = EncoderShape {
-        features: vocab_sizes(&store, &enc_cfg.features),
-        dim: enc_cfg.dim as i64,
-        layers: enc_cfg.layers as i64,
-        heads: enc_cfg.heads as i64,
-        ffn_mult: enc_cfg.ffn_mult as i64,
-        max_len: d.window as i64,
-        dropout: enc_cfg.dropout,
-    };
+    let shape = encoder_shape(&store, &enc_cfg, d.window);
     tch::manual_seed(cfg.seed as i64 + 1);
     let ucfg = UserLlmConfig {
         integration: f.integration,

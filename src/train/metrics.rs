@@ -42,7 +42,7 @@ pub fn popularity_scores(store: &Store) -> Tensor {
     let mut counts = vec![0f32; store.manifest.counts.items];
     for u in 0..store.users() {
         for k in leave_last_out(store.range(u)).train {
-            counts[store.item[k] as usize] += 1.0;
+            counts[store.arrays.item[k] as usize] += 1.0;
         }
     }
     Tensor::from_slice(&counts)

@@ -5,7 +5,7 @@
 //! steps AdamW. Rank 0 logs, checkpoints, evaluates and writes metrics.
 
 use super::adamw::AdamW;
-use super::batches::{eval_batch, train_batch, vocab_sizes, window_targets};
+use super::batches::{encoder_shape, eval_batch, train_batch, window_targets};
 use super::checkpoint::{self, TrainState};
 use super::ddp;
 use super::metrics::{popularity_scores, ranks, summarize, RankingMetrics};
@@ -15,7 +15,7 @@ use crate::config::run::{EncoderConfig, PretrainConfig};
 use crate::config::RunConfig;
 use crate::data::split::{epoch_batches, eval_cases, steps_per_epoch, training_windows, Sharding, Split, WindowSpec};
 use crate::data::store::Store;
-use crate::model::encoder::{EncoderShape, UserEncoder};
+use crate::model::encoder::UserEncoder;
 use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -56,15 +56,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let lead = w.rank == 0;
 
     let features = enc_cfg.features.clone();
-    let shape = EncoderShape {
-        features: vocab_sizes(&store, &features),
-        dim: enc_cfg.dim as i64,
-        layers: enc_cfg.layers as i64,
-        heads: enc_cfg.heads as i64,
-        ffn_mult: enc_cfg.ffn_mult as i64,
-        max_len: d.window as i64,
-        dropout: enc_cfg.dropout,
-    };
+    let shape = encoder_shape(&store, &enc_cfg, d.window);
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(w.device);
     let encoder = UserEncoder::new(&(vs.root() / "encoder"), shape);
