@@ -13,6 +13,7 @@ pub mod model;
 pub mod paths;
 pub mod rng;
 pub mod rundir;
+pub mod serve;
 pub mod tb;
 pub mod torch_runtime;
 pub mod train;

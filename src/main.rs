@@ -41,13 +41,35 @@ enum Command {
     /// LLMs: import, inspect, tokenize.
     #[command(subcommand)]
     Model(ModelCmd),
-    /// Continue a prompt with a model folder (greedy unless --temperature > 0);
-    /// prints only the continuation.
+    /// Continue a prompt with a model folder (greedy unless --temperature > 0;
+    /// prints only the continuation), or ask an export (`uorch export`) its
+    /// task about a user: `--store S --user ID` (the user's test question, as
+    /// evaluation asked it) or `--history FILE` (JSON list of {item, rating}).
     Generate {
+        /// A Hugging Face model folder, or a folder written by `uorch export`.
         #[arg(long)]
         model: PathBuf,
+        /// The text to continue (plain model folders).
         #[arg(long)]
-        prompt: String,
+        prompt: Option<String>,
+        /// Export: a prepared store holding the user's history.
+        #[arg(long, requires = "user")]
+        store: Option<PathBuf>,
+        /// Export: the user's raw id in --store.
+        #[arg(long, requires = "store")]
+        user: Option<String>,
+        /// Export: the history as JSON, `[{"item": "50", "rating": "4"}, ...]`, oldest first.
+        #[arg(long, conflicts_with = "store")]
+        history: Option<PathBuf>,
+        /// Export, review task with --history: the item to review (raw id).
+        #[arg(long)]
+        item: Option<String>,
+        /// Export, next-item task with --history: candidate item ids, comma-separated (default: every item not in the history).
+        #[arg(long, value_delimiter = ',')]
+        candidates: Option<Vec<String>>,
+        /// Export: print the answer as one JSON line (as in finetune_predictions.jsonl).
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
         /// Sampling temperature; 0 = greedy.
@@ -61,6 +83,15 @@ enum Command {
         /// cpu, cuda or cuda:N (default: cuda:0 when available).
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Write a finetuned run as a self-contained folder for serving: the LLM
+    /// with LoRA merged (Hugging Face layout), the user encoder, Perceiver,
+    /// projection and cross-attention weights, and how they connect.
+    Export {
+        /// The run folder (`<output_root>/<name>`) of a finished finetuning run.
+        run_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Benchmarks that print their figures beside a reference.
     #[command(subcommand)]
@@ -354,10 +385,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Worker { config } => worker(&config)?,
         Command::Data(cmd) => data_command(cmd)?,
-        Command::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, device } => {
+        Command::Export { run_dir, out } => {
+            let spec = uorch::serve::export::export(&run_dir, &out)?;
+            println!(
+                "exported {} ({:?}, {} cross-attention layer(s), task {}) to {}",
+                run_dir.display(),
+                spec.integration,
+                spec.cross_attention_layers.len(),
+                value_name_of(&spec.task.task),
+                out.display()
+            );
+        }
+        Command::Generate { model, store, user, history, item, candidates, json, device, .. } if uorch::serve::export::is_export(&model) => {
+            use uorch::serve::query::{Request, Source};
+            let source = match (store, user, history) {
+                (Some(store), Some(user), None) => Source::Store { store, user },
+                (None, None, Some(h)) => Source::File(h),
+                _ => anyhow::bail!("{} is an export: give the user's history with --store STORE --user ID, or --history FILE", model.display()),
+            };
+            let loaded = uorch::serve::export::load_export(&model, parse_device(device.as_deref())?)?;
+            let answer = uorch::serve::query::ask(&loaded, &Request { source, item, candidates })?;
+            if json {
+                println!("{answer}");
+            } else {
+                print_answer(&loaded, &answer);
+            }
+        }
+        Command::Generate { model, prompt, max_new_tokens, temperature, top_p, seed, device, .. } => {
             if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 || temperature < 0.0 {
                 anyhow::bail!("--top-p must be in (0, 1] and --temperature at least 0");
             }
+            let prompt = prompt.with_context(|| format!("{} is a model folder: give --prompt TEXT", model.display()))?;
             let device = parse_device(device.as_deref())?;
             let tok = uorch::model::tokenizer::Tokenizer::from_dir(&model)?;
             let m = uorch::model::llama::load::load(&model, device, uorch::model::llama::load::default_kind(device))?;
@@ -518,11 +576,7 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
             if cfg.finetune.is_some() {
                 let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(uorch::train::finetune::METRICS_FILE))?)?;
                 println!("finetuning done ({} of {} parameters trained):", m["trainable_parameters"], m["parameters"]);
-                println!("  {:<58} {:>8} {:>7} {:>7} {:>8} {:>9}", "favorite category, test", "accuracy", "prompt", "user", "GFLOPs", "ms/example");
-                for r in m["results"].as_array().into_iter().flatten() {
-                    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-                    println!("  {:<58} {:>8.4} {:>7.0} {:>7.0} {:>8.3} {:>9.1}", r["who"].as_str().unwrap_or(""), f("accuracy"), f("prompt_tokens"), f("user_tokens"), f("gflops"), f("ms"));
-                }
+                print!("{}", uorch::train::finetune::evaluate::table(&m));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -632,9 +686,10 @@ fn data_command(cmd: DataCmd) -> Result<()> {
                 all.retain(|e| e.case.user as usize == u);
             }
             let total = all.len();
+            let cat = uorch::data::catalog::Catalog::of_store(&s);
             let mut rows = Vec::new();
             for ex in all.iter().take(limit) {
-                let text = prompt::task_prompt(&s, task, ex);
+                let text = prompt::task_prompt(&s, &cat, task, ex);
                 let tokens = counter.as_ref().map(|c| c.count(&text)).transpose()?;
                 rows.push(serde_json::json!({
                     "user": s.vocab.user[ex.case.user as usize],
@@ -668,6 +723,24 @@ fn data_command(cmd: DataCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An export's answer for people: the top candidates with their titles and scores, or the text.
+fn print_answer(loaded: &uorch::serve::export::Loaded, a: &serde_json::Value) {
+    match a["top"].as_array() {
+        Some(top) => {
+            let cat = &loaded.catalog;
+            for (i, x) in top.iter().enumerate() {
+                let id = x[0].as_str().unwrap_or("");
+                let title = cat.item_index(id).map(|k| format!("  {}", cat.title(k))).unwrap_or_default();
+                println!("{:>3}. {id}{title}  ({:.4})", i + 1, x[1].as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        None => println!("{}", a["answer"].as_str().unwrap_or("")),
+    }
+    if !a["truth"].is_null() {
+        println!("truth: {}", a["truth"].as_str().unwrap_or(""));
+    }
 }
 
 fn parse_device(s: Option<&str>) -> Result<tch::Device> {

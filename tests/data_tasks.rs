@@ -5,6 +5,7 @@ use std::path::Path;
 use uorch::data::formats::Format;
 use uorch::data::ingest::Filters;
 use uorch::data::prepare::{prepare, PrepareOptions};
+use uorch::data::catalog::Catalog;
 use uorch::data::prompt::{render_history, task_prompt, TokenCounter};
 use uorch::data::split::{epoch_batches, eval_cases, training_windows, Sharding, Split, WindowSpec};
 use uorch::data::store::Store;
@@ -96,14 +97,15 @@ fn text_prompt_renders_titles_genres_and_ratings_oldest_first() {
     let d = tempfile::tempdir().unwrap();
     let s = movielens_store(d.path());
     let u = s.range(s.user_index("2").unwrap());
+    let cat = Catalog::of_store(&s);
     assert_eq!(
-        render_history(&s, u.clone()),
+        render_history(&cat, &s.interactions(u.clone())),
         "Film 3, The (1992) [Comedy, Drama] rated 4.5/5; Film 1, The (1990) [Comedy] rated 2/5"
     );
     let ex = &examples(&s, Task::NextItem, Split::Test, 50).unwrap()[1];
     assert_eq!(
-        task_prompt(&s, Task::NextItem, ex),
-        "A user's movie history, oldest first: Film 3, The (1992) [Comedy, Drama] rated 4.5/5.\nWhich movie will the user choose next?"
+        task_prompt(&s, &cat, Task::NextItem, ex),
+        "A user's movie history, oldest first: Film 3, The (1992) [Comedy, Drama] rated 4.5/5.\nQuestion: Which movie will the user choose next?\nAnswer:"
     );
 }
 
@@ -122,7 +124,7 @@ fn token_counts_come_from_the_given_tokenizer() {
     )
     .unwrap();
     let counter = TokenCounter::from_file(&tok).unwrap();
-    let text = render_history(&s, s.range(s.user_index("2").unwrap()));
+    let text = render_history(&Catalog::of_store(&s), &s.interactions(s.range(s.user_index("2").unwrap())));
     // Count the same pieces independently.
     let mut expected = 0;
     let mut prev: Option<bool> = None;

@@ -67,7 +67,7 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     assert_eq!(who.len(), 4, "{who:?}");
     assert!(who[0].contains("before finetuning") && who[1].contains("finetuned") && who[2].starts_with("majority") && who[3].starts_with("TextPrompt"));
     for r in m["results"].as_array().unwrap() {
-        let a = r["accuracy"].as_f64().unwrap();
+        let a = r["metrics"]["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a));
         assert_eq!(r["cases"], 10);
     }
@@ -78,7 +78,7 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     // The optimizer state is sharded: each of the 2 ranks holds half (rounded up) of 3 f32 values per trainable parameter.
     let trainable = m["trainable_parameters"].as_i64().unwrap();
     assert_eq!(m["optimizer_state_bytes_per_rank"].as_i64().unwrap(), 3 * 4 * ((trainable + 1) / 2));
-    // The trained parts are saved: exactly the trainable parameters, by name.
+    // The trained parts are saved: with Enc, exactly the trainable parameters, by name.
     let bytes = std::fs::read(d.path().join("runs/ft/finetune_weights.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let count: usize = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum();

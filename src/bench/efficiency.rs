@@ -4,11 +4,14 @@
 //! (USER-LLM with cross-attention, with and without a Perceiver, and as a soft
 //! prompt): tokens, FLOPs and measured latency per example.
 
-use crate::data::prompt::render_history;
+use crate::data::catalog::Catalog;
+use crate::data::prompt::{question, text_prompt};
+use crate::data::tasks::Task;
+use crate::model::cost;
 use crate::data::split::{eval_cases, Split};
 use crate::data::store::Store;
 use crate::model::llama::load::load;
-use crate::model::llama::{Llama, LlamaConfig};
+use crate::model::llama::Llama;
 use crate::model::lora::LoraConfig;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
@@ -30,15 +33,6 @@ pub struct Row {
     pub ms: f64,
 }
 
-const QUESTION: &str = "Which movie will the user choose next?";
-
-/// Matmul FLOPs of a forward over `tokens` positions, with the LM head on the last only.
-fn llm_flops(c: &LlamaConfig, tokens: f64) -> f64 {
-    let embed = (c.vocab_size * c.hidden_size) as f64;
-    let body = c.parameter_count() as f64 - embed * if c.tie_word_embeddings { 1.0 } else { 2.0 };
-    2.0 * body * tokens + 2.0 * embed + 4.0 * c.num_hidden_layers as f64 * tokens * tokens * c.hidden_size as f64
-}
-
 fn time_each(n: usize, mut f: impl FnMut(usize)) -> f64 {
     f(0); // warm-up
     let t = Instant::now();
@@ -51,7 +45,9 @@ fn time_each(n: usize, mut f: impl FnMut(usize)) -> f64 {
 pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) -> Result<Vec<Row>> {
     let store = Store::open(store_dir)?;
     let tok = Tokenizer::from_dir(model_dir)?;
-    let question = tok.encode(&format!("\n{QUESTION}"))?;
+    let cat = Catalog::of_store(&store);
+    let q_text = question(&cat, Task::NextItem, None);
+    let question = tok.encode(&q_text)?;
     let mut rows = Vec::new();
     tch::manual_seed(0);
     for &window in windows {
@@ -61,17 +57,15 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
         let llm: Llama = load(model_dir, Device::Cpu, Kind::Float)?;
         let prompts: Vec<Vec<i64>> = cs
             .iter()
-            .map(|c| tok.encode(&format!("A user's movie history, oldest first: {}.\n{QUESTION}", render_history(&store, c.history.clone()))))
+            .map(|c| tok.encode(&text_prompt(&cat, &store.interactions(c.history.clone()), &q_text)))
             .collect::<Result<_>>()?;
         let tokens = prompts.iter().map(|p| p.len() as f64).sum::<f64>() / prompts.len() as f64;
         let ms = time_each(prompts.len(), |i| {
             let ids = Tensor::from_slice(&prompts[i]).unsqueeze(0);
             let _ = tch::no_grad(|| llm.forward(&ids, None)).select(1, -1);
         });
-        let gflops = prompts.iter().map(|p| llm_flops(&llm.config, p.len() as f64)).sum::<f64>() / prompts.len() as f64 / 1e9;
+        let gflops = prompts.iter().map(|p| cost::llm(&llm.config, p.len() as f64)).sum::<f64>() / prompts.len() as f64 / 1e9;
         rows.push(Row { window, method: "TextPrompt".into(), llm_tokens: tokens, user_tokens: 0.0, gflops, ms });
-        let h = llm.config.hidden_size as f64;
-        let layers = llm.config.num_hidden_layers as f64;
         drop(llm);
         // USER-LLM variants over the same cases (untrained weights: cost does not depend on them).
         let enc = crate::config::run::EncoderConfig { dropout: 0.0, ..Default::default() };
@@ -103,12 +97,7 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
             let user = latents.map(|k| k as f64).unwrap_or(history);
             let text = question.len() as f64;
             let llm_tokens = text + if integration == Integration::SoftPrompt { user } else { 0.0 };
-            let xattn = if integration == Integration::CrossAttention { layers * (2.0 * 2.0 * h * h * (text + user) + 4.0 * text * user * h) } else { 0.0 };
-            let enc_params: f64 = model.vs.variables().iter().filter(|(k, _)| k.starts_with("encoder.") && !k.contains(".head.") && !k.contains(".embed.")).map(|(_, t)| t.numel() as f64).sum();
-            let perc_params: f64 = model.vs.variables().iter().filter(|(k, _)| k.starts_with("perceiver.")).map(|(_, t)| t.numel() as f64).sum();
-            // The Perceiver projects the history (keys, values) and its latents (queries, feed-forward).
-            let enc = 2.0 * enc_params * history + latents.map(|k| 2.0 * perc_params * (history + k as f64)).unwrap_or(0.0);
-            let gflops = (llm_flops(&model.llm.config, llm_tokens) + xattn + enc) / 1e9;
+            let gflops = cost::user_llm(&model, text, history) / 1e9;
             rows.push(Row { window, method: name.into(), llm_tokens, user_tokens: user, gflops, ms });
         }
     }

@@ -41,7 +41,7 @@ pub struct RunConfig {
 pub struct FinetuneConfig {
     /// A Hugging Face model folder (e.g. the imported SmolLM2).
     pub model: PathBuf,
-    /// Only `favorite-category` is implemented so far.
+    /// favorite-category, next-item or review.
     #[serde(default = "d_task")]
     pub task: crate::data::tasks::Task,
     #[serde(default = "d_integration")]
@@ -58,9 +58,12 @@ pub struct FinetuneConfig {
     #[serde(default)]
     pub lora: crate::model::lora::LoraConfig,
     pub steps: u64,
-    /// Examples per rank per step.
+    /// Examples per rank per micro-batch.
     #[serde(default = "d_ft_batch")]
     pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
     #[serde(default = "d_lr")]
     pub lr: f64,
     #[serde(default)]
@@ -71,9 +74,24 @@ pub struct FinetuneConfig {
     pub grad_clip: f64,
     #[serde(default = "d_log")]
     pub log_every: u64,
+    /// Steps between checkpoints (0 = only at the end and on interruption).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest).
+    #[serde(default = "d_keep")]
+    pub keep_checkpoints: usize,
     /// Test cases evaluated (the first N users in store order).
     #[serde(default = "d_eval_examples")]
     pub eval_examples: usize,
+    /// Next item: candidates ranked per question (the held-out item + negatives).
+    #[serde(default = "d_candidates")]
+    pub candidates: usize,
+    /// Review: the longest generated (and trained) answer, in tokens.
+    #[serde(default = "d_max_new")]
+    pub max_new_tokens: usize,
+    /// Test questions shown with their answers in TensorBoard's text tab.
+    #[serde(default = "d_samples")]
+    pub samples: usize,
     /// Also evaluate the TextPrompt baseline (history as text) on the same cases.
     #[serde(default = "d_true")]
     pub text_prompt_baseline: bool,
@@ -91,6 +109,9 @@ fn d_ft_batch() -> usize { 8 }
 fn d_ft_warmup() -> u64 { 10 }
 fn d_eval_examples() -> usize { 200 }
 fn d_true() -> bool { true }
+fn d_candidates() -> usize { 20 }
+fn d_max_new() -> usize { 48 }
+fn d_samples() -> usize { 4 }
 fn d_text_window() -> usize { 20 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,7 +286,13 @@ impl Validate for RunConfig {
             checks.check("pretrain", self.data.is_some(), "a `data` section naming the store to train on");
         }
         if let Some(f) = &self.finetune {
-            checks.check("finetune.task", f.task == crate::data::tasks::Task::FavoriteCategory, "favorite-category (next-item and review finetuning are not implemented yet)");
+            use crate::model::userllm::{Integration, Strategy};
+            checks.check("finetune.strategy", f.integration != Integration::TextPrompt || matches!(f.strategy, Strategy::Full | Strategy::Lora), "full or lora with `integration: text_prompt` (it has no encoder or projection to train)");
+            checks.check("finetune.grad_accum", f.grad_accum >= 1, "at least 1");
+            checks.check("finetune.keep_checkpoints", f.keep_checkpoints >= 1, "at least 1");
+            checks.check("finetune.candidates", (2..=100_000).contains(&f.candidates), format!("2..=100000, found {}", f.candidates));
+            checks.check("finetune.max_new_tokens", (2..=4096).contains(&f.max_new_tokens), format!("2..=4096, found {}", f.max_new_tokens));
+            checks.check("finetune.text_prompt_window", f.text_prompt_window >= 1, "at least 1");
             checks.check("finetune.steps", f.steps >= 1, "at least 1");
             checks.check("finetune.batch_size", f.batch_size >= 1, "at least 1");
             checks.check("finetune.lr", f.lr > 0.0 && f.lr < 10.0, format!("0 < lr < 10, found {}", f.lr));

@@ -2,6 +2,7 @@
 //! examples and text prompts.
 
 pub mod formats;
+pub mod catalog;
 pub mod ingest;
 pub mod lines;
 pub mod prepare;

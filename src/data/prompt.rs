@@ -1,46 +1,46 @@
-//! TextPrompt: a history written out as text, the baseline USER-LLM is
-//! compared against, e.g.
+//! The words the LLM reads: the task's question (the same in training,
+//! evaluation and serving), and TextPrompt, the baseline USER-LLM is compared
+//! against, where the history is written out as text, e.g.
 //! `Toy Story (1995) [Animation, Children's, Comedy] rated 4/5; ...`.
 
+use super::catalog::{Catalog, Interaction};
 use super::store::Store;
 use super::tasks::{Example, Target, Task};
 
-/// What the items of a format are, for prompt wording.
-pub fn item_noun(store: &Store) -> &'static str {
-    match store.manifest.format.as_str() {
-        "amazon" => "product",
-        "google-local" => "place",
-        _ => "movie",
-    }
-}
-
 /// One interaction: title, genres/categories in brackets (when known), rating.
-pub fn render_interaction(store: &Store, k: usize) -> String {
-    let item = store.arrays.item[k] as usize;
-    let cats: Vec<&str> = store.item_categories(item).iter().map(|&c| store.vocab.category[c as usize].as_str()).collect();
-    let rating = &store.vocab.rating[store.arrays.rating[k] as usize];
+pub fn render_interaction(cat: &Catalog, x: Interaction) -> String {
+    let cats: Vec<&str> = cat.item_categories[x.item].iter().map(|&c| cat.categories[c as usize].as_str()).collect();
+    let rating = &cat.ratings[x.rating];
     if cats.is_empty() {
-        format!("{} rated {rating}/5", store.title(item))
+        format!("{} rated {rating}/5", cat.title(x.item))
     } else {
-        format!("{} [{}] rated {rating}/5", store.title(item), cats.join(", "))
+        format!("{} [{}] rated {rating}/5", cat.title(x.item), cats.join(", "))
     }
 }
 
 /// A history, oldest first, interactions separated by `; `.
-pub fn render_history(store: &Store, range: std::ops::Range<usize>) -> String {
-    range.map(|k| render_interaction(store, k)).collect::<Vec<_>>().join("; ")
+pub fn render_history(cat: &Catalog, history: &[Interaction]) -> String {
+    history.iter().map(|&x| render_interaction(cat, x)).collect::<Vec<_>>().join("; ")
 }
 
-/// The whole TextPrompt for an example: the history, then the task's question.
-pub fn task_prompt(store: &Store, task: Task, ex: &Example) -> String {
-    let noun = item_noun(store);
-    let history = render_history(store, ex.case.history.clone());
-    let question = match (task, &ex.target) {
-        (Task::NextItem, _) => format!("Which {noun} will the user choose next?"),
-        (Task::FavoriteCategory, _) => format!("What is the user's favorite {}?", store.manifest.category_label),
-        (Task::Review, _) => format!("Write the user's review of {}.", store.title(store.arrays.item[ex.case.target] as usize)),
-    };
-    format!("A user's {noun} history, oldest first: {history}.\n{question}")
+/// The question for `task`; a review names the item reviewed.
+pub fn question(cat: &Catalog, task: Task, target_item: Option<usize>) -> String {
+    match task {
+        Task::NextItem => format!("Question: Which {} will the user choose next?\nAnswer:", cat.item_noun()),
+        Task::FavoriteCategory => format!("Question: What is the user's favorite {}?\nAnswer:", cat.category_label),
+        Task::Review => format!("Question: Write the user's review of {}.\nAnswer:", target_item.map(|i| cat.title(i)).unwrap_or("the item")),
+    }
+}
+
+/// TextPrompt: the history written out, then the question.
+pub fn text_prompt(cat: &Catalog, history: &[Interaction], question: &str) -> String {
+    format!("A user's {} history, oldest first: {}.\n{question}", cat.item_noun(), render_history(cat, history))
+}
+
+/// The whole TextPrompt for an example.
+pub fn task_prompt(store: &Store, cat: &Catalog, task: Task, ex: &Example) -> String {
+    let target = store.arrays.item[ex.case.target] as usize;
+    text_prompt(cat, &store.interactions(ex.case.history.clone()), &question(cat, task, Some(target)))
 }
 
 /// The answer text a model should produce for an example.

@@ -28,7 +28,7 @@ impl Feature {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderShape {
     pub features: Vec<(Feature, i64)>,
     pub dim: i64,

@@ -49,12 +49,26 @@ fn pick(logits: &Tensor, s: Sampling, rng: &mut SplitMix64) -> i64 {
 
 /// Up to `max_new` tokens after `prompt`, stopping after an end-of-sequence id.
 pub fn generate(model: &Llama, prompt: &[i64], max_new: usize, sampling: Sampling, eos: &[i64]) -> Vec<i64> {
+    generate_with(model.layers.len(), model.device(), prompt, max_new, sampling, eos, &mut |ids, cache| model.forward(ids, Some(cache)))
+}
+
+/// As [`generate`], for any model step `(ids (1, seq), cache) → logits (1, seq, vocab)`
+/// with `layers` cached layers (e.g. a USER-LLM reading a user's embeddings).
+pub fn generate_with(
+    layers: usize,
+    device: tch::Device,
+    prompt: &[i64],
+    max_new: usize,
+    sampling: Sampling,
+    eos: &[i64],
+    step: &mut dyn FnMut(&Tensor, &mut KvCache) -> Tensor,
+) -> Vec<i64> {
     assert!(!prompt.is_empty(), "generation needs at least one prompt token");
     tch::no_grad(|| {
         let mut rng = SplitMix64::new(sampling.seed);
-        let mut cache = KvCache::new(model.layers.len());
-        let ids = Tensor::from_slice(prompt).unsqueeze(0).to_device(model.device());
-        let mut logits = model.forward(&ids, Some(&mut cache)).select(1, -1).squeeze_dim(0);
+        let mut cache = KvCache::new(layers);
+        let ids = Tensor::from_slice(prompt).unsqueeze(0).to_device(device);
+        let mut logits = step(&ids, &mut cache).select(1, -1).squeeze_dim(0);
         let mut out = Vec::with_capacity(max_new);
         for _ in 0..max_new {
             let next = pick(&logits, sampling, &mut rng);
@@ -62,8 +76,8 @@ pub fn generate(model: &Llama, prompt: &[i64], max_new: usize, sampling: Samplin
             if eos.contains(&next) {
                 break;
             }
-            let step = Tensor::from_slice(&[next]).unsqueeze(0).to_device(model.device());
-            logits = model.forward(&step, Some(&mut cache)).select(1, -1).squeeze_dim(0);
+            let t = Tensor::from_slice(&[next]).unsqueeze(0).to_device(device);
+            logits = step(&t, &mut cache).select(1, -1).squeeze_dim(0);
         }
         out
     })

@@ -2,6 +2,7 @@
 //! GGUF files, and tokenization.
 
 pub mod gguf;
+pub mod cost;
 pub mod encoder;
 pub mod generate;
 pub mod llama;

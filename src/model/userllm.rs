@@ -19,6 +19,9 @@ use tch::{nn, nn::Module, Kind, Tensor};
 pub enum Integration {
     CrossAttention,
     SoftPrompt,
+    /// The baseline: no user embeddings, the history is written into the
+    /// prompt as text; only the LLM (or its LoRA adapters) can train.
+    TextPrompt,
 }
 
 /// What trains during finetuning (USER-LLM's strategies).
@@ -160,9 +163,12 @@ impl UserLlm {
         Ok(model)
     }
 
-    /// Every variable by name, the LLM's under their Hugging Face names.
+    /// Every variable by name, the LLM's under their Hugging Face names (with
+    /// TextPrompt, only the LLM's and its adapters').
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.llm.vs.variables().into_iter().chain(self.vs.variables()).collect();
+        let text_only = self.integration == Integration::TextPrompt;
+        let mut v: Vec<(String, Tensor)> =
+            self.llm.vs.variables().into_iter().chain(self.vs.variables()).filter(|(n, _)| !text_only || matches!(Part::of(n), Part::Llm | Part::Lora)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -224,6 +230,7 @@ impl UserLlm {
                 });
                 self.llm.logits(&h)
             }
+            Integration::TextPrompt => self.llm.logits(&self.llm.hidden_states(&embeds, cache)),
             Integration::SoftPrompt => {
                 if cache.as_ref().is_some_and(|c| c.seen > 0) {
                     return self.llm.logits(&self.llm.hidden_states(&embeds, cache));

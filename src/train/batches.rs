@@ -3,6 +3,7 @@
 //! ids + 1 (0 pads); targets are raw ids (−100 where there is none). Short
 //! windows are padded on the right.
 
+use crate::data::catalog::{Catalog, Interaction};
 use crate::data::split::{EvalCase, Window};
 use crate::data::store::Store;
 use crate::model::encoder::Feature;
@@ -87,25 +88,41 @@ pub struct EvalBatch {
 }
 
 pub fn eval_batch(store: &Store, cases: &[&EvalCase], features: &[Feature], length: usize, device: Device) -> EvalBatch {
-    let b = cases.len();
-    let mut inputs = vec![vec![0i64; b * length]; features.len()];
-    let mut last = Vec::with_capacity(b);
-    let mut targets = Vec::with_capacity(b);
-    for (row, c) in cases.iter().enumerate() {
-        let hist = c.history.clone();
-        let start = hist.end - hist.len().min(length);
-        for (j, k) in (start..hist.end).enumerate() {
-            for (fi, &f) in features.iter().enumerate() {
-                inputs[fi][row * length + j] = feature_id(store, f, k) + 1;
-            }
-        }
-        last.push((hist.end - start - 1) as i64);
-        targets.push(store.arrays.item[c.target] as i64);
-    }
-    let t = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, length as i64]).to_device(device);
+    let histories: Vec<Vec<[i64; 3]>> = cases
+        .iter()
+        .map(|c| (c.history.end - c.history.len().min(length)..c.history.end).map(|k| [Feature::Item, Feature::Category, Feature::Rating].map(|f| feature_id(store, f, k))).collect())
+        .collect();
+    let last: Vec<i64> = histories.iter().map(|h| h.len() as i64 - 1).collect();
+    let targets: Vec<i64> = cases.iter().map(|c| store.arrays.item[c.target] as i64).collect();
     EvalBatch {
-        inputs: inputs.into_iter().map(t).collect(),
+        inputs: history_inputs(&histories, features, length, device),
         last: Tensor::from_slice(&last).to_device(device),
         target_items: Tensor::from_slice(&targets).to_device(device),
     }
+}
+
+/// Encoder inputs `[(batch, length)]` from histories of (item, category,
+/// rating) ids, the last `length` interactions of each, left-aligned.
+pub fn history_inputs(histories: &[Vec<[i64; 3]>], features: &[Feature], length: usize, device: Device) -> Vec<Tensor> {
+    let b = histories.len();
+    let mut inputs = vec![vec![0i64; b * length]; features.len()];
+    for (row, h) in histories.iter().enumerate() {
+        let h = &h[h.len().saturating_sub(length)..];
+        for (j, x) in h.iter().enumerate() {
+            for (fi, &f) in features.iter().enumerate() {
+                let slot = match f {
+                    Feature::Item => 0,
+                    Feature::Category => 1,
+                    Feature::Rating => 2,
+                };
+                inputs[fi][row * length + j] = x[slot] + 1;
+            }
+        }
+    }
+    inputs.into_iter().map(|v| Tensor::from_slice(&v).view([b as i64, length as i64]).to_device(device)).collect()
+}
+
+/// A catalog history as (item, category, rating) ids.
+pub fn catalog_history(cat: &Catalog, history: &[Interaction]) -> Vec<[i64; 3]> {
+    history.iter().map(|x| [x.item as i64, cat.primary_category(x.item) as i64, x.rating as i64]).collect()
 }

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 pub const DIR: &str = "checkpoints";
-const MODEL: &str = "model.safetensors";
+/// Finetuning's checkpoints, beside pretraining's in the run folder.
+pub const FINETUNE_DIR: &str = "finetune_checkpoints";
+pub const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "state.json";
 
@@ -48,39 +50,58 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
-fn step_dir(run: &Path, step: u64) -> PathBuf {
-    run.join(DIR).join(format!("step-{step:08}"))
+/// Pretraining's checkpoints folder in a run folder.
+pub fn pretrain_root(run: &Path) -> PathBuf {
+    run.join(DIR)
 }
 
-/// Save a checkpoint of `params` and `opt` after `state.step` steps; keep the newest `keep`.
-pub fn save(run: &Path, params: &[(String, Tensor)], opt: &AdamW, mut state: TrainState, keep: usize) -> Result<PathBuf> {
-    let root = run.join(DIR);
-    std::fs::create_dir_all(&root)?;
-    let tmp = root.join(format!(".step-{:08}.tmp-{}", state.step, std::process::id()));
+/// Finetuning's checkpoints folder in a run folder.
+pub fn finetune_root(run: &Path) -> PathBuf {
+    run.join(FINETUNE_DIR)
+}
+
+fn step_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step:08}"))
+}
+
+/// An empty staging folder for the checkpoint of `step` (its files are
+/// written there, possibly by several ranks, then [`commit`]ted).
+pub fn staging(root: &Path, step: u64) -> Result<PathBuf> {
+    std::fs::create_dir_all(root)?;
+    let tmp = root.join(format!(".step-{step:08}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp)?;
+    Ok(tmp)
+}
+
+/// Write one file of tensors into a staging folder.
+pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_tensors(&staging.join(name), tensors).map(|_| ())
+}
+
+/// Seal a staging folder: the SHA-256 of every file goes into the state file,
+/// then the folder is renamed into place; the newest `keep` are kept.
+pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -> Result<PathBuf> {
     let result = (|| -> Result<PathBuf> {
-        state.files.insert(MODEL.into(), write_tensors(&tmp.join(MODEL), params)?);
-        let mut opt_tensors = vec![("step".to_string(), Tensor::from_slice(&[opt.step as f32]))];
-        for (name, (m, v)) in &opt.state {
-            opt_tensors.push((format!("m/{name}"), m.shallow_clone()));
-            opt_tensors.push((format!("v/{name}"), v.shallow_clone()));
+        let mut names: Vec<String> = std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for name in names.into_iter().filter(|n| n != STATE) {
+            let bytes = std::fs::read(staging.join(&name))?;
+            state.files.insert(name, format!("{:x}", Sha256::digest(&bytes)));
         }
-        state.files.insert(OPTIMIZER.into(), write_tensors(&tmp.join(OPTIMIZER), &opt_tensors)?);
-        std::fs::write(tmp.join(STATE), serde_json::to_vec_pretty(&state)?)?;
-        std::fs::File::open(tmp.join(STATE))?.sync_all()?;
-        let dest = step_dir(run, state.step);
+        std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(&state)?)?;
+        std::fs::File::open(staging.join(STATE))?.sync_all()?;
+        let dest = step_dir(root, state.step);
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&tmp, &dest)?;
-        std::fs::File::open(&root)?.sync_all()?;
+        std::fs::rename(staging, &dest)?;
+        std::fs::File::open(root)?.sync_all()?;
         Ok(dest)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(staging);
     }
     let dest = result?;
-    // Prune all but the newest `keep`.
-    let mut all = list(run)?;
+    let mut all = list(root)?;
     while all.len() > keep {
         let (_, old) = all.remove(0);
         let _ = std::fs::remove_dir_all(old);
@@ -88,10 +109,29 @@ pub fn save(run: &Path, params: &[(String, Tensor)], opt: &AdamW, mut state: Tra
     Ok(dest)
 }
 
+/// Save a checkpoint of `params` and `opt` after `state.step` steps into
+/// `root`; keep the newest `keep`.
+pub fn save(root: &Path, params: &[(String, Tensor)], opt: &AdamW, state: TrainState, keep: usize) -> Result<PathBuf> {
+    let tmp = staging(root, state.step)?;
+    let written = (|| -> Result<()> {
+        write_file(&tmp, MODEL, params)?;
+        let mut opt_tensors = vec![("step".to_string(), Tensor::from_slice(&[opt.step as f32]))];
+        for (name, (m, v)) in &opt.state {
+            opt_tensors.push((format!("m/{name}"), m.shallow_clone()));
+            opt_tensors.push((format!("v/{name}"), v.shallow_clone()));
+        }
+        write_file(&tmp, OPTIMIZER, &opt_tensors)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    commit(root, &tmp, state, keep)
+}
+
 /// Complete checkpoints, oldest first.
-fn list(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let root = run.join(DIR);
-    let Ok(entries) = std::fs::read_dir(&root) else { return Ok(Vec::new()) };
+fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(Vec::new()) };
     let mut out: Vec<(u64, PathBuf)> = entries
         .flatten()
         .filter_map(|e| {
@@ -118,9 +158,9 @@ pub fn verify(dir: &Path) -> Result<TrainState> {
     Ok(state)
 }
 
-/// The newest checkpoint that verifies (damaged ones are reported and skipped).
-pub fn latest(run: &Path) -> Result<Option<(PathBuf, TrainState)>> {
-    for (_, dir) in list(run)?.into_iter().rev() {
+/// The newest checkpoint in `root` that verifies (damaged ones are reported and skipped).
+pub fn latest(root: &Path) -> Result<Option<(PathBuf, TrainState)>> {
+    for (_, dir) in list(root)?.into_iter().rev() {
         match verify(&dir) {
             Ok(state) => return Ok(Some((dir, state))),
             Err(e) => eprintln!("warning: skipping checkpoint: {e:#}"),
@@ -129,7 +169,7 @@ pub fn latest(run: &Path) -> Result<Option<(PathBuf, TrainState)>> {
     Ok(None)
 }
 
-fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path)?;
     let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
     Ok(st

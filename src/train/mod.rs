@@ -8,6 +8,7 @@ pub mod ddp;
 pub mod finetune;
 pub mod metrics;
 pub mod pretrain;
+pub mod rouge;
 pub mod schedule;
 pub mod worker;
 pub mod zero;

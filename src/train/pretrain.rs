@@ -67,13 +67,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let hash = config_hash(cfg, &enc_cfg, p);
 
     let mut start = 0u64;
-    if let Some((dir, state)) = checkpoint::latest(&run_dir)? {
+    if let Some((dir, state)) = checkpoint::latest(&checkpoint::pretrain_root(&run_dir))? {
         if state.config_hash != hash {
             bail!(
                 "{} was written by a run with a different configuration (hash {} vs {hash}): use a new run name, or delete {} to start over",
                 dir.display(),
                 state.config_hash,
-                run_dir.join(checkpoint::DIR).display()
+                checkpoint::pretrain_root(&run_dir).display()
             );
         }
         if state.world_size != w.world {
@@ -113,7 +113,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let save = |step: u64, loss: f64, opt: &AdamW| -> Result<()> {
         if lead {
             let state = TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() };
-            checkpoint::save(&run_dir, &named, opt, state, p.keep_checkpoints)?;
+            checkpoint::save(&checkpoint::pretrain_root(&run_dir), &named, opt, state, p.keep_checkpoints)?;
         }
         Ok(())
     };
@@ -174,13 +174,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             save(done, last_loss, &opt)?;
         }
     }
-    let steps_done = if interrupted { checkpoint::latest(&run_dir)?.map(|(_, s)| s.step).unwrap_or(0) } else { p.steps };
+    let steps_done = if interrupted { checkpoint::latest(&checkpoint::pretrain_root(&run_dir))?.map(|(_, s)| s.step).unwrap_or(0) } else { p.steps };
     if interrupted {
         return Ok(Outcome { steps: steps_done, final_loss: last_loss, interrupted, encoder: None, popularity: None });
     }
     if start < p.steps {
         save(p.steps, last_loss, &opt)?;
-    } else if let Some((_, s)) = checkpoint::latest(&run_dir)? {
+    } else if let Some((_, s)) = checkpoint::latest(&checkpoint::pretrain_root(&run_dir))? {
         last_loss = s.loss;
     }
     // Evaluation on the held-out last interactions (rank 0), popularity by the same code.

@@ -60,6 +60,30 @@ impl ShardedAdamW {
         3 * self.shard * 4
     }
 
+    /// This rank's shard of the optimizer state, for a checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("step".into(), Tensor::from_slice(&[self.step as f64])),
+            ("master".into(), self.master.shallow_clone()),
+            ("m".into(), self.m.shallow_clone()),
+            ("v".into(), self.v.shallow_clone()),
+        ]
+    }
+
+    /// Restore this rank's shard from [`state_tensors`](Self::state_tensors)
+    /// (the same parameters, ranks and rank).
+    pub fn load_state(&mut self, t: &std::collections::BTreeMap<String, Tensor>) -> anyhow::Result<()> {
+        for (name, dst) in [("master", &mut self.master), ("m", &mut self.m), ("v", &mut self.v)] {
+            let src = t.get(name).ok_or_else(|| anyhow::anyhow!("optimizer shard has no `{name}`"))?;
+            if src.size() != dst.size() {
+                anyhow::bail!("optimizer shard `{name}` has shape {:?}, this rank's is {:?}", src.size(), dst.size());
+            }
+            *dst = src.to_device(dst.device());
+        }
+        self.step = t.get("step").map(|s| s.double_value(&[0]) as i64).unwrap_or(0);
+        Ok(())
+    }
+
     /// One step from the accumulated gradients (summed over ranks here);
     /// returns the global gradient norm before clipping to `max_norm` (0 = off).
     pub fn step(&mut self, group: Option<&ProcessGroup>, lr: f64, max_norm: f64) -> Result<f64> {

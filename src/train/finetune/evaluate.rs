@@ -1,0 +1,126 @@
+//! Evaluation of a finetuned USER-LLM and its baselines on the same test
+//! questions: the task's metrics (accuracy; Recall@1/5/10; ROUGE-1/2/L F1),
+//! the cost per example (prompt tokens, user tokens, forward FLOPs, measured
+//! time), and every prediction (for `finetune_predictions.jsonl`, which
+//! `uorch generate --model EXPORT` reproduces).
+
+use super::examples::{EvalExample, Truth};
+use crate::data::catalog::Catalog;
+use crate::data::tasks::Task;
+use crate::serve::ask::{Answer, Cost};
+use crate::train::rouge;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Evaluated {
+    pub who: String,
+    pub cases: usize,
+    /// accuracy | recall@1, recall@5, recall@10, mrr | rouge1, rouge2, rougeL.
+    pub metrics: BTreeMap<String, f64>,
+    /// Text tokens the LLM reads per example.
+    pub prompt_tokens: f64,
+    /// User-embedding positions the LLM reads per example.
+    pub user_tokens: f64,
+    /// Forward FLOPs per example (see `model::cost`).
+    pub gflops: f64,
+    /// Measured wall time per example (scoring every candidate, or generating).
+    pub ms: f64,
+}
+
+/// A prediction as JSON: the user, the answer (category name, item id or
+/// text), the top 10 candidates with scores, and the truth.
+pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, truth: Option<&Truth>) -> serde_json::Value {
+    let (best, top) = match answer {
+        Answer::Ranked(r) => {
+            let is_category = task == Task::FavoriteCategory;
+            let name = |i: usize| if is_category { cat.categories[i].clone() } else { cat.items[i].clone() };
+            (serde_json::json!(r.first().map(|x| name(x.0))), serde_json::json!(r.iter().take(10).map(|(i, s)| (name(*i), *s)).collect::<Vec<_>>()))
+        }
+        Answer::Text(t) => (serde_json::json!(t), serde_json::Value::Null),
+    };
+    let truth = match truth {
+        Some(Truth::Category(c)) => serde_json::json!(cat.categories[*c]),
+        Some(Truth::Item(i)) => serde_json::json!(cat.items[*i]),
+        Some(Truth::Review(t)) => serde_json::json!(t),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({"user": user, "answer": best, "top": top, "truth": truth})
+}
+
+/// The task's metrics for one answer.
+fn score(answer: &Answer, truth: &Truth) -> Vec<(&'static str, f64)> {
+    match (answer, truth) {
+        (Answer::Ranked(r), Truth::Category(c)) => vec![("accuracy", (r.first().map(|x| x.0) == Some(*c)) as u8 as f64)],
+        (Answer::Ranked(r), Truth::Item(i)) => {
+            let rank = r.iter().position(|x| x.0 == *i).unwrap_or(usize::MAX);
+            vec![("recall@1", (rank < 1) as u8 as f64), ("recall@5", (rank < 5) as u8 as f64), ("recall@10", (rank < 10) as u8 as f64), ("mrr", if rank == usize::MAX { 0.0 } else { 1.0 / (rank + 1) as f64 })]
+        }
+        (Answer::Text(t), Truth::Review(r)) => {
+            let s = rouge::score(t, r);
+            vec![("rouge1", s.rouge1), ("rouge2", s.rouge2), ("rougeL", s.rouge_l)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Answer every example with `answer` and report under the name `who`.
+pub fn evaluate(
+    cat: &Catalog,
+    task: Task,
+    users: &[String],
+    cases: &[EvalExample],
+    who: &str,
+    mut answer: impl FnMut(&EvalExample) -> Result<(Answer, Cost)>,
+) -> Result<(Evaluated, Vec<serde_json::Value>)> {
+    let t0 = Instant::now();
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut prompt, mut user, mut flops) = (0.0, 0.0, 0.0);
+    let mut predictions = Vec::with_capacity(cases.len());
+    for c in cases {
+        let (a, cost) = answer(c)?;
+        for (k, v) in score(&a, &c.truth) {
+            *sums.entry(k.to_string()).or_default() += v;
+        }
+        prompt += cost.prompt_tokens as f64;
+        user += cost.user_tokens as f64;
+        flops += cost.flops;
+        predictions.push(prediction_json(cat, task, &users[c.user], &a, Some(&c.truth)));
+    }
+    let n = cases.len().max(1) as f64;
+    let metrics = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
+    let e = Evaluated { who: who.into(), cases: cases.len(), metrics, prompt_tokens: prompt / n, user_tokens: user / n, gflops: flops / n / 1e9, ms: t0.elapsed().as_secs_f64() * 1000.0 / n };
+    Ok((e, predictions))
+}
+
+/// One line per result: the metrics and the cost per example.
+pub fn describe(r: &Evaluated) -> String {
+    let m: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    format!("{}: {} on {} cases; {:.0} prompt + {:.0} user tokens, {:.3} GFLOPs, {:.1} ms per example", r.who, m.join(", "), r.cases, r.prompt_tokens, r.user_tokens, r.gflops, r.ms)
+}
+
+/// The results of a `finetune_metrics.json` as a table: one row per model or
+/// baseline, the task's metrics, then the cost per example.
+pub fn table(metrics: &serde_json::Value) -> String {
+    let rows: Vec<Evaluated> = serde_json::from_value(metrics["results"].clone()).unwrap_or_default();
+    let keys: Vec<String> = rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let width = rows.iter().map(|r| r.who.len()).max().unwrap_or(10).max(10);
+    let mut s = format!("  {:<width$}", format!("{}, test", metrics["task"].as_str().unwrap_or("task")));
+    for k in &keys {
+        s.push_str(&format!(" {k:>9}"));
+    }
+    s.push_str(&format!(" {:>7} {:>6} {:>8} {:>10}\n", "prompt", "user", "GFLOPs", "ms/example"));
+    for r in &rows {
+        s.push_str(&format!("  {:<width$}", r.who));
+        for k in &keys {
+            match r.metrics.get(k) {
+                Some(v) => s.push_str(&format!(" {v:>9.4}")),
+                None => s.push_str(&format!(" {:>9}", "-")),
+            }
+        }
+        s.push_str(&format!(" {:>7.0} {:>6.0} {:>8.3} {:>10.1}\n", r.prompt_tokens, r.user_tokens, r.gflops, r.ms));
+    }
+    s
+}
