@@ -87,3 +87,238 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
 }
+
+fn prepare_ml100k(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("ml");
+    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    store
+}
+
+fn write_config(dir: &Path, name: &str, store: &Path, model: &Path, finetune: &str, nproc: usize) -> std::path::PathBuf {
+    let cfg = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: {name}\noutput_root: {}\nseed: 3\ndata: {{store: {}, window: 12, stride: 12}}\nencoder: {{dim: 16, layers: 1, heads: 2}}\n\
+             pretrain: {{steps: 3, batch_size: 8, checkpoint_every: 0}}\n\
+             finetune: {{model: {}, {finetune}}}\ndist: {{nproc: {nproc}}}\n",
+            dir.join("runs").display(),
+            store.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn predictions(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("finetune_predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn ask_export(export: &Path, args: &[&str]) -> serde_json::Value {
+    let o = uorch().args(["generate", "--json", "--device", "cpu", "--model"]).arg(export).args(args).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap()
+}
+
+#[test]
+fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
+    let d = tempfile::tempdir().unwrap();
+    let store = prepare_ml100k(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    let cfg = write_config(
+        d.path(),
+        "next",
+        &store,
+        &model,
+        "task: next-item, cross_attention_layers: every_2, strategy: lora, lora: {rank: 4, alpha: 8}, candidates: 10, steps: 4, batch_size: 4, eval_examples: 6, text_prompt_baseline: false",
+        1,
+    );
+    let o = uorch().arg("launch").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("recall@10") && out.contains("popularity"), "{out}");
+    let run = d.path().join("runs/next");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    let r = &m["results"][1];
+    assert_eq!(r["who"], "USER-LLM finetuned");
+    // With 10 candidates the held-out item is always among the top 10.
+    assert_eq!(r["metrics"]["recall@10"], 1.0);
+    assert!(r["metrics"]["recall@1"].as_f64().unwrap() <= r["metrics"]["recall@5"].as_f64().unwrap());
+
+    let export = d.path().join("export");
+    let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["config.json", "tokenizer.json", "model.safetensors", "user_llm.safetensors", "integration.json", "catalog.json"] {
+        assert!(export.join(f).exists(), "{f} missing");
+    }
+    // The LLM is in Hugging Face layout with the adapters merged: the base's
+    // tensor names only, and the adapted projections changed.
+    let base = std::fs::read(model.join("model.safetensors")).unwrap();
+    let base = safetensors::SafeTensors::deserialize(&base).unwrap();
+    let merged = std::fs::read(export.join("model.safetensors")).unwrap();
+    let merged = safetensors::SafeTensors::deserialize(&merged).unwrap();
+    let mut a = base.names();
+    let mut b = merged.names();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert_ne!(base.tensor(q).unwrap().data(), merged.tensor(q).unwrap().data());
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(export.join("integration.json")).unwrap()).unwrap();
+    assert_eq!(spec["cross_attention_layers"], serde_json::json!([0]));
+    assert_eq!(spec["task"]["task"], "next-item");
+
+    // From the export alone, each user's test question gets evaluation's answer, scores and all.
+    let preds = predictions(&run);
+    assert_eq!(preds.len(), 6);
+    for p in &preds[..3] {
+        let got = ask_export(&export, &["--store", store.to_str().unwrap(), "--user", p["user"].as_str().unwrap()]);
+        assert_eq!(&got, p);
+    }
+    // The same history as a JSON file, with the same candidates: the same ranking.
+    let s = uorch::data::store::Store::open(&store).unwrap();
+    let u = s.user_index(preds[0]["user"].as_str().unwrap()).unwrap();
+    let case = uorch::data::split::eval_cases(&s, uorch::data::split::Split::Test, 20).into_iter().find(|c| c.user as usize == u).unwrap();
+    let hist: Vec<serde_json::Value> = case.history.clone().map(|k| serde_json::json!({"item": s.vocab.item[s.arrays.item[k] as usize], "rating": s.vocab.rating[s.arrays.rating[k] as usize]})).collect();
+    let file = d.path().join("history.json");
+    std::fs::write(&file, serde_json::to_string(&hist).unwrap()).unwrap();
+    let ids: Vec<&str> = preds[0]["top"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap()).collect();
+    let got = ask_export(&export, &["--history", file.to_str().unwrap(), "--candidates", &ids.join(",")]);
+    assert_eq!(got["top"], preds[0]["top"]);
+    // Bad input names what is wrong.
+    std::fs::write(&file, r#"[{"item": "no-such-item", "rating": "4"}]"#).unwrap();
+    let o = uorch().args(["generate", "--model"]).arg(&export).arg("--history").arg(&file).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("entry 0: item \"no-such-item\" is not in the export's catalog"), "{}", stderr(&o));
+}
+
+/// An Amazon-format store whose reviews follow a pattern a tiny model can echo.
+fn amazon_store(dir: &Path) -> std::path::PathBuf {
+    let mut reviews = String::new();
+    let mut meta = String::new();
+    let kinds = ["Drama", "Comedy", "Horror"];
+    for i in 0..24 {
+        meta.push_str(&format!("{}\n", serde_json::json!({"asin": format!("P{i:02}"), "title": format!("Film number {i}"), "category": ["Movies & TV", kinds[i % 3]]})));
+    }
+    for u in 0..30 {
+        for j in 0..8 {
+            let item = (u * 5 + j * 7) % 24;
+            let text = format!("A fine {} film, I liked it.", kinds[item % 3].to_lowercase());
+            reviews.push_str(&format!("{}\n", serde_json::json!({"reviewerID": format!("U{u:02}"), "asin": format!("P{item:02}"), "overall": (1 + (u + j) % 5) as f64, "unixReviewTime": 1_000_000 + j * 100, "reviewText": text})));
+        }
+    }
+    std::fs::write(dir.join("Movies_and_TV_5.json"), reviews).unwrap();
+    std::fs::write(dir.join("meta_Movies_and_TV.json"), meta).unwrap();
+    let store = dir.join("amazon");
+    let o = uorch().args(["data", "prepare"]).arg(dir.join("Movies_and_TV_5.json")).arg(dir.join("meta_Movies_and_TV.json")).arg("--out").arg(&store).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    store
+}
+
+#[test]
+fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_same_review() {
+    let d = tempfile::tempdir().unwrap();
+    let store = amazon_store(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    let cfg = write_config(
+        d.path(),
+        "review",
+        &store,
+        &model,
+        "task: review, integration: soft_prompt, perceiver: {latents: 2, layers: 1, heads: 2}, strategy: enc, max_new_tokens: 6, steps: 3, batch_size: 4, eval_examples: 4, samples: 2, text_prompt_window: 2",
+        2,
+    );
+    let o = uorch().arg("launch").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = d.path().join("runs/review");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    let who: Vec<&str> = m["results"].as_array().unwrap().iter().map(|r| r["who"].as_str().unwrap()).collect();
+    assert_eq!(who, ["USER-LLM before finetuning", "USER-LLM finetuned", "TextPrompt (last 2 interactions as text, no finetuning)"]);
+    for r in m["results"].as_array().unwrap() {
+        for k in ["rouge1", "rouge2", "rougeL"] {
+            assert!((0.0..=1.0).contains(&r["metrics"][k].as_f64().unwrap()), "{r}");
+        }
+    }
+    // A soft prompt puts the 2 latents before the text.
+    assert_eq!(m["results"][1]["user_tokens"], 2.0);
+    let preds = predictions(&run);
+    assert_eq!(preds.len(), 4);
+    assert!(preds.iter().all(|p| p["answer"].is_string() && p["truth"].as_str().unwrap().starts_with("A fine")));
+    // Sample generations are in TensorBoard's text tab.
+    let tb = common::read_tensorboard(&run.join("tb"));
+    let text = tb.to_string();
+    assert!(text.contains("finetune/samples") && text.contains("truth:"), "{text}");
+
+    let export = d.path().join("export");
+    let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = ask_export(&export, &["--store", store.to_str().unwrap(), "--user", preds[1]["user"].as_str().unwrap()]);
+    assert_eq!(got, preds[1]);
+}
+
+#[test]
+fn text_prompt_integration_trains_lora_only_and_a_config_with_nothing_to_train_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let store = prepare_ml100k(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    let cfg = write_config(d.path(), "text", &store, &model, "integration: text_prompt, strategy: lora, text_prompt_window: 3, steps: 2, batch_size: 2, eval_examples: 3", 1);
+    let o = uorch().arg("launch").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs/text/finetune_metrics.json")).unwrap()).unwrap();
+    // Only LoRA adapters train: rank 8 on q/k/v/o_proj of 2 layers of width 32 (k and v: 16 wide).
+    let lora = 2 * (2 * 8 * (32 + 32) + 2 * 8 * (32 + 16));
+    assert_eq!(m["trainable_parameters"], lora);
+    assert_eq!(m["results"][1]["user_tokens"], 0.0);
+    assert!(m["results"][1]["prompt_tokens"].as_f64().unwrap() > 20.0);
+    let cfg = write_config(d.path(), "bad", &store, &model, "integration: text_prompt, strategy: enc, steps: 1", 1);
+    let o = uorch().args(["config", "check"]).arg(&cfg).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("finetune.strategy"), "{}", stderr(&o));
+}
+
+#[test]
+fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the_uninterrupted_result() {
+    let d = tempfile::tempdir().unwrap();
+    let store = prepare_ml100k(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    let body = "cross_attention_layers: all, strategy: enc, steps: 150, batch_size: 4, lr: 0.003, eval_examples: 2, text_prompt_baseline: false";
+    let straight = write_config(d.path(), "straight", &store, &model, body, 2);
+    let o = uorch().arg("launch").arg(&straight).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut = write_config(d.path(), "cut", &store, &model, body, 2);
+    let run = d.path().join("runs/cut");
+    let child = uorch().arg("launch").arg(&cut).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = run.join("finetune_log.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 5 {
+        assert!(t0.elapsed().as_secs() < 300, "finetuning did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("finetune_checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(ckpts.len(), 1, "{ckpts:?}");
+    let files: Vec<String> = std::fs::read_dir(&ckpts[0]).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    for f in ["model.safetensors", "optimizer-rank-0.safetensors", "optimizer-rank-1.safetensors", "state.json"] {
+        assert!(files.iter().any(|x| x == f), "{f} not in {files:?}");
+    }
+    assert!(!run.join("finetune_metrics.json").exists());
+    let o = uorch().arg("launch").arg(&cut).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("finetune: resuming from"), "{}", stderr(&o));
+    let loss = |r: &str| -> f64 {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("finetune_metrics.json")).unwrap()).unwrap();
+        m["final_loss"].as_f64().unwrap()
+    };
+    let (a, b) = (loss("straight"), loss("cut"));
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs resumed {b}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 150);
+}
