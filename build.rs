@@ -33,12 +33,13 @@ fn main() {
 /// the libtorch we link against.
 fn build_c10d_shim(lib: &std::path::Path) {
     let include = lib.parent().expect("libtorch lib has a parent").join("include");
-    for f in ["csrc/c10d_shim.cpp", "csrc/uorch_c10d.h"] {
+    for f in ["csrc/c10d_shim.cpp", "csrc/checkpoint.cpp", "csrc/uorch_c10d.h"] {
         println!("cargo:rerun-if-changed={f}");
     }
     cc::Build::new()
         .cpp(true)
         .file("csrc/c10d_shim.cpp")
+        .file("csrc/checkpoint.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -14,6 +14,7 @@ pub mod paths;
 pub mod rng;
 pub mod rundir;
 pub mod serve;
+pub mod sweep;
 pub mod tb;
 pub mod torch_runtime;
 pub mod train;

@@ -120,12 +120,25 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         master_port: u16,
     },
+    /// Experiments (sweeps) started by `uorch launch EXPERIMENT.yaml`.
+    #[command(subcommand)]
+    Sweep(SweepCmd),
     /// One worker of a launch (started by `uorch launch` with RANK, WORLD_SIZE,
     /// MASTER_ADDR, MASTER_PORT set).
     #[command(hide = true)]
     Worker {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SweepCmd {
+    /// Where an experiment stands: every trial's state, metrics and cost
+    /// (read from its folder; safe while the sweep runs).
+    Status {
+        /// The experiment folder (`<output_root>/<name>`).
+        dir: PathBuf,
     },
 }
 
@@ -295,6 +308,21 @@ enum BenchCmd {
         #[arg(long, default_value_t = 16)]
         cases: usize,
     },
+    /// Finetuning throughput of each strategy (Full, LoRA, Enc, Proj) with
+    /// cross-attention on a store and an LLM; ratios against Full, MFU on a GPU.
+    Finetune {
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
     /// against Hugging Face transformers in the same run when available.
     Llm {
@@ -381,9 +409,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 src.set.push(format!("dist.nproc={n}"));
             }
             let topo = uorch::launch::Topology { nproc: 1, nnodes, node_rank, master_addr, master_port };
+            if uorch::sweep::plan::is_experiment(&src.file)? {
+                return launch_sweep(&src, dry_run, topo);
+            }
             return launch(&src, dry_run, topo);
         }
         Command::Worker { config } => worker(&config)?,
+        Command::Sweep(SweepCmd::Status { dir }) => {
+            let plan = uorch::sweep::plan::Plan::load(&dir)?;
+            let rows = uorch::sweep::results::rows(&plan);
+            let count = |s: uorch::sweep::state::State| rows.iter().filter(|r| r.state == s).count();
+            use uorch::sweep::state::State;
+            println!(
+                "experiment `{}` ({} trials): {} done, {} running, {} failed, {} interrupted, {} pending",
+                plan.experiment,
+                rows.len(),
+                count(State::Done),
+                count(State::Running),
+                count(State::Failed),
+                count(State::Interrupted),
+                count(State::Pending)
+            );
+            print!("{}", uorch::sweep::results::table(&plan, &rows));
+        }
         Command::Data(cmd) => data_command(cmd)?,
         Command::Export { run_dir, out } => {
             let spec = uorch::serve::export::export(&run_dir, &out)?;
@@ -467,6 +515,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 t0.elapsed().as_secs_f64(),
                 out.display()
             );
+        }
+        Command::Bench(BenchCmd::Finetune { store, model, steps, batch, device }) => {
+            let device = parse_device(device.as_deref())?;
+            let rows = uorch::bench::finetune::run(&store, &model, steps.max(1), batch.max(1), device)?;
+            println!(
+                "favorite-genre finetuning step (cross-attention every 3rd layer, batch {batch}, window 50) on {}, {} steps after a warm-up:",
+                if device.is_cuda() { "GPU (bf16 autocast)".to_string() } else { format!("CPU ({} threads)", tch::get_num_threads()) },
+                steps
+            );
+            print!("{}", uorch::bench::finetune::report(&rows, device));
         }
         Command::Bench(BenchCmd::Llm { shapes, steps, warmup, device, reference_python }) => {
             use uorch::bench::llm;
@@ -558,7 +616,9 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     }
     let topo = uorch::launch::Topology { nproc: cfg.dist.nproc, ..topo }.resolve()?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = if cfg.cpu_threads > 0 { cfg.cpu_threads as usize } else { (cores / topo.nproc).max(1) };
+    // A sweep running several trials at once shares the cores among them.
+    let trials: usize = std::env::var("UORCH_CONCURRENT_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(1).max(1);
+    let threads = if cfg.cpu_threads > 0 { cfg.cpu_threads as usize } else { (cores / (topo.nproc * trials)).max(1) };
     let ended = uorch::launch::launch(&dir.join(rundir::CONFIG_FILE), &topo, threads);
     match ended {
         Ok(uorch::launch::Ended::Completed) => {
@@ -588,6 +648,62 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
             rundir::log_run_end(&mut events, false)?;
             Err(e)
         }
+    }
+}
+
+/// `uorch launch EXPERIMENT.yaml`: plan the trials, run what is not complete,
+/// report the results.
+fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> Result<ExitCode> {
+    use uorch::sweep::{self, run};
+    let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+    let plan = sweep::plan::build(&src.file, &src.set, gpus)?;
+    print!("{}", sweep::describe(&plan));
+    if dry_run {
+        println!("trials:");
+        for t in &plan.trials {
+            let axes: Vec<String> = t.axes.iter().map(|(a, l)| format!("{a}={l}")).collect();
+            println!("  {:<40} {:<40} results from {}", t.name, axes.join(" "), t.stage);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let topo = uorch::launch::Topology { master_port: if topo.master_port == 0 { 29400 } else { topo.master_port }, ..topo }.resolve()?;
+    let _lock = if topo.node_rank == 0 { Some(sweep::lock(&plan)?) } else { None };
+    if topo.node_rank == 0 {
+        plan.write()?;
+    }
+    let interrupts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let i = interrupts.clone();
+        ctrlc::set_handler(move || {
+            i.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })?;
+    }
+    let o = run::Options {
+        exe: std::env::current_exe()?,
+        gpus: (0..gpus).collect(),
+        nnodes: topo.nnodes,
+        node_rank: topo.node_rank,
+        master_addr: topo.master_addr.clone(),
+        master_port: topo.master_port,
+        progress_every: std::time::Duration::from_secs(std::env::var("UORCH_PROGRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20)),
+    };
+    let outcome = run::run(&plan, &o, interrupts)?;
+    if topo.node_rank == 0 {
+        println!();
+        print!("{}", sweep::report(&plan)?);
+        println!("results: {} and {}", plan.dir.join(sweep::results::CSV_FILE).display(), plan.dir.join(sweep::results::MD_FILE).display());
+        println!("TensorBoard: {} --logdir {}", uorch::paths::venv_python().with_file_name("tensorboard").display(), plan.dir.join(sweep::plan::RUNS_DIR).display());
+    }
+    match outcome {
+        run::Outcome::Interrupted => {
+            println!("interrupted: running stages checkpointed; run the same command again to resume");
+            Ok(ExitCode::from(130))
+        }
+        run::Outcome::Completed { failed, .. } if failed > 0 => {
+            eprintln!("error: {failed} stage(s) failed (see the table and {})", plan.dir.join(sweep::state::LOGS_DIR).display());
+            Ok(ExitCode::from(1))
+        }
+        run::Outcome::Completed { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

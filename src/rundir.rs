@@ -52,8 +52,11 @@ pub fn prepare(config: &RunConfig, env: &crate::env_report::EnvReport) -> Result
 pub fn log_run_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Result<()> {
     let json = serde_json::to_value(config)?;
     let hparams = flatten(&json);
-    let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
-    tb.hparams_experiment(&infos, &[])?;
+    // A sweep trial's experiment record is the sweep's, at the log root.
+    if config.trial.is_empty() {
+        let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
+        tb.hparams_experiment(&infos, &[])?;
+    }
     tb.hparams_session_start(&hparams, &config.name)?;
     tb.text("config", 0, &format!("```yaml\n{}```", emit::to_yaml(&json, None)))?;
     tb.text("env", 0, &format!("```\n{env_text}```"))?;

@@ -229,7 +229,7 @@ fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_
         "review",
         &store,
         &model,
-        "task: review, integration: soft_prompt, perceiver: {latents: 2, layers: 1, heads: 2}, strategy: enc, max_new_tokens: 6, steps: 3, batch_size: 4, eval_examples: 4, samples: 2, text_prompt_window: 2",
+        "task: review, integration: soft_prompt, perceiver: {latents: 2, layers: 1, heads: 2}, strategy: enc, activation_checkpointing: true, max_new_tokens: 6, steps: 3, batch_size: 4, eval_examples: 4, samples: 2, text_prompt_window: 2",
         2,
     );
     let o = uorch().arg("launch").arg(&cfg).output().unwrap();

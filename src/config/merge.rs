@@ -168,7 +168,7 @@ pub fn merge_into(base: &mut Node, over: Node) {
 
 /// Apply one `key.path=value` override. The value is YAML (`3e-4`, `[1, 2]`,
 /// `{a: 1}`, `'quoted'`).
-fn apply_override(tree: &mut Node, text: &str) -> Result<(), ConfigErrors> {
+pub fn apply_override(tree: &mut Node, text: &str) -> Result<(), ConfigErrors> {
     let origin = Origin::Override(Arc::from(text));
     let err = |key: &str, message: String| -> ConfigErrors {
         ConfigError { origin: origin.clone(), key: key.to_string(), message, hint: None }.into()

@@ -14,7 +14,7 @@ pub mod run;
 pub mod tree;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use merge::preset_names;
+pub use merge::{apply_override, load_tree, preset_names};
 pub use run::RunConfig;
 
 use serde::de::DeserializeOwned;

@@ -34,6 +34,10 @@ pub struct RunConfig {
     /// Workers and collectives.
     #[serde(default)]
     pub dist: DistConfig,
+    /// A sweep trial's axis values (set by the sweep controller; shown as
+    /// the HParams dashboard's columns).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub trial: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,10 @@ pub struct RunConfig {
 pub struct FinetuneConfig {
     /// A Hugging Face model folder (e.g. the imported SmolLM2).
     pub model: PathBuf,
+    /// The run folder whose pretraining checkpoint provides the encoder
+    /// (default: this run's own; a sweep shares one pretraining run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_from: Option<PathBuf>,
     /// favorite-category, next-item or review.
     #[serde(default = "d_task")]
     pub task: crate::data::tasks::Task,
@@ -64,6 +72,10 @@ pub struct FinetuneConfig {
     /// Micro-batches accumulated per optimizer step.
     #[serde(default = "d_one")]
     pub grad_accum: usize,
+    /// Recompute each decoder layer in backward instead of storing its
+    /// activations (less memory, about one more forward per step).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
     #[serde(default = "d_lr")]
     pub lr: f64,
     #[serde(default)]
@@ -241,7 +253,7 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | ','))
 }
 
 impl Validate for RunConfig {
@@ -250,7 +262,7 @@ impl Validate for RunConfig {
             "name",
             is_valid_name(&self.name),
             format!(
-                "a folder name of 1-128 characters from A-Z a-z 0-9 - _ . = not starting with '.', found {:?}",
+                "a folder name of 1-128 characters from A-Z a-z 0-9 - _ . = , not starting with '.', found {:?}",
                 self.name
             ),
         );

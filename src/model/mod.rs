@@ -8,6 +8,7 @@ pub mod generate;
 pub mod llama;
 pub mod lora;
 pub mod perceiver;
+pub mod recompute;
 pub mod scoring;
 pub mod tokenizer;
 pub mod userllm;

@@ -8,9 +8,11 @@ use crate::model::encoder::{EncoderShape, UserEncoder};
 use crate::model::llama::{KvCache, Llama};
 use crate::model::lora::{LoraConfig, ADAPTABLE};
 use crate::model::perceiver::Perceiver;
+use crate::model::recompute::Segments;
 use crate::model::xattn::{GatedCrossAttention, Placement};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -112,6 +114,11 @@ pub struct UserLlm {
     pub integration: Integration,
     pub xattn: BTreeMap<usize, GatedCrossAttention>,
     pub strategy: Strategy,
+    /// Recompute each decoder layer in backward instead of keeping its
+    /// activations (training forwards only).
+    pub activation_checkpointing: Cell<bool>,
+    training: Cell<bool>,
+    segments: Segments,
 }
 
 impl UserLlm {
@@ -158,7 +165,19 @@ impl UserLlm {
                 }
             }
         }
-        let model = Self { llm, vs, encoder, perceiver, projection, integration: cfg.integration, xattn, strategy: cfg.strategy };
+        let model = Self {
+            llm,
+            vs,
+            encoder,
+            perceiver,
+            projection,
+            integration: cfg.integration,
+            xattn,
+            strategy: cfg.strategy,
+            activation_checkpointing: Cell::new(false),
+            training: Cell::new(false),
+            segments: Segments::default(),
+        };
         model.apply_strategy();
         Ok(model)
     }
@@ -221,6 +240,9 @@ impl UserLlm {
     /// empty (they are the first positions).
     pub fn forward_with_user(&self, token_ids: &Tensor, user: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
         let embeds = self.llm.embed(token_ids);
+        if cache.is_none() && self.training.get() && self.activation_checkpointing.get() {
+            return self.checkpointed_logits(&embeds, user, mask);
+        }
         match self.integration {
             Integration::CrossAttention => {
                 let user = user.to_kind(embeds.kind());
@@ -244,6 +266,49 @@ impl UserLlm {
         }
     }
 
+    /// Token ids read with the history as text (TextPrompt): the LLM alone.
+    pub fn forward_text(&self, token_ids: &Tensor) -> Tensor {
+        let none = Tensor::zeros([0], (Kind::Float, self.llm.device()));
+        self.forward_with_user(token_ids, &none, &none, None)
+    }
+
+    /// The training forward with each decoder layer (and its cross-attention
+    /// block) as a recomputed segment.
+    fn checkpointed_logits(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
+        let (mut h, user, k) = match self.integration {
+            Integration::CrossAttention => (embeds.shallow_clone(), user.to_kind(embeds.kind()), 0),
+            Integration::SoftPrompt => {
+                let u = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
+                (Tensor::cat(&[&u, embeds], 1), Tensor::zeros([0], (Kind::Float, embeds.device())), user.size()[1])
+            }
+            Integration::TextPrompt => (embeds.shallow_clone(), Tensor::zeros([0], (Kind::Float, embeds.device())), 0),
+        };
+        for (i, layer) in self.llm.layers.iter().enumerate() {
+            let block = self.xattn.get(&i);
+            let rope = &self.llm.rope;
+            let mask = mask.shallow_clone();
+            // SAFETY: the segment borrows this model's layer, rope and block;
+            // `release_segments` runs after the backward pass, and the model outlives it.
+            h = unsafe {
+                self.segments.run(&h, &user, move |h, u| {
+                    layer.forward_with(h, rope, 0, None, |x| match block {
+                        Some(b) => b.forward(&x, u, &mask),
+                        None => x,
+                    })
+                })
+            };
+        }
+        let h = self.llm.norm.forward(&h);
+        let t = embeds.size()[1];
+        self.llm.logits(&h.narrow(1, k, t))
+    }
+
+    /// Free the recomputation segments of earlier training forwards; call
+    /// after their backward pass.
+    pub fn release_segments(&self) {
+        self.segments.release();
+    }
+
     /// Per cross-attention layer, `tanh(alpha)`.
     pub fn gates(&self) -> Vec<(usize, f64)> {
         self.xattn.iter().map(|(l, b)| (*l, b.gate())).collect()
@@ -251,6 +316,7 @@ impl UserLlm {
 
     /// Switch dropout (encoder dropout is passed per call; LoRA's is a flag).
     pub fn set_training(&self, on: bool) {
+        self.training.set(on);
         for layer in &self.llm.layers {
             let a = &layer.self_attn;
             let m = &layer.mlp;

@@ -73,7 +73,7 @@ pub fn build(cfg: &RunConfig, store: &Store, device: Device, pretrained_encoder:
     tch::manual_seed(cfg.seed as i64 + 1);
     let model = UserLlm::new(llm, shape, &user_llm_config(cfg)?)?;
     if pretrained_encoder && f.integration != Integration::TextPrompt {
-        let root = checkpoint::pretrain_root(&cfg.run_dir());
+        let root = checkpoint::pretrain_root(f.encoder_from.as_deref().unwrap_or(&cfg.run_dir()));
         let (dir, _) = checkpoint::latest(&root)?
             .with_context(|| format!("finetuning needs a pretrained encoder: no pretraining checkpoint in {} (add a pretrain section)", root.display()))?;
         checkpoint::load_matching(&dir, "encoder.", &model.named_parameters())?;
@@ -121,14 +121,14 @@ fn config_hash(cfg: &RunConfig) -> String {
 }
 
 /// A training batch: token ids, answer targets (−100 elsewhere), histories.
-struct Batch {
-    tokens: Tensor,
+pub(crate) struct Batch {
+    pub tokens: Tensor,
     targets: Tensor,
-    answer_tokens: i64,
+    pub answer_tokens: i64,
     examples: Vec<usize>,
 }
 
-fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], idx: &[usize], device: Device) -> Result<Batch> {
+pub(crate) fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], idx: &[usize], device: Device) -> Result<Batch> {
     let mut seqs = Vec::with_capacity(idx.len());
     for &i in idx {
         let ex = &train[i];
@@ -149,6 +149,24 @@ fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], idx: &[usize
     }
     let shape = [idx.len() as i64, t as i64];
     Ok(Batch { tokens: Tensor::from_slice(&toks).view(shape).to_device(device), targets: Tensor::from_slice(&tgt).view(shape).to_device(device), answer_tokens, examples: idx.to_vec() })
+}
+
+/// Forward and backward of one micro-batch, the loss divided by `global`
+/// answer tokens; returns the summed loss.
+pub(crate) fn forward_backward(model: &UserLlm, asker: &Asker, store: &Store, train: &[TrainExample], b: &Batch, global: f64, device: Device) -> Result<f64> {
+    let logits = crate::torch_runtime::with_autocast(device, || {
+        if model.integration == Integration::TextPrompt {
+            model.forward_text(&b.tokens)
+        } else {
+            let hist: Vec<Vec<_>> = b.examples.iter().map(|&i| store.interactions(train[i].history.clone())).collect();
+            let refs: Vec<&[_]> = hist.iter().map(|h| h.as_slice()).collect();
+            model.forward(&b.tokens, &asker.inputs(&refs), true)
+        }
+    });
+    let sum = answer_loss(&logits, &b.targets);
+    (&sum / global).backward();
+    model.release_segments();
+    Ok(sum.double_value(&[]))
 }
 
 /// Summed next-token loss on the answer positions.
@@ -213,6 +231,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let tok = Tokenizer::from_dir(&f.model)?;
     let spec = task_spec(cfg)?;
     let mut model = build(cfg, &store, w.device, true)?;
+    model.activation_checkpointing.set(f.activation_checkpointing);
     let named = model.named_parameters();
     let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(f.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     if trainable.is_empty() {
@@ -325,18 +344,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         let global = w.sum(&[local as f64])?[0].max(1.0);
         let mut loss_sum = 0.0;
         for b in &micro {
-            let logits = crate::torch_runtime::with_autocast(w.device, || {
-                if f.integration == Integration::TextPrompt {
-                    model.llm.forward(&b.tokens, None)
-                } else {
-                    let hist: Vec<Vec<_>> = b.examples.iter().map(|&i| store.interactions(train[i].history.clone())).collect();
-                    let refs: Vec<&[_]> = hist.iter().map(|h| h.as_slice()).collect();
-                    model.forward(&b.tokens, &asker.inputs(&refs), true)
-                }
-            });
-            let sum = answer_loss(&logits, &b.targets);
-            (&sum / global).backward();
-            loss_sum += sum.double_value(&[]);
+            loss_sum += forward_backward(&model, &asker, &store, &train, b, global, w.device)?;
         }
         let grad_norm = opt.step(w.group.as_ref(), lr, f.grad_clip)?;
         last_loss = w.sum(&[loss_sum])?[0] / global;

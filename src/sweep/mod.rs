@@ -1,0 +1,66 @@
+//! The sweep controller: `uorch launch EXPERIMENT.yaml` (a run config with a
+//! `sweep:` section) plans the trials and their shared stages, runs them on
+//! this machine's GPUs or CPU slots, and reports results; `uorch sweep status
+//! DIR` shows where an experiment stands at any time.
+
+pub mod plan;
+pub mod results;
+pub mod run;
+pub mod spec;
+pub mod state;
+
+use anyhow::{bail, Result};
+use plan::{Plan, StageKind};
+use std::os::fd::AsRawFd;
+
+/// What `--dry-run` prints: every stage (shared pretraining first) and trial.
+pub fn describe(plan: &Plan) -> String {
+    let pre = plan.stages.iter().filter(|s| s.kind == StageKind::Pretrain).count();
+    let mut s = format!(
+        "experiment `{}` in {}: {} trial(s), {} stage(s) ({} encoder pretraining, shared; {} finetuning)\n",
+        plan.experiment,
+        plan.dir.display(),
+        plan.trials.len(),
+        plan.stages.len(),
+        pre,
+        plan.stages.len() - pre
+    );
+    let w = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    s.push_str("stages (in the order they can start):\n");
+    for st in &plan.stages {
+        let users = plan.stages.iter().filter(|o| o.needs.contains(&st.name)).count();
+        let what = match st.kind {
+            StageKind::Pretrain => format!("encoder pretraining, {} steps, {} worker(s); used by {users} finetuning stage(s)", st.steps, st.nproc),
+            StageKind::Finetune => {
+                let f = st.config.as_ref().and_then(|c| c.finetune.as_ref());
+                let what = f.map(|f| format!("{:?}, {:?} integration, {:?} strategy", f.task, f.integration, f.strategy)).unwrap_or_default();
+                format!("finetuning ({what}), {} steps, {} worker(s){}", st.steps, st.nproc, if st.needs.is_empty() { String::new() } else { format!("; needs {}", st.needs.join(", ")) })
+            }
+        };
+        let done = if state::complete(st) { "  [complete]" } else { "" };
+        s.push_str(&format!("  {:<w$}  {what}{done}\n", st.name));
+    }
+    s
+}
+
+/// Hold the experiment folder for this controller (a second one on the
+/// same folder would run the same stages twice).
+pub struct Lock(#[allow(dead_code)] std::fs::File);
+
+pub fn lock(plan: &Plan) -> Result<Lock> {
+    std::fs::create_dir_all(&plan.dir)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(plan.dir.join(".lock"))?;
+    // SAFETY: flock on a descriptor we own; released when the file closes.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another `uorch launch` is running the experiment in {} (its .lock is held)", plan.dir.display());
+    }
+    Ok(Lock(f))
+}
+
+/// Results table, files and HParams record of a plan, from what is on disk.
+pub fn report(plan: &Plan) -> Result<String> {
+    let rows = results::rows(plan);
+    results::write(plan, &rows)?;
+    results::write_hparams(plan, &rows)?;
+    Ok(results::table(plan, &rows))
+}

@@ -1,0 +1,200 @@
+//! From an experiment file to stages: each trial's run config, split into
+//! encoder pretraining (one run per distinct data, encoder, pretraining and
+//! worker settings, shared by every trial that needs it) and finetuning
+//! (which waits for its encoder). TextPrompt trials need no encoder.
+
+use super::spec::{SweepSpec, TrialSpec};
+use crate::config::{self, emit, RunConfig};
+use crate::model::userllm::Integration;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The plan, written into the experiment folder for `uorch sweep status`.
+pub const PLAN_FILE: &str = "experiment.json";
+/// Stage configs, one YAML per stage.
+pub const STAGES_DIR: &str = "stages";
+/// Stage run folders (and so the TensorBoard log root).
+pub const RUNS_DIR: &str = "runs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    Pretrain,
+    Finetune,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub kind: StageKind,
+    pub run_dir: PathBuf,
+    /// Stages that must be complete first.
+    pub needs: Vec<String>,
+    /// Worker processes (GPUs with GPUs).
+    pub nproc: usize,
+    /// Optimizer steps (for progress and ETA).
+    pub steps: u64,
+    #[serde(skip)]
+    pub config: Option<RunConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub name: String,
+    pub axes: Vec<(String, String)>,
+    /// The stage whose results are the trial's (its last).
+    pub stage: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub experiment: String,
+    pub source: PathBuf,
+    pub dir: PathBuf,
+    pub axes: Vec<String>,
+    pub trials: Vec<Trial>,
+    pub stages: Vec<Stage>,
+    pub sweep: SweepSpec,
+}
+
+/// Whether a config file is an experiment (has a `sweep:` section).
+pub fn is_experiment(path: &Path) -> Result<bool> {
+    let tree = config::tree::parse_file(path).map_err(|e| anyhow::anyhow!("{}: {}", e.origin, e.message))?;
+    Ok(tree.get(super::spec::SWEEP_KEY).is_some())
+}
+
+fn pretrain_name(cfg: &RunConfig) -> String {
+    let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "nproc": cfg.dist.nproc, "cpu_threads": cfg.cpu_threads});
+    let store = cfg.data.as_ref().and_then(|d| d.store.file_name()).map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy())))).unwrap_or_default();
+    format!("pretrain-{store}{}", &format!("{:x}", Sha256::digest(key.to_string().as_bytes()))[..10])
+}
+
+/// Build the plan of an experiment file (with `--set` overrides applied to
+/// the base config). `gpus`: GPUs on this machine (0 = CPU slots).
+pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
+    let mut base = config::load_tree(path, overrides)?;
+    let sweep = SweepSpec::take(&mut base)?.with_context(|| format!("{}: no `sweep:` section", path.display()))?;
+    let head: RunConfig = config::from_tree(&{
+        let mut b = base.clone();
+        config::apply_override(&mut b, "name=experiment")?;
+        b
+    })
+    .map_err(|e| anyhow::anyhow!("{}: the base config: {e}", path.display()))?;
+    let experiment = base.get("name").map(|n| n.to_json()).and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default();
+    if !config::run::is_valid_name(&experiment) {
+        bail!("{}: `name` (the experiment's folder name) must be a folder name, found {experiment:?}", path.display());
+    }
+    let dir = head.output_root.join(&experiment);
+    let runs = dir.join(RUNS_DIR);
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut trials = Vec::new();
+    let add = |stages: &mut Vec<Stage>, name: String, kind: StageKind, needs: Vec<String>, cfg: RunConfig| {
+        if stages.iter().any(|s| s.name == name) {
+            return;
+        }
+        let steps = match kind {
+            StageKind::Pretrain => cfg.pretrain.as_ref().map(|p| p.steps).unwrap_or(0),
+            StageKind::Finetune => cfg.finetune.as_ref().map(|f| f.steps).unwrap_or(0),
+        };
+        stages.push(Stage { name, kind, run_dir: cfg.run_dir(), needs, nproc: cfg.dist.nproc, steps, config: Some(cfg) });
+    };
+    for t in sweep.trials()? {
+        let cfg = trial_config(&base, &t, &runs, gpus, sweep.gpus_per_trial).with_context(|| format!("{}: trial {}", path.display(), t.name))?;
+        let needs_encoder = cfg.finetune.as_ref().is_some_and(|f| f.integration != Integration::TextPrompt && f.encoder_from.is_none());
+        let stage = match (&cfg.pretrain, &cfg.finetune) {
+            (Some(_), Some(_)) if !needs_encoder => {
+                let mut f = cfg.clone();
+                f.pretrain = None;
+                add(&mut stages, t.name.clone(), StageKind::Finetune, Vec::new(), f);
+                t.name.clone()
+            }
+            (Some(_), ft) => {
+                let mut p = cfg.clone();
+                p.finetune = None;
+                p.trial.clear();
+                p.name = pretrain_name(&p);
+                let pname = p.name.clone();
+                add(&mut stages, pname.clone(), StageKind::Pretrain, Vec::new(), p);
+                if ft.is_some() {
+                    let mut f = cfg.clone();
+                    f.pretrain = None;
+                    if let Some(ft) = &mut f.finetune {
+                        ft.encoder_from = Some(runs.join(&pname));
+                    }
+                    add(&mut stages, t.name.clone(), StageKind::Finetune, vec![pname], f);
+                    t.name.clone()
+                } else {
+                    pname
+                }
+            }
+            (None, Some(_)) => {
+                add(&mut stages, t.name.clone(), StageKind::Finetune, Vec::new(), cfg.clone());
+                t.name.clone()
+            }
+            (None, None) => bail!("{}: trial {}: no pretrain or finetune section: nothing to run", path.display(), t.name),
+        };
+        trials.push(Trial { name: t.name, axes: t.axes, stage });
+    }
+    let axes = sweep.axes.iter().map(|a| a.name.clone()).collect();
+    Ok(Plan { experiment, source: path.to_path_buf(), dir, axes, trials, stages, sweep })
+}
+
+/// A trial's run config: the base with the trial's keys set, named after the
+/// trial, its folder under `runs`.
+fn trial_config(base: &config::tree::Node, t: &TrialSpec, runs: &Path, gpus: usize, gpus_per_trial: usize) -> Result<RunConfig> {
+    let mut tree = base.clone();
+    for (k, v) in &t.set {
+        config::apply_override(&mut tree, &format!("{k}={v}"))?;
+    }
+    config::apply_override(&mut tree, &format!("name={}", serde_json::json!(t.name)))?;
+    config::apply_override(&mut tree, &format!("output_root={}", serde_json::json!(runs)))?;
+    if gpus > 0 {
+        config::apply_override(&mut tree, &format!("dist.nproc={gpus_per_trial}"))?;
+    }
+    let mut cfg: RunConfig = config::from_tree(&tree)?;
+    cfg.trial = t.axes.iter().cloned().collect();
+    Ok(cfg)
+}
+
+impl Plan {
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    pub fn config_path(&self, stage: &str) -> PathBuf {
+        self.dir.join(STAGES_DIR).join(format!("{stage}.yaml"))
+    }
+
+    /// Write the stage configs and the plan into the experiment folder. A
+    /// stage folder that already holds a run of another config is an error
+    /// (its results would be mixed up with this config's).
+    pub fn write(&self) -> Result<()> {
+        std::fs::create_dir_all(self.dir.join(STAGES_DIR))?;
+        for s in &self.stages {
+            let cfg = s.config.as_ref().context("stage config")?;
+            let yaml = emit::to_yaml(&serde_json::to_value(cfg)?, None);
+            let previous = s.run_dir.join(crate::rundir::CONFIG_FILE);
+            if let Ok(old) = std::fs::read_to_string(&previous) {
+                if old != yaml {
+                    bail!(
+                        "{} ran with another configuration than this experiment now gives it ({}): use another experiment name, or delete {} to rerun it",
+                        s.run_dir.display(),
+                        self.config_path(&s.name).display(),
+                        s.run_dir.display()
+                    );
+                }
+            }
+            crate::fsutil::write_atomic(&self.config_path(&s.name), yaml.as_bytes())?;
+        }
+        crate::fsutil::write_atomic(&self.dir.join(PLAN_FILE), serde_json::to_string_pretty(self)?.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<Plan> {
+        let path = dir.join(PLAN_FILE);
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{} is not an experiment folder (no {PLAN_FILE})", dir.display()))?)
+            .with_context(|| format!("{}: unreadable", path.display()))
+    }
+}

@@ -1,0 +1,188 @@
+//! The sweep's results: one row per trial with its axis values, state, test
+//! metrics and cost (tokens and FLOPs per example, wall time, GPU-hours), as
+//! a table on the terminal, `results.csv` and `results.md` in the experiment
+//! folder, and the HParams dashboard's experiment record at the TensorBoard
+//! log root (the trials' own logs hold their sessions and metrics).
+
+use super::plan::{Plan, StageKind, RUNS_DIR};
+use super::state::{self, State};
+use crate::tb::{EventWriter, HParamType, HValue};
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+pub const CSV_FILE: &str = "results.csv";
+pub const MD_FILE: &str = "results.md";
+
+pub struct Row {
+    pub trial: String,
+    pub axes: Vec<String>,
+    pub state: State,
+    pub metrics: BTreeMap<String, f64>,
+    pub prompt_tokens: Option<f64>,
+    pub user_tokens: Option<f64>,
+    pub gflops: Option<f64>,
+    pub ms: Option<f64>,
+    /// Wall time of the trial's own stage(s) and of its shared pretraining.
+    pub wall_s: f64,
+    pub gpu_hours: f64,
+}
+
+fn read_json(path: &std::path::Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+pub fn rows(plan: &Plan) -> Vec<Row> {
+    plan.trials
+        .iter()
+        .map(|t| {
+            let stage = plan.stage(&t.stage).expect("trial stage in plan");
+            let st = state::read(&plan.dir, &stage.name);
+            let mut wall_s = st.wall_s;
+            let mut gpu_hours = st.wall_s * st.gpus as f64 / 3600.0;
+            for need in &stage.needs {
+                let s = state::read(&plan.dir, need);
+                wall_s += s.wall_s;
+                gpu_hours += s.wall_s * s.gpus as f64 / 3600.0;
+            }
+            let mut row = Row {
+                trial: t.name.clone(),
+                axes: t.axes.iter().map(|(_, l)| l.clone()).collect(),
+                state: if state::complete(stage) { State::Done } else { st.state },
+                metrics: BTreeMap::new(),
+                prompt_tokens: None,
+                user_tokens: None,
+                gflops: None,
+                ms: None,
+                wall_s,
+                gpu_hours,
+            };
+            if let Some(m) = read_json(&state::metrics_file(stage)) {
+                match stage.kind {
+                    StageKind::Finetune => {
+                        let r = m["results"].as_array().and_then(|rs| rs.iter().find(|r| r["who"] == "USER-LLM finetuned")).cloned().unwrap_or_default();
+                        if let Some(ms) = r["metrics"].as_object() {
+                            row.metrics = ms.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+                        }
+                        row.prompt_tokens = r["prompt_tokens"].as_f64();
+                        row.user_tokens = r["user_tokens"].as_f64();
+                        row.gflops = r["gflops"].as_f64();
+                        row.ms = r["ms"].as_f64();
+                    }
+                    StageKind::Pretrain => {
+                        if let Some(e) = m["encoder"].as_object() {
+                            row.metrics = e.iter().filter(|(k, _)| k.contains('@')).filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+                        }
+                    }
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+fn metric_keys(rows: &[Row]) -> Vec<String> {
+    rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::Pending => "pending",
+        State::Running => "running",
+        State::Done => "done",
+        State::Failed => "failed",
+        State::Interrupted => "interrupted",
+    }
+}
+
+/// Header and cells of every row, as text.
+fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
+    let keys = metric_keys(rows);
+    let mut head = vec!["trial".to_string()];
+    head.extend(plan.axes.iter().cloned());
+    head.push("state".into());
+    head.extend(keys.iter().cloned());
+    head.extend(["prompt tok", "user tok", "GFLOPs/ex", "ms/ex", "wall s", "GPU-h"].map(String::from));
+    let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+    let body = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![r.trial.clone()];
+            // Extras without an axis show "-" there.
+            for a in &plan.axes {
+                let t = plan.trials.iter().find(|t| t.name == r.trial).expect("trial");
+                c.push(t.axes.iter().find(|(n, _)| n == a).map(|(_, l)| l.clone()).unwrap_or_else(|| "-".into()));
+            }
+            c.push(state_name(r.state).into());
+            for k in &keys {
+                c.push(opt(r.metrics.get(k).copied(), 4));
+            }
+            c.extend([opt(r.prompt_tokens, 0), opt(r.user_tokens, 0), opt(r.gflops, 3), opt(r.ms, 1), format!("{:.0}", r.wall_s), format!("{:.3}", r.gpu_hours)]);
+            c
+        })
+        .collect();
+    (head, body)
+}
+
+/// The table for the terminal.
+pub fn table(plan: &Plan, rows: &[Row]) -> String {
+    let (head, body) = cells(plan, rows);
+    let widths: Vec<usize> = (0..head.len()).map(|i| body.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
+    let line = |c: &[String]| -> String {
+        c.iter().enumerate().map(|(i, x)| if i == 0 { format!("{x:<w$}", w = widths[i]) } else { format!("{x:>w$}", w = widths[i]) }).collect::<Vec<_>>().join("  ")
+    };
+    let mut s = format!("  {}\n", line(&head));
+    for r in &body {
+        s.push_str(&format!("  {}\n", line(r)));
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// Write `results.csv` and `results.md`.
+pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
+    let (head, body) = cells(plan, rows);
+    let mut csv = head.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
+    for r in &body {
+        csv.push_str(&(r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"));
+    }
+    crate::fsutil::write_atomic(&plan.dir.join(CSV_FILE), csv.as_bytes())?;
+    let mut md = format!("# {}\n\nFrom `{}`; test metrics of each finetuned model, cost per example.\n\n", plan.experiment, plan.source.display());
+    md.push_str(&format!("| {} |\n|{}|\n", head.join(" | "), head.iter().map(|_| "---").collect::<Vec<_>>().join("|")));
+    for r in &body {
+        md.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    crate::fsutil::write_atomic(&plan.dir.join(MD_FILE), md.as_bytes())?;
+    Ok(())
+}
+
+/// The HParams experiment record at the log root: the axes (with their
+/// values) and the test metrics, so the dashboard lists every trial's
+/// session with them. Replaces an earlier record.
+pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
+    let root = plan.dir.join(RUNS_DIR);
+    std::fs::create_dir_all(&root)?;
+    for e in std::fs::read_dir(&root)?.flatten() {
+        if e.file_type().map(|t| t.is_file()).unwrap_or(false) && e.file_name().to_string_lossy().starts_with("events.out.tfevents") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    let hparams: Vec<(String, HParamType, Vec<HValue>)> = plan
+        .sweep
+        .axes
+        .iter()
+        .map(|a| {
+            let mut labels: Vec<String> = plan.trials.iter().filter_map(|t| t.axes.iter().find(|(n, _)| *n == a.name).map(|(_, l)| l.clone())).collect();
+            labels.sort();
+            labels.dedup();
+            (format!("trial.{}", a.name), HParamType::String, labels.into_iter().map(HValue::Str).collect())
+        })
+        .collect();
+    let metrics: Vec<String> = metric_keys(rows).iter().map(|k| format!("finetune/test/{k}")).chain(["finetune/test/gflops_per_example".to_string()]).collect();
+    let mut w = EventWriter::create(&root)?;
+    w.hparams_experiment(&hparams, &metrics)?;
+    w.flush()?;
+    Ok(())
+}

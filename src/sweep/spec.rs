@@ -1,0 +1,236 @@
+//! Experiment files: a run config (the base every trial starts from, with
+//! `include:` presets as usual) plus a `sweep:` section of grid axes over any
+//! config key, extra trials (e.g. baselines), and how trials are scheduled.
+//!
+//! ```yaml
+//! sweep:
+//!   axes:
+//!     - {name: layers, key: finetune.cross_attention_layers, values: [every_3, upper_half]}
+//!     - name: latents                 # labelled values: label -> keys to set
+//!       values:
+//!         "0": {finetune.perceiver: null}
+//!         "16": {finetune.perceiver: {latents: 16, layers: 2, heads: 4}}
+//!   extra:
+//!     - {name: textprompt, set: {finetune.integration: text_prompt, finetune.strategy: lora}}
+//!   retries: 1
+//! ```
+//!
+//! Trials are the grid's cross product, named from their axis values
+//! (`layers=every_3,latents=16`; stable across reruns), then the extras
+//! (crossed with the axes they list under `over:`).
+
+use crate::config::tree::{Node, Value};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const SWEEP_KEY: &str = "sweep";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    #[serde(default)]
+    pub axes: Vec<Axis>,
+    #[serde(default)]
+    pub extra: Vec<Extra>,
+    /// GPUs each trial uses (its workers: one per GPU).
+    #[serde(default = "one")]
+    pub gpus_per_trial: usize,
+    /// Trials run at once on a machine without GPUs.
+    #[serde(default = "one")]
+    pub cpu_slots: usize,
+    /// Extra attempts of a failed stage before it is marked failed.
+    #[serde(default = "one")]
+    pub retries: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axis {
+    pub name: String,
+    /// The config key a plain list of values sets.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub values: AxisValues,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum AxisValues {
+    /// Values of `key`.
+    List(Vec<serde_json::Value>),
+    /// Label → config keys to set.
+    Labelled(BTreeMap<String, BTreeMap<String, serde_json::Value>>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extra {
+    pub name: String,
+    /// Config keys to set.
+    #[serde(default)]
+    pub set: BTreeMap<String, serde_json::Value>,
+    /// Axes this trial is crossed with (default: none).
+    #[serde(default)]
+    pub over: Vec<String>,
+}
+
+/// One trial before its config is built: name, axis labels, keys to set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialSpec {
+    pub name: String,
+    pub axes: Vec<(String, String)>,
+    pub set: Vec<(String, serde_json::Value)>,
+}
+
+/// A value as part of a folder name: letters, digits, `.`, `_`, `-`.
+pub fn label(v: &serde_json::Value) -> String {
+    let raw = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "none".into(),
+        serde_json::Value::Array(a) => a.iter().map(label).collect::<Vec<_>>().join("-"),
+        other => other.to_string(),
+    };
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !s.starts_with('-')
+}
+
+/// (label, keys to set) of each value of an axis.
+fn axis_points(a: &Axis) -> Result<Vec<(String, Vec<(String, serde_json::Value)>)>> {
+    let points: Vec<(String, Vec<(String, serde_json::Value)>)> = match (&a.values, &a.key) {
+        (AxisValues::List(vs), Some(key)) => vs.iter().map(|v| (label(v), vec![(key.clone(), v.clone())])).collect(),
+        (AxisValues::List(_), None) => bail!("sweep.axes: axis `{}` lists plain values but has no `key:` to set", a.name),
+        (AxisValues::Labelled(m), None) => m.iter().map(|(l, set)| (label(&serde_json::Value::String(l.clone())), set.iter().map(|(k, v)| (k.clone(), v.clone())).collect())).collect(),
+        (AxisValues::Labelled(_), Some(_)) => bail!("sweep.axes: axis `{}` has labelled values (label: {{key: value}}), so `key:` must go", a.name),
+    };
+    if points.is_empty() {
+        bail!("sweep.axes: axis `{}` has no values", a.name);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (l, _) in &points {
+        if l.is_empty() || !seen.insert(l.clone()) {
+            bail!("sweep.axes: axis `{}`: two values share the name {l:?} in trial names; use labelled values", a.name);
+        }
+    }
+    Ok(points)
+}
+
+impl SweepSpec {
+    /// Read the `sweep:` section of an experiment tree (taking it out, so the
+    /// rest is the base run config).
+    pub fn take(tree: &mut Node) -> Result<Option<SweepSpec>> {
+        let Value::Map(entries) = &mut tree.value else { return Ok(None) };
+        let Some(pos) = entries.iter().position(|(k, _)| k.name == SWEEP_KEY) else { return Ok(None) };
+        let (_, node) = entries.remove(pos);
+        let spec: SweepSpec = serde_path_to_error::deserialize(&node.to_json())
+            .map_err(|e| anyhow::anyhow!("{}: sweep.{}: {}", describe_origin(&node), e.path(), e.inner()))?;
+        Ok(Some(spec))
+    }
+
+    /// Every trial, grid first (axes in order, values in order), then extras.
+    pub fn trials(&self) -> Result<Vec<TrialSpec>> {
+        if self.gpus_per_trial == 0 || self.cpu_slots == 0 {
+            bail!("sweep: gpus_per_trial and cpu_slots must be at least 1");
+        }
+        let mut names = std::collections::HashSet::new();
+        for a in &self.axes {
+            if !is_identifier(&a.name) || !names.insert(a.name.clone()) {
+                bail!("sweep.axes: axis name {:?} must be unique and made of letters, digits, _ and -", a.name);
+            }
+        }
+        let points: Vec<_> = self.axes.iter().map(axis_points).collect::<Result<_>>()?;
+        let cross = |axes: &[usize]| -> Vec<(Vec<(String, String)>, Vec<(String, serde_json::Value)>)> {
+            let mut out = vec![(Vec::new(), Vec::new())];
+            for &i in axes {
+                let mut next = Vec::new();
+                for (labels, set) in &out {
+                    for (l, s) in &points[i] {
+                        let mut labels = labels.clone();
+                        labels.push((self.axes[i].name.clone(), l.clone()));
+                        let mut set = set.clone();
+                        set.extend(s.iter().cloned());
+                        next.push((labels, set));
+                    }
+                }
+                out = next;
+            }
+            out
+        };
+        let name_of = |prefix: Option<&str>, labels: &[(String, String)]| -> String {
+            let parts: Vec<String> = prefix.map(str::to_string).into_iter().chain(labels.iter().map(|(a, l)| format!("{a}={l}"))).collect();
+            parts.join(",")
+        };
+        let mut trials = Vec::new();
+        if !self.axes.is_empty() {
+            let all: Vec<usize> = (0..self.axes.len()).collect();
+            for (labels, set) in cross(&all) {
+                trials.push(TrialSpec { name: name_of(None, &labels), axes: labels, set });
+            }
+        }
+        for e in &self.extra {
+            if !is_identifier(&e.name) {
+                bail!("sweep.extra: name {:?} must be made of letters, digits, _ and -", e.name);
+            }
+            let idx: Vec<usize> = e
+                .over
+                .iter()
+                .map(|n| self.axes.iter().position(|a| &a.name == n).ok_or_else(|| anyhow::anyhow!("sweep.extra `{}`: over: no axis named {n:?}", e.name)))
+                .collect::<Result<_>>()?;
+            for (labels, mut set) in cross(&idx) {
+                set.extend(e.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                trials.push(TrialSpec { name: name_of(Some(&e.name), &labels), axes: labels, set });
+            }
+        }
+        if trials.is_empty() {
+            bail!("sweep: no trials (give at least one axis or extra trial)");
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(t) = trials.iter().find(|t| !seen.insert(t.name.clone())) {
+            bail!("sweep: two trials are both named {:?}", t.name);
+        }
+        Ok(trials)
+    }
+}
+
+fn describe_origin(node: &Node) -> String {
+    format!("{}", node.origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> SweepSpec {
+        let mut tree = crate::config::tree::parse_str(yaml, crate::config::tree::Source::Override(std::sync::Arc::from("test"))).unwrap();
+        SweepSpec::take(&mut tree).unwrap().unwrap()
+    }
+
+    #[test]
+    fn grid_then_extras_with_stable_names() {
+        let s = spec(
+            "sweep:\n  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [all, [1, 3]]}\n    - name: latents\n      values: {\"0\": {finetune.perceiver: null}, \"16\": {finetune.perceiver: {latents: 16}}}\n  extra:\n    - {name: text, set: {finetune.integration: text_prompt}, over: [latents]}\n",
+        );
+        let t = s.trials().unwrap();
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["layers=all,latents=0", "layers=all,latents=16", "layers=1-3,latents=0", "layers=1-3,latents=16", "text,latents=0", "text,latents=16"]);
+        assert_eq!(t[2].set, vec![("finetune.cross_attention_layers".to_string(), serde_json::json!([1, 3])), ("finetune.perceiver".to_string(), serde_json::Value::Null)]);
+        assert_eq!(t[5].set.last().unwrap(), &("finetune.integration".to_string(), serde_json::json!("text_prompt")));
+        assert_eq!(t[5].axes, vec![("latents".to_string(), "16".to_string())]);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |y: &str| spec(y).trials().unwrap_err().to_string();
+        assert!(err("sweep:\n  axes: [{name: a, values: [1, 2]}]\n").contains("axis `a` lists plain values but has no `key:`"));
+        assert!(err("sweep:\n  axes: [{name: a, key: x, values: [\"a b\", \"a-b\"]}]\n").contains("two values share the name \"a-b\""));
+        assert!(err("sweep:\n  extra: [{name: t, over: [nope]}]\n").contains("no axis named \"nope\""));
+        assert!(err("sweep: {}\n").contains("no trials"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Per-stage status files in the experiment folder (`status/<stage>.json`),
+//! written atomically by the controller. A stage is complete when its run
+//! folder holds its metrics file: a crash between finishing and recording
+//! still counts as done, and nothing complete runs again.
+
+use super::plan::{Stage, StageKind};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const STATUS_DIR: &str = "status";
+pub const LOGS_DIR: &str = "logs";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Pending,
+    Running,
+    Done,
+    Failed,
+    /// Stopped on request after checkpointing; the next run resumes it.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub state: State,
+    /// Attempts in the latest sweep run (a rerun gives failed stages a fresh budget).
+    pub attempts: usize,
+    /// Wall time of the attempts, all sweep runs together.
+    pub wall_s: f64,
+    /// GPUs the stage ran on (0 on CPU).
+    pub gpus: usize,
+    /// Why it failed: the reason and the last lines of its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn path(dir: &Path, stage: &str) -> PathBuf {
+    dir.join(STATUS_DIR).join(format!("{stage}.json"))
+}
+
+pub fn log_path(dir: &Path, stage: &str) -> PathBuf {
+    dir.join(LOGS_DIR).join(format!("{stage}.log"))
+}
+
+pub fn read(dir: &Path, stage: &str) -> Status {
+    std::fs::read(path(dir, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+pub fn write(dir: &Path, stage: &str, s: &Status) -> Result<()> {
+    std::fs::create_dir_all(dir.join(STATUS_DIR))?;
+    crate::fsutil::write_atomic(&path(dir, stage), &serde_json::to_vec_pretty(s)?)?;
+    Ok(())
+}
+
+/// The file a finished stage leaves in its run folder.
+pub fn metrics_file(stage: &Stage) -> PathBuf {
+    match stage.kind {
+        StageKind::Pretrain => crate::train::pretrain::metrics_path(&stage.run_dir),
+        StageKind::Finetune => stage.run_dir.join(crate::train::finetune::METRICS_FILE),
+    }
+}
+
+pub fn complete(stage: &Stage) -> bool {
+    metrics_file(stage).exists()
+}
+
+/// (step, loss, seconds since the stage's training began) from the last line
+/// of its training log, for the live view.
+pub fn progress(stage: &Stage) -> Option<(u64, f64, f64)> {
+    let log = match stage.kind {
+        StageKind::Pretrain => stage.run_dir.join(crate::train::pretrain::TRAIN_LOG),
+        StageKind::Finetune => stage.run_dir.join(crate::train::finetune::TRAIN_LOG),
+    };
+    let text = std::fs::read_to_string(log).ok()?;
+    let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    Some((last["step"].as_u64()?, last["loss"].as_f64().unwrap_or(f64::NAN), last["elapsed_s"].as_f64().unwrap_or(0.0)))
+}
