@@ -358,6 +358,9 @@ impl ConfigSource {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`uorch ... | head`) ends the program quietly, as for other tools.
+    // SAFETY: restoring the default disposition of one signal at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Before any tensor work: make libtorch's CUDA half visible when it exists.
     torch_runtime::init();
     let cli = Cli::parse();
@@ -611,7 +614,7 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     println!("run `{}` in {}", cfg.name, dir.display());
     println!("stages: {}", stages(&cfg));
     if cfg.pretrain.is_none() && cfg.finetune.is_none() {
-        rundir::log_run_end(&mut events, true)?;
+        rundir::log_run_end(&mut events, &cfg, true)?;
         return Ok(ExitCode::SUCCESS);
     }
     let topo = uorch::launch::Topology { nproc: cfg.dist.nproc, ..topo }.resolve()?;
@@ -622,7 +625,7 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     let ended = uorch::launch::launch(&dir.join(rundir::CONFIG_FILE), &topo, threads);
     match ended {
         Ok(uorch::launch::Ended::Completed) => {
-            rundir::log_run_end(&mut events, true)?;
+            rundir::log_run_end(&mut events, &cfg, true)?;
             if cfg.pretrain.is_some() {
                 let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
                 println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
@@ -645,7 +648,7 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
             Ok(ExitCode::from(130))
         }
         Err(e) => {
-            rundir::log_run_end(&mut events, false)?;
+            rundir::log_run_end(&mut events, &cfg, false)?;
             Err(e)
         }
     }

@@ -52,19 +52,23 @@ pub fn prepare(config: &RunConfig, env: &crate::env_report::EnvReport) -> Result
 pub fn log_run_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Result<()> {
     let json = serde_json::to_value(config)?;
     let hparams = flatten(&json);
-    // A sweep trial's experiment record is the sweep's, at the log root.
-    if config.trial.is_empty() {
+    // A sweep's experiment record is at its log root; its shared stages are no sessions.
+    if config.trial.is_empty() && config.hparams_session {
         let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
         tb.hparams_experiment(&infos, &[])?;
     }
-    tb.hparams_session_start(&hparams, &config.name)?;
+    if config.hparams_session {
+        tb.hparams_session_start(&hparams, &config.name)?;
+    }
     tb.text("config", 0, &format!("```yaml\n{}```", emit::to_yaml(&json, None)))?;
     tb.text("env", 0, &format!("```\n{env_text}```"))?;
     Ok(())
 }
 
-pub fn log_run_end(tb: &mut EventWriter, ok: bool) -> Result<()> {
-    tb.hparams_session_end(if ok { SessionStatus::Success } else { SessionStatus::Failure })?;
+pub fn log_run_end(tb: &mut EventWriter, config: &RunConfig, ok: bool) -> Result<()> {
+    if config.hparams_session {
+        tb.hparams_session_end(if ok { SessionStatus::Success } else { SessionStatus::Failure })?;
+    }
     tb.flush()?;
     Ok(())
 }

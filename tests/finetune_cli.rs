@@ -5,36 +5,8 @@
 
 mod common;
 
-use common::{project_root, stderr, uorch};
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
+use common::{project_root, stderr, tiny_model, uorch};
 use std::path::Path;
-use tch::{Device, Kind};
-use uorch::model::llama::{Llama, LlamaConfig};
-
-/// A 2-layer, 32-wide Llama with SmolLM2's vocabulary and tokenizer.
-fn tiny_model(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = serde_json::json!({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152, "tie_word_embeddings": true, "eos_token_id": 2});
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(project_root().join(".uorch/models/smollm2-135m-instruct/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    let c: LlamaConfig = serde_json::from_value(config).unwrap();
-    tch::manual_seed(0);
-    let m = Llama::new(c, Device::Cpu, Kind::Float);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = m
-        .vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| {
-            let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
-            let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
-            (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
-}
 
 #[test]
 fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {

@@ -38,6 +38,14 @@ pub struct RunConfig {
     /// the HParams dashboard's columns).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub trial: std::collections::BTreeMap<String, String>,
+    /// Record the run as a session of TensorBoard's HParams dashboard (a
+    /// sweep's shared pretraining runs are not trials, so they do not).
+    #[serde(default = "d_true", skip_serializing_if = "is_true")]
+    pub hparams_session: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub fn describe(plan: &Plan) -> String {
             StageKind::Pretrain => format!("encoder pretraining, {} steps, {} worker(s); used by {users} finetuning stage(s)", st.steps, st.nproc),
             StageKind::Finetune => {
                 let f = st.config.as_ref().and_then(|c| c.finetune.as_ref());
-                let what = f.map(|f| format!("{:?}, {:?} integration, {:?} strategy", f.task, f.integration, f.strategy)).unwrap_or_default();
+                let what = f.map(|f| format!("{}, {} integration, {} strategy", value_name(&f.task), value_name(&f.integration), value_name(&f.strategy))).unwrap_or_default();
                 format!("finetuning ({what}), {} steps, {} worker(s){}", st.steps, st.nproc, if st.needs.is_empty() { String::new() } else { format!("; needs {}", st.needs.join(", ")) })
             }
         };
@@ -41,6 +41,11 @@ pub fn describe(plan: &Plan) -> String {
         s.push_str(&format!("  {:<w$}  {what}{done}\n", st.name));
     }
     s
+}
+
+/// A config value as it is spelled in YAML.
+fn value_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Hold the experiment folder for this controller (a second one on the

@@ -114,6 +114,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
                 let mut p = cfg.clone();
                 p.finetune = None;
                 p.trial.clear();
+                p.hparams_session = false;
                 p.name = pretrain_name(&p);
                 let pname = p.name.clone();
                 add(&mut stages, pname.clone(), StageKind::Pretrain, Vec::new(), p);

@@ -1,0 +1,132 @@
+//! The sweep controller end to end with real launchers and workers: a tiny
+//! Llama (SmolLM2's tokenizer) on the real MovieLens-100K. Trials share their
+//! encoder pretraining; a failing trial is retried then marked failed while
+//! the others complete; the HParams dashboard lists one session per trial;
+//! a rerun skips what is complete; a killed controller's interrupted trial
+//! resumes from its checkpoint.
+
+mod common;
+
+use common::{project_root, read_tensorboard, stderr, stdout, tiny_model, uorch};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let store = dir.join("ml");
+    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = dir.join("tiny");
+    tiny_model(&model);
+    (store, model)
+}
+
+fn experiment(dir: &Path, name: &str, store: &Path, model: &Path, steps: u64, sweep: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name: {name}\noutput_root: {}\nseed: 5\ndata: {{store: {}, window: 12, stride: 12}}\nencoder: {{dim: 16, layers: 1, heads: 2}}\n\
+             pretrain: {{steps: 4, batch_size: 8, checkpoint_every: 0}}\n\
+             finetune: {{model: {}, steps: {steps}, batch_size: 2, eval_examples: 3, text_prompt_baseline: false, log_every: 1}}\n\
+             dist: {{nproc: 1}}\nsweep:\n{sweep}",
+            dir.join("out").display(),
+            store.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn status(exp: &Path, stage: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(exp.join("status").join(format!("{stage}.json"))).unwrap_or_default()).unwrap_or_default()
+}
+
+#[test]
+fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, model) = setup(d.path());
+    let sweep = "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}\n\
+                 \x20 extra:\n    - {name: broken, set: {finetune.model: /nonexistent/model}}\n  retries: 1\n  cpu_slots: 2\n";
+    let file = experiment(d.path(), "mixed", &store, &model, 3, sweep);
+    let o = uorch().arg("launch").arg(&file).arg("--dry-run").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dry = stdout(&o);
+    assert!(dry.contains("3 trial(s), 4 stage(s) (1 encoder pretraining, shared; 3 finetuning)"), "{dry}");
+    let exp = d.path().join("out/mixed");
+    assert!(!exp.exists(), "a dry run writes nothing");
+
+    let o = uorch().arg("launch").arg(&file).env("UORCH_PROGRESS_S", "1").output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("failed   broken") && out.contains("retrying (1 of 1 retries)") && out.contains("FAILED   broken"), "{out}");
+    assert!(out.contains("/nonexistent/model"), "the failure shows the end of its log:\n{out}");
+    // One pretraining run served both cross-attention trials.
+    assert_eq!(out.matches("started  pretrain-").count(), 1, "{out}");
+    assert_eq!(status(&exp, "broken")["state"], "failed");
+    assert_eq!(status(&exp, "broken")["attempts"], 2);
+    let csv = std::fs::read_to_string(exp.join("results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "trial,layers,state,accuracy,prompt tok,user tok,GFLOPs/ex,ms/ex,wall s,GPU-h");
+    assert!(lines[1].starts_with("layers=0,0,done,"), "{csv}");
+    assert!(lines[2].starts_with("layers=1,1,done,"), "{csv}");
+    assert!(lines[3].starts_with("broken,-,failed,-,"), "{csv}");
+    assert!(std::fs::read_to_string(exp.join("results.md")).unwrap().contains("| layers=0 | 0 | done |"));
+
+    // TensorBoard's own HParams handler: one session per trial, with the axis value and the metric.
+    let tb = read_tensorboard(&exp.join("runs"));
+    let groups = tb["session_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{}", serde_json::to_string_pretty(&tb["session_groups"]).unwrap());
+    let layers0 = groups.iter().find(|g| g.to_string().contains("layers=0")).expect("layers=0 session");
+    assert!(layers0.to_string().contains("trial.layers"), "{layers0}");
+    assert!(layers0.to_string().contains("finetune/test/accuracy"), "{layers0}");
+
+    // Rerun: the complete trials and the shared pretraining are skipped; the failed one gets a fresh budget.
+    let t0 = Instant::now();
+    let o = uorch().arg("launch").arg(&file).output().unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("4 stage(s): 3 complete, 1 to run"), "{out}");
+    assert!(!out.contains("started  layers") && !out.contains("started  pretrain"), "{out}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
+    assert!(stdout(&o).contains("3 trials): 2 done, 0 running, 1 failed"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interrupted_trial() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, model) = setup(d.path());
+    let sweep = "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}\n";
+    let file = experiment(d.path(), "cut", &store, &model, 200, sweep);
+    let exp = d.path().join("out/cut");
+    let mut child = uorch().arg("launch").arg(&file).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Wait until the first trial is done and the second is a few steps in.
+    let log = exp.join("runs/layers=1/finetune_log.jsonl");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(300), "the second trial did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&exp, "layers=0")["state"], "done");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The orphaned launcher got SIGTERM: its workers checkpoint and stop.
+    let ckpts = exp.join("runs/layers=1/finetune_checkpoints");
+    let t0 = Instant::now();
+    while std::fs::read_dir(&ckpts).map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("step-")).count()).unwrap_or(0) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint after the controller was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped_at = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(stopped_at < 200, "{stopped_at}");
+    let o = uorch().arg("launch").arg(&file).output().unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("3 stage(s): 2 complete, 1 to run"), "{out}");
+    assert!(out.contains("started  layers=1") && !out.contains("started  layers=0"), "{out}");
+    let launch_log = std::fs::read_to_string(exp.join("logs/layers=1.log")).unwrap();
+    assert!(launch_log.contains("finetune: resuming from"), "{launch_log}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 200);
+    assert!(out.contains("layers=1") && out.contains("done"), "{out}");
+}
