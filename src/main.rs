@@ -390,17 +390,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Config(ConfigCmd::Show { src, json, origins }) => {
-            let resolved = src.load()?;
-            let value = serde_json::to_value(&resolved.config)?;
+            let (resolved, sweep) = uorch::sweep::plan::load_base(&src.file, &src.set)?;
+            let mut value = serde_json::to_value(&resolved.config)?;
             if json {
+                if let Some(s) = &sweep {
+                    value["sweep"] = serde_json::to_value(s)?;
+                }
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", emit::to_yaml(&value, origins.then_some(&resolved.tree)));
+                if let Some(s) = &sweep {
+                    print!("{}", emit::to_yaml(&serde_json::json!({ "sweep": s }), None));
+                }
             }
         }
         Command::Config(ConfigCmd::Check { src }) => {
-            src.load()?;
-            println!("{}: ok", src.file.display());
+            if uorch::sweep::plan::is_experiment(&src.file)? {
+                let plan = uorch::sweep::plan::build(&src.file, &src.set, 0)?;
+                println!("{}: ok (an experiment: {} trial(s), {} stage(s))", src.file.display(), plan.trials.len(), plan.stages.len());
+            } else {
+                src.load()?;
+                println!("{}: ok", src.file.display());
+            }
         }
         Command::Config(ConfigCmd::Presets) => {
             for name in config::preset_names() {

@@ -65,6 +65,15 @@ pub fn is_experiment(path: &Path) -> Result<bool> {
     Ok(tree.get(super::spec::SWEEP_KEY).is_some())
 }
 
+/// A config file's run config and, for an experiment, its sweep section
+/// (the run config is then the base every trial starts from).
+pub fn load_base(path: &Path, overrides: &[String]) -> Result<(config::Resolved<RunConfig>, Option<SweepSpec>)> {
+    let mut tree = config::load_tree(path, overrides)?;
+    let sweep = SweepSpec::take(&mut tree)?;
+    let config = config::from_tree(&tree)?;
+    Ok((config::Resolved { config, tree }, sweep))
+}
+
 fn pretrain_name(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "nproc": cfg.dist.nproc, "cpu_threads": cfg.cpu_threads});
     let store = cfg.data.as_ref().and_then(|d| d.store.file_name()).map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy())))).unwrap_or_default();

@@ -53,7 +53,7 @@ fn one() -> usize {
 pub struct Axis {
     pub name: String,
     /// The config key a plain list of values sets.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub values: AxisValues,
 }

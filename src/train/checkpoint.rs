@@ -38,6 +38,19 @@ fn to_bytes(t: &Tensor) -> (Vec<usize>, Vec<u8>) {
     (shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
+/// SHA-256 (first 16 hex digits) of tensors' names, shapes and f32 values:
+/// equal on every rank of a data-parallel run that trains in lockstep.
+pub fn digest(tensors: &[(String, Tensor)]) -> String {
+    let mut h = Sha256::new();
+    for (name, t) in tensors {
+        let (shape, bytes) = to_bytes(t);
+        h.update(name.as_bytes());
+        h.update(format!("{shape:?}").as_bytes());
+        h.update(&bytes);
+    }
+    format!("{:x}", h.finalize())[..16].to_string()
+}
+
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
         let (s, b) = to_bytes(t);

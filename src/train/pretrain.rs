@@ -183,6 +183,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     } else if let Some((_, s)) = checkpoint::latest(&checkpoint::pretrain_root(&run_dir))? {
         last_loss = s.loss;
     }
+    // Every rank's parameters, to see that the ranks trained in lockstep.
+    eprintln!("rank {} of {}: parameters {}", w.rank, w.world, checkpoint::digest(&named));
     // Evaluation on the held-out last interactions (rank 0), popularity by the same code.
     let (enc_m, pop_m) = if lead {
         let (e, pop) = evaluate(&encoder, &store, &features, d.window, p.eval_batch_size, w.device);
