@@ -6,7 +6,9 @@
 #   2. the NCCL plugin builds (build_nccl_plugin.sh) and uorch env reports it;
 #   3. a 1-GPU encoder pretraining run on MovieLens-100K trains;
 #   4. its throughput beside the PyTorch encoder (benches/encoder_reference.py);
-#   5. LLM training-step throughput and MFU beside HF transformers (if installed).
+#   5. LLM training-step throughput and MFU beside HF transformers (if installed);
+#   6. finetuning throughput and MFU of each strategy, SmolLM2's shape with random
+#      weights (carry .uorch/models/smollm2-135m-instruct/config.json and tokenizer.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-.gpu}
@@ -45,4 +47,10 @@ log "== 4. PyTorch encoder reference"
 python3 benches/encoder_reference.py '{"vocab": [1349, 20, 5], "dim": 64, "layers": 2, "heads": 4, "ffn_mult": 4, "window": 50, "dropout": 0.1, "batch": 64, "steps": 290, "warmup": 10, "device": "cuda"}' 2>&1 | sed 's/^/PyTorch 1 GPU sequences\/s: /' | tee -a "$REPORT"
 log "== 5. LLM training step"
 timeout 400 "$BIN" bench llm --shape smollm2-135m --shape llama-1b --device cuda --steps 10 --warmup 3 --reference-python python3 2>&1 | tee -a "$REPORT"
+log "== 6. finetuning strategies"
+if [ -f .uorch/models/smollm2-135m-instruct/tokenizer.json ]; then
+  timeout 300 "$BIN" bench finetune --store .gpu/ml-100k --device cuda --steps 10 --batch 16 --random-init 2>&1 | tee -a "$REPORT"
+else
+  log "skipped: .uorch/models/smollm2-135m-instruct/{config,tokenizer}.json were not carried"
+fi
 log "== done"

@@ -322,6 +322,9 @@ enum BenchCmd {
         /// cpu, cuda or cuda:N (default: cuda:0 when available).
         #[arg(long)]
         device: Option<String>,
+        /// Random weights of the model's shape (only config.json and tokenizer.json are read).
+        #[arg(long)]
+        random_init: bool,
     },
     /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
     /// against Hugging Face transformers in the same run when available.
@@ -530,9 +533,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
         }
-        Command::Bench(BenchCmd::Finetune { store, model, steps, batch, device }) => {
+        Command::Bench(BenchCmd::Finetune { store, model, steps, batch, device, random_init }) => {
             let device = parse_device(device.as_deref())?;
-            let rows = uorch::bench::finetune::run(&store, &model, steps.max(1), batch.max(1), device)?;
+            let rows = uorch::bench::finetune::run(&store, &model, steps.max(1), batch.max(1), device, random_init)?;
             println!(
                 "favorite-genre finetuning step (cross-attention every 3rd layer, batch {batch}, window 50) on {}, {} steps after a warm-up:",
                 if device.is_cuda() { "GPU (bf16 autocast)".to_string() } else { format!("CPU ({} threads)", tch::get_num_threads()) },

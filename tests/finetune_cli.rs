@@ -5,15 +5,13 @@
 
 mod common;
 
-use common::{project_root, stderr, tiny_model, uorch};
+use common::{prepare_ml100k, project_root, stderr, tiny_model, uorch};
 use std::path::Path;
 
 #[test]
 fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     let d = tempfile::tempdir().unwrap();
-    let store = d.path().join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let store = prepare_ml100k(d.path());
     let model = d.path().join("tiny");
     tiny_model(&model);
     let cfg = d.path().join("ft.yaml");
@@ -58,13 +56,6 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     assert!(st.names().iter().any(|n| n.starts_with("xattn.1.")) && st.names().iter().all(|n| !n.starts_with("model.")), "{:?}", st.names());
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
-}
-
-fn prepare_ml100k(dir: &Path) -> std::path::PathBuf {
-    let store = dir.join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    store
 }
 
 fn write_config(dir: &Path, name: &str, store: &Path, model: &Path, finetune: &str, nproc: usize) -> std::path::PathBuf {

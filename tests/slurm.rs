@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{project_root, stderr, tiny_model, uorch};
+use common::{prepare_ml100k, project_root, stderr, tiny_model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,9 +47,7 @@ impl Drop for Cluster {
 fn sbatch_runs_the_sweep_and_a_requeue_at_the_time_limit_resumes_it() {
     let d = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(&d.path().join("slurm"));
-    let store = d.path().join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let store = prepare_ml100k(d.path());
     let model = d.path().join("tiny");
     tiny_model(&model);
     let exp = d.path().join("exp.yaml");

@@ -7,14 +7,12 @@
 
 mod common;
 
-use common::{project_root, read_tensorboard, stderr, stdout, tiny_model, uorch};
+use common::{prepare_ml100k, read_tensorboard, stderr, stdout, tiny_model, uorch};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
-    let store = dir.join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let store = prepare_ml100k(dir);
     let model = dir.join("tiny");
     tiny_model(&model);
     (store, model)

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{project_root, stderr, uorch};
+use common::{prepare_ml100k, stderr};
 use std::process::{Command, Output};
 
 /// Namespaces and the link, removed again on drop.
@@ -52,9 +52,7 @@ impl Drop for Hosts {
 #[test]
 fn two_launchers_in_two_network_namespaces_train_four_workers_in_lockstep() {
     let d = tempfile::tempdir().unwrap();
-    let store = d.path().join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let store = prepare_ml100k(d.path());
     let hosts = Hosts::new();
     let port = 29000 + (std::process::id() % 500) as u16;
     let mut children = Vec::new();

@@ -38,14 +38,30 @@ fn config(store: &Path, model: &Path, strategy: Strategy, batch: usize) -> Resul
     }))?)
 }
 
-pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, device: Device) -> Result<Vec<Row>> {
+/// The LLM of `model_dir`, or with `random_init` one of its shape with
+/// random weights (throughput does not depend on the values; a GPU host then
+/// needs only `config.json` and `tokenizer.json`).
+fn llm(model_dir: &Path, device: Device, random_init: bool) -> Result<crate::model::llama::Llama> {
+    if !random_init {
+        return crate::model::llama::load::load(model_dir, device, tch::Kind::Float);
+    }
+    let m = crate::model::llama::Llama::new(crate::model::llama::LlamaConfig::load(model_dir)?, device, tch::Kind::Float);
+    tch::no_grad(|| {
+        for (n, v) in m.vs.variables() {
+            let _ = if n.ends_with("norm.weight") { v.shallow_clone().fill_(1.0) } else { v.shallow_clone().normal_(0.0, 0.02) };
+        }
+    });
+    Ok(m)
+}
+
+pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, device: Device, random_init: bool) -> Result<Vec<Row>> {
     let store = Store::open(store_dir)?;
     let cat = Catalog::of_store(&store);
     let tok = Tokenizer::from_dir(model_dir)?;
     let mut rows = Vec::new();
     for strategy in [Strategy::Full, Strategy::Lora, Strategy::Enc, Strategy::Proj] {
         let cfg = config(store_dir, model_dir, strategy, batch)?;
-        let model = finetune::build(&cfg, &store, device, false)?;
+        let model = finetune::build_with(&cfg, &store, llm(model_dir, device, random_init)?, false)?;
         let spec = finetune::task_spec(&cfg)?;
         let d = cfg.data.as_ref().expect("bench config has data");
         let train = examples::training(&store, spec.task, d.window, d.stride)?;

@@ -57,3 +57,11 @@ pub fn tiny_model(dir: &Path) {
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
+
+/// The real MovieLens-100K prepared into `dir/ml` (the set-up's assets).
+pub fn prepare_ml100k(dir: &Path) -> PathBuf {
+    let store = dir.join("ml");
+    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    store
+}

@@ -67,8 +67,13 @@ pub fn task_spec(cfg: &RunConfig) -> Result<TaskSpec> {
 /// encoder from this run's pretraining checkpoint.
 pub fn build(cfg: &RunConfig, store: &Store, device: Device, pretrained_encoder: bool) -> Result<UserLlm> {
     let f = cfg.finetune.as_ref().context("no finetune section")?;
+    build_with(cfg, store, load(&f.model, device, Kind::Float)?, pretrained_encoder)
+}
+
+/// As [`build`], around an LLM already in memory.
+pub fn build_with(cfg: &RunConfig, store: &Store, llm: crate::model::llama::Llama, pretrained_encoder: bool) -> Result<UserLlm> {
+    let f = cfg.finetune.as_ref().context("no finetune section")?;
     let d = cfg.data.as_ref().context("finetune needs a data section")?;
-    let llm = load(&f.model, device, Kind::Float)?;
     let shape = super::batches::encoder_shape(store, &cfg.encoder.clone().unwrap_or_default(), d.window);
     tch::manual_seed(cfg.seed as i64 + 1);
     let model = UserLlm::new(llm, shape, &user_llm_config(cfg)?)?;
