@@ -599,7 +599,7 @@ fn stages(cfg: &RunConfig) -> String {
         v.push(format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc));
     }
     if let Some(f) = &cfg.finetune {
-        v.push(format!("{} finetuning ({:?} integration, {:?} strategy, {} steps) and evaluation against baselines", value_name_of(&f.task), f.integration, f.strategy, f.steps));
+        v.push(format!("{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines", value_name_of(&f.task), value_name_of(&f.integration), value_name_of(&f.strategy), f.steps));
     }
     if v.is_empty() { "none (the config has no pretrain or finetune section)".into() } else { v.join(", then ") }
 }

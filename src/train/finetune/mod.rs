@@ -250,7 +250,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let train = examples::training(&store, f.task, d.window, d.stride)?;
     let cases = examples::evaluation(&store, &cat, &spec, f.eval_examples);
     if lead {
-        eprintln!("finetune: {:?} on {:?} integration, {:?} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions", f.task, f.integration, f.strategy, train.len(), cases.len());
+        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        eprintln!("finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions", name(serde_json::json!(f.task)), name(serde_json::json!(f.integration)), name(serde_json::json!(f.strategy)), train.len(), cases.len());
     }
 
     // Evaluation runs on rank 0 alone (the others wait): give it every core.
