@@ -26,8 +26,10 @@ echo "[sweep.sh] job ${SLURM_JOB_ID:-?} (start $(( ${SLURM_RESTART_COUNT:-0} + 1
 step=
 requeue() {
   echo "[sweep.sh] time limit near: the sweep checkpoints and stops, then the job requeues"
+  # SIGTERM to the job's steps (not this shell): the sweep controller asks its
+  # launchers to checkpoint. (Signalling srun itself would cancel the step.)
+  scancel --signal=TERM "$SLURM_JOB_ID"
   if [ -n "$step" ]; then
-    kill -TERM "$step" 2>/dev/null
     wait "$step"
   fi
   scontrol requeue "$SLURM_JOB_ID"

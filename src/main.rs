@@ -640,6 +640,11 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
     match ended {
         Ok(uorch::launch::Ended::Completed) => {
             rundir::log_run_end(&mut events, &cfg, true)?;
+            if topo.node_rank != 0 {
+                // Rank 0 (on the first machine) writes the metrics.
+                println!("done: machine {} of {}; results are written on machine 0", topo.node_rank, topo.nnodes);
+                return Ok(ExitCode::SUCCESS);
+            }
             if cfg.pretrain.is_some() {
                 let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
                 println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
@@ -688,13 +693,7 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology
     if topo.node_rank == 0 {
         plan.write()?;
     }
-    let interrupts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    {
-        let i = interrupts.clone();
-        ctrlc::set_handler(move || {
-            i.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        })?;
-    }
+    let interrupts = uorch::launch::interrupt_counter()?;
     let o = run::Options {
         exe: std::env::current_exe()?,
         gpus: (0..gpus).collect(),
