@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{prepare_ml100k, project_root, stderr, tiny_model, uorch};
+use common::{prepare_ml100k, stderr, tiny_model, uorch};
 use std::path::Path;
 
 #[test]
@@ -137,6 +137,8 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     // From the export alone, each user's test question gets evaluation's answer, scores and all.
     let preds = predictions(&run);
     assert_eq!(preds.len(), 6);
+    // Every prediction records what answering it cost.
+    assert!(preds.iter().all(|p| p["prompt_tokens"].as_u64().unwrap() > 5 && p["user_tokens"].as_u64().unwrap() >= 1 && p["gflops"].as_f64().unwrap() > 0.0));
     for p in &preds[..3] {
         let got = ask_export(&export, &["--store", store.to_str().unwrap(), "--user", p["user"].as_str().unwrap()]);
         assert_eq!(&got, p);

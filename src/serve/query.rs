@@ -93,6 +93,6 @@ pub fn ask(loaded: &Loaded, req: &Request) -> Result<serde_json::Value> {
         }
     };
     let asker = Asker::new(&loaded.model, &loaded.tok, cat, spec.clone())?;
-    let (answer, _) = asker.ask(&history, &question)?;
-    Ok(prediction_json(cat, spec.task, &user, &answer, truth.as_ref()))
+    let (answer, cost) = asker.ask(&history, &question)?;
+    Ok(prediction_json(cat, spec.task, &user, &answer, truth.as_ref(), &cost))
 }

@@ -31,8 +31,9 @@ pub struct Evaluated {
 }
 
 /// A prediction as JSON: the user, the answer (category name, item id or
-/// text), the top 10 candidates with scores, and the truth.
-pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, truth: Option<&Truth>) -> serde_json::Value {
+/// text), the top 10 candidates with scores, the truth, and what answering
+/// cost (prompt tokens, user tokens, forward GFLOPs).
+pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, truth: Option<&Truth>, cost: &Cost) -> serde_json::Value {
     let (best, top) = match answer {
         Answer::Ranked(r) => {
             let is_category = task == Task::FavoriteCategory;
@@ -47,7 +48,8 @@ pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, t
         Some(Truth::Review(t)) => serde_json::json!(t),
         None => serde_json::Value::Null,
     };
-    serde_json::json!({"user": user, "answer": best, "top": top, "truth": truth})
+    serde_json::json!({"user": user, "answer": best, "top": top, "truth": truth,
+        "prompt_tokens": cost.prompt_tokens, "user_tokens": cost.user_tokens, "gflops": cost.flops / 1e9})
 }
 
 /// The task's metrics for one answer.
@@ -87,7 +89,7 @@ pub fn evaluate(
         prompt += cost.prompt_tokens as f64;
         user += cost.user_tokens as f64;
         flops += cost.flops;
-        predictions.push(prediction_json(cat, task, &users[c.user], &a, Some(&c.truth)));
+        predictions.push(prediction_json(cat, task, &users[c.user], &a, Some(&c.truth), &cost));
     }
     let n = cases.len().max(1) as f64;
     let metrics = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
