@@ -39,3 +39,11 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
     }
 }
+
+/// The first `digits` hex digits of the SHA-256 of a JSON value's text: a
+/// short, stable name for a configuration (checkpoint compatibility, shared
+/// stage names).
+pub fn config_digest(key: &serde_json::Value, digits: usize) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))[..digits].to_string()
+}

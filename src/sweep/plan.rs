@@ -8,7 +8,6 @@ use crate::config::{self, emit, RunConfig};
 use crate::model::userllm::Integration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The plan, written into the experiment folder for `uorch sweep status`.
@@ -77,7 +76,7 @@ pub fn load_base(path: &Path, overrides: &[String]) -> Result<(config::Resolved<
 fn pretrain_name(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "nproc": cfg.dist.nproc, "cpu_threads": cfg.cpu_threads});
     let store = cfg.data.as_ref().and_then(|d| d.store.file_name()).map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy())))).unwrap_or_default();
-    format!("pretrain-{store}{}", &format!("{:x}", Sha256::digest(key.to_string().as_bytes()))[..10])
+    format!("pretrain-{store}{}", crate::fsutil::config_digest(&key, 10))
 }
 
 /// Build the plan of an experiment file (with `--set` overrides applied to

@@ -19,7 +19,6 @@ use crate::model::encoder::UserEncoder;
 use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -32,7 +31,7 @@ pub fn config_hash(cfg: &RunConfig, enc: &EncoderConfig, p: &PretrainConfig) -> 
         "batch_size": p.batch_size, "grad_accum": p.grad_accum, "lr": p.lr, "weight_decay": p.weight_decay,
         "warmup_steps": p.warmup_steps, "steps": p.steps, "grad_clip": p.grad_clip,
     });
-    format!("{:x}", Sha256::digest(key.to_string().as_bytes()))[..16].to_string()
+    crate::fsutil::config_digest(&key, 16)
 }
 
 #[derive(Debug, Serialize)]

@@ -27,7 +27,6 @@ use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use evaluate::{describe, evaluate, Evaluated};
 use examples::{EvalExample, TrainExample, Truth};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -122,7 +121,7 @@ pub fn merge_lora(model: &mut UserLlm) {
 /// What decides the trajectory: a checkpoint resumes only a run with the same hash.
 fn config_hash(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "finetune": cfg.finetune});
-    format!("{:x}", Sha256::digest(key.to_string().as_bytes()))[..16].to_string()
+    crate::fsutil::config_digest(&key, 16)
 }
 
 /// A training batch: token ids, answer targets (−100 elsewhere), histories.
