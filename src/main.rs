@@ -457,7 +457,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 run_dir.display(),
                 spec.integration,
                 spec.cross_attention_layers.len(),
-                value_name_of(&spec.task.task),
+                config::value_name(&spec.task.task),
                 out.display()
             );
         }
@@ -599,14 +599,11 @@ fn stages(cfg: &RunConfig) -> String {
         v.push(format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc));
     }
     if let Some(f) = &cfg.finetune {
-        v.push(format!("{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines", value_name_of(&f.task), value_name_of(&f.integration), value_name_of(&f.strategy), f.steps));
+        v.push(format!("{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines", config::value_name(&f.task), config::value_name(&f.integration), config::value_name(&f.strategy), f.steps));
     }
     if v.is_empty() { "none (the config has no pretrain or finetune section)".into() } else { v.join(", then ") }
 }
 
-fn value_name_of<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
-}
 
 fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> Result<ExitCode> {
     let cfg = src.load()?.config;

@@ -80,12 +80,10 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     assert!(layers0.to_string().contains("finetune/test/accuracy"), "{layers0}");
 
     // Rerun: the complete trials and the shared pretraining are skipped; the failed one gets a fresh budget.
-    let t0 = Instant::now();
     let o = uorch().arg("launch").arg(&file).output().unwrap();
     let out = stdout(&o);
     assert!(out.contains("4 stage(s): 3 complete, 1 to run"), "{out}");
     assert!(!out.contains("started  layers") && !out.contains("started  pretrain"), "{out}");
-    assert!(t0.elapsed() < Duration::from_secs(60));
     let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
     assert!(stdout(&o).contains("3 trials): 2 done, 0 running, 1 failed"), "{}", stdout(&o));
 }

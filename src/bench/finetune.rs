@@ -74,7 +74,7 @@ pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, devic
         let mut step = |i: usize, count: bool| -> Result<()> {
             let idx: Vec<usize> = (0..batch).map(|k| (i * batch + k) % train.len()).collect();
             let b = finetune::make_batch(&asker, &store, &train, &idx, device)?;
-            finetune::forward_backward(&model, &asker, &store, &train, &b, b.answer_tokens as f64, device)?;
+            finetune::forward_backward(&model, &asker, &b, b.answer_tokens as f64, device)?;
             opt.step(None, 1e-4, 1.0)?;
             if count {
                 let t = b.tokens.size();

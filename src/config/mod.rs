@@ -17,6 +17,11 @@ pub use error::{ConfigError, ConfigErrors};
 pub use merge::{apply_override, load_tree, preset_names};
 pub use run::RunConfig;
 
+/// A config value as it is spelled in YAML (`favorite-category`, `cross_attention`, ...).
+pub fn value_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use tree::Node;

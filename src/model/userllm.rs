@@ -257,11 +257,8 @@ impl UserLlm {
                 if cache.as_ref().is_some_and(|c| c.seen > 0) {
                     return self.llm.logits(&self.llm.hidden_states(&embeds, cache));
                 }
-                let k = user.size()[1];
-                // Padded user positions contribute zero vectors.
-                let user = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
-                let h = self.llm.hidden_states(&Tensor::cat(&[&user, &embeds], 1), cache);
-                self.llm.logits(&h.narrow(1, k, token_ids.size()[1]))
+                let h = self.llm.hidden_states(&soft_prompt_input(&embeds, user, mask), cache);
+                self.llm.logits(&h.narrow(1, user.size()[1], token_ids.size()[1]))
             }
         }
     }
@@ -277,10 +274,7 @@ impl UserLlm {
     fn checkpointed_logits(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
         let (mut h, user, k) = match self.integration {
             Integration::CrossAttention => (embeds.shallow_clone(), user.to_kind(embeds.kind()), 0),
-            Integration::SoftPrompt => {
-                let u = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
-                (Tensor::cat(&[&u, embeds], 1), Tensor::zeros([0], (Kind::Float, embeds.device())), user.size()[1])
-            }
+            Integration::SoftPrompt => (soft_prompt_input(embeds, user, mask), Tensor::zeros([0], (Kind::Float, embeds.device())), user.size()[1]),
             Integration::TextPrompt => (embeds.shallow_clone(), Tensor::zeros([0], (Kind::Float, embeds.device())), 0),
         };
         for (i, layer) in self.llm.layers.iter().enumerate() {
@@ -317,14 +311,25 @@ impl UserLlm {
     /// Switch dropout (encoder dropout is passed per call; LoRA's is a flag).
     pub fn set_training(&self, on: bool) {
         self.training.set(on);
-        for layer in &self.llm.layers {
-            let a = &layer.self_attn;
-            let m = &layer.mlp;
-            for lin in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj] {
-                if let Some(l) = &lin.lora {
-                    l.training.set(on);
-                }
+        for lin in self.llm.layers.iter().flat_map(|l| l.linears()) {
+            if let Some(l) = &lin.lora {
+                l.training.set(on);
             }
         }
     }
+
+    /// Fold the LoRA adapters into the LLM's weights (what evaluation after
+    /// finetuning and the export use).
+    pub fn merge_lora(&mut self) {
+        for lin in self.llm.layers.iter_mut().flat_map(|l| l.linears_mut()) {
+            lin.merge_lora();
+        }
+    }
+}
+
+/// A soft prompt's input: the user embeddings (padded positions as zero
+/// vectors) before the token embeddings.
+fn soft_prompt_input(embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
+    let user = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
+    Tensor::cat(&[&user, embeds], 1)
 }

@@ -53,15 +53,6 @@ pub enum Answer {
     Text(String),
 }
 
-impl Answer {
-    pub fn best(&self) -> Option<usize> {
-        match self {
-            Answer::Ranked(r) => r.first().map(|x| x.0),
-            Answer::Text(_) => None,
-        }
-    }
-}
-
 /// Cost of one answer, for the per-example figures.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
@@ -198,7 +189,7 @@ pub enum TargetText {
 }
 
 /// Best first; ties go to the smaller id, so the order is reproducible.
-fn rank(mut v: Vec<(usize, f64)>) -> Vec<(usize, f64)> {
+pub fn rank(mut v: Vec<(usize, f64)>) -> Vec<(usize, f64)> {
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v
 }

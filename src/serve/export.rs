@@ -63,7 +63,7 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
     let store = Store::open(&cfg.data.as_ref().context("no data section")?.store)?;
     let mut model = finetune::build(&cfg, &store, Device::Cpu, false)?;
     finetune::load_weights(&model, &weights)?;
-    finetune::merge_lora(&mut model);
+    model.merge_lora();
 
     let tmp = out.with_file_name(format!(".{}.tmp-{}", out.file_name().context("an output folder name")?.to_string_lossy(), std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);

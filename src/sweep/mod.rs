@@ -9,6 +9,7 @@ pub mod run;
 pub mod spec;
 pub mod state;
 
+use crate::config::value_name;
 use anyhow::{bail, Result};
 use plan::{Plan, StageKind};
 use std::os::fd::AsRawFd;
@@ -41,11 +42,6 @@ pub fn describe(plan: &Plan) -> String {
         s.push_str(&format!("  {:<w$}  {what}{done}\n", st.name));
     }
     s
-}
-
-/// A config value as it is spelled in YAML.
-fn value_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Hold the experiment folder for this controller (a second one on the

@@ -15,6 +15,7 @@ pub const MD_FILE: &str = "results.md";
 
 pub struct Row {
     pub trial: String,
+    /// The trial's value of each axis of the plan, in order.
     pub axes: Vec<String>,
     pub state: State,
     pub metrics: BTreeMap<String, f64>,
@@ -46,7 +47,8 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
             }
             let mut row = Row {
                 trial: t.name.clone(),
-                axes: t.axes.iter().map(|(_, l)| l.clone()).collect(),
+                // One value per axis of the plan; extras without an axis show "-" there.
+                axes: plan.axes.iter().map(|a| t.axes.iter().find(|(n, _)| n == a).map(|(_, l)| l.clone()).unwrap_or_else(|| "-".into())).collect(),
                 state: if state::complete(stage) { State::Done } else { st.state },
                 metrics: BTreeMap::new(),
                 prompt_tokens: None,
@@ -84,16 +86,6 @@ fn metric_keys(rows: &[Row]) -> Vec<String> {
     rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
 }
 
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Pending => "pending",
-        State::Running => "running",
-        State::Done => "done",
-        State::Failed => "failed",
-        State::Interrupted => "interrupted",
-    }
-}
-
 /// Header and cells of every row, as text.
 fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
     let keys = metric_keys(rows);
@@ -107,12 +99,8 @@ fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
         .iter()
         .map(|r| {
             let mut c = vec![r.trial.clone()];
-            // Extras without an axis show "-" there.
-            for a in &plan.axes {
-                let t = plan.trials.iter().find(|t| t.name == r.trial).expect("trial");
-                c.push(t.axes.iter().find(|(n, _)| n == a).map(|(_, l)| l.clone()).unwrap_or_else(|| "-".into()));
-            }
-            c.push(state_name(r.state).into());
+            c.extend(r.axes.iter().cloned());
+            c.push(crate::config::value_name(&r.state));
             for k in &keys {
                 c.push(opt(r.metrics.get(k).copied(), 4));
             }

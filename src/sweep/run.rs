@@ -161,8 +161,9 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                     println!("[{}] failed   {}: {why}; retrying ({} of {} retries)", stamp(), s.name, st.attempts, plan.sweep.retries);
                 } else {
                     st.state = State::Failed;
-                    st.error = Some(format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8)));
-                    println!("[{}] FAILED   {}: {why}\n{}", stamp(), s.name, tail(&state::log_path(&plan.dir, &s.name), 8));
+                    let error = format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8));
+                    println!("[{}] FAILED   {}: {error}", stamp(), s.name);
+                    st.error = Some(error);
                 }
             }
             persist(o, &plan.dir, &s.name, st)?;

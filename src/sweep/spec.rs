@@ -130,7 +130,7 @@ impl SweepSpec {
         let Some(pos) = entries.iter().position(|(k, _)| k.name == SWEEP_KEY) else { return Ok(None) };
         let (_, node) = entries.remove(pos);
         let spec: SweepSpec = serde_path_to_error::deserialize(&node.to_json())
-            .map_err(|e| anyhow::anyhow!("{}: sweep.{}: {}", describe_origin(&node), e.path(), e.inner()))?;
+            .map_err(|e| anyhow::anyhow!("{}: sweep.{}: {}", node.origin, e.path(), e.inner()))?;
         Ok(Some(spec))
     }
 
@@ -197,10 +197,6 @@ impl SweepSpec {
         }
         Ok(trials)
     }
-}
-
-fn describe_origin(node: &Node) -> String {
-    format!("{}", node.origin)
 }
 
 #[cfg(test)]

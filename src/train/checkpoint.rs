@@ -51,16 +51,22 @@ pub fn digest(tensors: &[(String, Tensor)]) -> String {
     format!("{:x}", h.finalize())[..16].to_string()
 }
 
-fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
+/// SHA-256 of a file, as hex.
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Write `tensors` as f32 safetensors and sync the file.
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
         let (s, b) = to_bytes(t);
         (n.clone(), s, b)
     }).collect();
     let views: Vec<(String, TensorView)> = data.iter().map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?))).collect::<Result<_>>()?;
     safetensors::serialize_to_file(views, None, path)?;
-    let bytes = std::fs::read(path)?;
     std::fs::File::open(path)?.sync_all()?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    Ok(())
 }
 
 /// Pretraining's checkpoints folder in a run folder.
@@ -89,7 +95,7 @@ pub fn staging(root: &Path, step: u64) -> Result<PathBuf> {
 
 /// Write one file of tensors into a staging folder.
 pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> Result<()> {
-    write_tensors(&staging.join(name), tensors).map(|_| ())
+    write_tensors(&staging.join(name), tensors)
 }
 
 /// Seal a staging folder: the SHA-256 of every file goes into the state file,
@@ -99,8 +105,7 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
         let mut names: Vec<String> = std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for name in names.into_iter().filter(|n| n != STATE) {
-            let bytes = std::fs::read(staging.join(&name))?;
-            state.files.insert(name, format!("{:x}", Sha256::digest(&bytes)));
+            state.files.insert(name.clone(), sha256_file(&staging.join(&name))?);
         }
         std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(&state)?)?;
         std::fs::File::open(staging.join(STATE))?.sync_all()?;
@@ -162,8 +167,7 @@ pub fn verify(dir: &Path) -> Result<TrainState> {
     let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(STATE)).with_context(|| format!("{}: no {STATE}", dir.display()))?)
         .with_context(|| format!("{}: unreadable {STATE}", dir.display()))?;
     for (file, sha) in &state.files {
-        let bytes = std::fs::read(dir.join(file)).with_context(|| format!("{}: missing {file}", dir.display()))?;
-        let got = format!("{:x}", Sha256::digest(&bytes));
+        let got = sha256_file(&dir.join(file)).with_context(|| format!("{}: missing {file}", dir.display()))?;
         if &got != sha {
             bail!("{}: {file} has SHA-256 {got}, the state file says {sha}: the checkpoint is damaged", dir.display());
         }
@@ -201,8 +205,7 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String>
     let dir = path.parent().context("a file path")?;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let sha = write_tensors(&tmp, tensors);
-    match sha {
+    match write_tensors(&tmp, tensors).and_then(|_| sha256_file(&tmp)) {
         Ok(sha) => {
             std::fs::rename(&tmp, path)?;
             std::fs::File::open(dir)?.sync_all()?;

@@ -118,11 +118,6 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     };
 
     for step in start..p.steps {
-        if w.should_stop()? {
-            save(step, last_loss, &opt)?;
-            interrupted = true;
-            break;
-        }
         tch::manual_seed((cfg.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64);
         let lr = lr_at(step, p.steps, p.warmup_steps, p.lr);
         // This step's micro-batches, and the global number of targets.
@@ -136,7 +131,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             micro.push(epoch_cache.as_ref().expect("filled").1[idx].clone());
         }
         let local: i64 = micro.iter().flatten().map(|&i| window_targets(&windows[i], d.window)).sum();
-        let global = w.sum(&[local as f64])?[0].max(1.0);
+        let (stop, counts) = w.stop_and_sum(&[local as f64])?;
+        if stop {
+            save(step, last_loss, &opt)?;
+            interrupted = true;
+            break;
+        }
+        let global = counts[0].max(1.0);
         let mut loss_sum = 0.0;
         for batch in &micro {
             if batch.is_empty() {

@@ -4,6 +4,7 @@
 
 use super::attention::{LayerCache, SelfAttention};
 use super::config::LlamaConfig;
+use super::linear::Linear;
 use super::mlp::Mlp;
 use super::rms_norm::RmsNorm;
 use super::rope::Rope;
@@ -25,6 +26,17 @@ impl DecoderLayer {
             post_attention_layernorm: RmsNorm::new(&p / "post_attention_layernorm", c.hidden_size, c.rms_norm_eps),
             mlp: Mlp::new(&p / "mlp", c),
         }
+    }
+
+    /// The layer's linear maps (the ones LoRA can adapt), attention then MLP.
+    pub fn linears(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+    }
+
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj]
     }
 
     /// `(batch, seq, hidden)` → same.

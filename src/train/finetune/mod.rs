@@ -14,15 +14,15 @@ use super::ddp;
 use super::schedule::lr_at;
 use super::worker::Worker;
 use super::zero::ShardedAdamW;
-use crate::config::RunConfig;
-use crate::data::catalog::Catalog;
+use crate::config::{value_name, RunConfig};
+use crate::data::catalog::{Catalog, Interaction};
 use crate::data::split::{epoch_batches, steps_per_epoch, Sharding};
 use crate::data::store::Store;
 use crate::data::tasks::Task;
 use crate::model::llama::load::load;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, Part, Strategy, UserLlm, UserLlmConfig};
-use crate::serve::ask::{Answer, Asker, Cost, TaskSpec};
+use crate::serve::ask::{rank, Answer, Asker, Cost, TaskSpec};
 use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use evaluate::{describe, evaluate, Evaluated};
@@ -107,17 +107,6 @@ pub fn load_weights(model: &UserLlm, path: &Path) -> Result<usize> {
     Ok(saved.len())
 }
 
-/// Fold LoRA adapters into the LLM's weights (what evaluation and the export use).
-pub fn merge_lora(model: &mut UserLlm) {
-    for layer in &mut model.llm.layers {
-        let a = &mut layer.self_attn;
-        let m = &mut layer.mlp;
-        for lin in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
-            lin.merge_lora();
-        }
-    }
-}
-
 /// What decides the trajectory: a checkpoint resumes only a run with the same hash.
 fn config_hash(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "finetune": cfg.finetune});
@@ -129,16 +118,17 @@ pub(crate) struct Batch {
     pub tokens: Tensor,
     targets: Tensor,
     pub answer_tokens: i64,
-    examples: Vec<usize>,
+    histories: Vec<Vec<Interaction>>,
 }
 
 pub(crate) fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], idx: &[usize], device: Device) -> Result<Batch> {
     let mut seqs = Vec::with_capacity(idx.len());
+    let mut histories = Vec::with_capacity(idx.len());
     for &i in idx {
         let ex = &train[i];
-        let prompt = asker.prompt(&store.interactions(ex.history.clone()), &ex.question)?;
-        let answer = asker.answer_tokens(&ex.target)?;
-        seqs.push((prompt, answer));
+        let history = store.interactions(ex.history.clone());
+        seqs.push((asker.prompt(&history, &ex.question)?, asker.answer_tokens(&ex.target)?));
+        histories.push(history);
     }
     let t = seqs.iter().map(|(p, a)| p.len() + a.len()).max().unwrap_or(1);
     let eos = asker.eos();
@@ -152,18 +142,17 @@ pub(crate) fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], i
         answer_tokens += a.len() as i64;
     }
     let shape = [idx.len() as i64, t as i64];
-    Ok(Batch { tokens: Tensor::from_slice(&toks).view(shape).to_device(device), targets: Tensor::from_slice(&tgt).view(shape).to_device(device), answer_tokens, examples: idx.to_vec() })
+    Ok(Batch { tokens: Tensor::from_slice(&toks).view(shape).to_device(device), targets: Tensor::from_slice(&tgt).view(shape).to_device(device), answer_tokens, histories })
 }
 
 /// Forward and backward of one micro-batch, the loss divided by `global`
 /// answer tokens; returns the summed loss.
-pub(crate) fn forward_backward(model: &UserLlm, asker: &Asker, store: &Store, train: &[TrainExample], b: &Batch, global: f64, device: Device) -> Result<f64> {
+pub(crate) fn forward_backward(model: &UserLlm, asker: &Asker, b: &Batch, global: f64, device: Device) -> Result<f64> {
     let logits = crate::torch_runtime::with_autocast(device, || {
         if model.integration == Integration::TextPrompt {
             model.forward_text(&b.tokens)
         } else {
-            let hist: Vec<Vec<_>> = b.examples.iter().map(|&i| store.interactions(train[i].history.clone())).collect();
-            let refs: Vec<&[_]> = hist.iter().map(|h| h.as_slice()).collect();
+            let refs: Vec<&[_]> = b.histories.iter().map(|h| h.as_slice()).collect();
             model.forward(&b.tokens, &asker.inputs(&refs), true)
         }
     });
@@ -209,9 +198,7 @@ fn baselines(asker: Asker, store: &Store, cat: &Catalog, train: &[TrainExample],
             }
             out.push(evaluate(cat, task, users, cases, "popularity", |c| {
                 let crate::serve::ask::Question::NextItem { candidates } = &c.question else { unreachable!("next-item questions") };
-                let mut r: Vec<(usize, f64)> = candidates.iter().map(|&i| (i, pop[i])).collect();
-                r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                Ok((Answer::Ranked(r), Cost::default()))
+                Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
             })?.0);
         }
         Task::Review => {}
@@ -239,7 +226,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let named = model.named_parameters();
     let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(f.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
     if trainable.is_empty() {
-        bail!("finetune: nothing trains with the {:?} strategy and {:?} integration (TextPrompt has no encoder: use full or lora)", f.strategy, f.integration);
+        bail!("finetune: nothing trains with the {} strategy and {} integration (TextPrompt has no encoder: use full or lora)", value_name(&f.strategy), value_name(&f.integration));
     }
     let params: Vec<Tensor> = trainable.iter().map(|(_, t)| t.shallow_clone()).collect();
     if let Some(pg) = &w.group {
@@ -249,8 +236,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let train = examples::training(&store, f.task, d.window, d.stride)?;
     let cases = examples::evaluation(&store, &cat, &spec, f.eval_examples);
     if lead {
-        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        eprintln!("finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions", name(serde_json::json!(f.task)), name(serde_json::json!(f.integration)), name(serde_json::json!(f.strategy)), train.len(), cases.len());
+        eprintln!("finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions", value_name(&f.task), value_name(&f.integration), value_name(&f.strategy), train.len(), cases.len());
     }
 
     // Evaluation runs on rank 0 alone (the others wait): give it every core.
@@ -322,13 +308,6 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let t_train = Instant::now();
     let mut last_loss = f64::NAN;
     for step in start..f.steps {
-        if w.should_stop()? {
-            save(step, last_loss, &opt)?;
-            if lead {
-                eprintln!("interrupted after step {step}: checkpoint written");
-            }
-            return Ok(results);
-        }
         tch::manual_seed((cfg.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64 ^ 0x5eed);
         let lr = lr_at(step, f.steps, f.warmup_steps, f.lr);
         let mut micro = Vec::with_capacity(f.grad_accum);
@@ -346,10 +325,18 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         // The loss is normalised by the global number of answer tokens, so
         // ranks and micro-batches add up to one big batch.
         let local: i64 = micro.iter().map(|b| b.answer_tokens).sum();
-        let global = w.sum(&[local as f64])?[0].max(1.0);
+        let (stop, counts) = w.stop_and_sum(&[local as f64])?;
+        if stop {
+            save(step, last_loss, &opt)?;
+            if lead {
+                eprintln!("interrupted after step {step}: checkpoint written");
+            }
+            return Ok(results);
+        }
+        let global = counts[0].max(1.0);
         let mut loss_sum = 0.0;
         for b in &micro {
-            loss_sum += forward_backward(&model, &asker, &store, &train, b, global, w.device)?;
+            loss_sum += forward_backward(&model, &asker, b, global, w.device)?;
         }
         let grad_norm = opt.step(w.group.as_ref(), lr, f.grad_clip)?;
         last_loss = w.sum(&[loss_sum])?[0] / global;
@@ -382,7 +369,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         let sha = checkpoint::save_tensors(&path, &weights_to_save(&model))?;
         eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
         // Evaluate the weights the export will hold: LoRA merged.
-        merge_lora(&mut model);
+        model.merge_lora();
         tch::set_num_threads(cores);
         let asker = Asker::new(&model, &tok, &cat, spec.clone())?;
         let (finetuned, predictions) = evaluate(&cat, f.task, &store.vocab.user, &cases, "USER-LLM finetuned", |c| asker.ask(&c.history, &c.question))?;
