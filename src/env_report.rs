@@ -130,7 +130,11 @@ pub fn collect() -> EnvReport {
                 Backend {
                     name: "gloo",
                     available: ok,
-                    detail: if ok { "built into libtorch_cpu; CPU tensors".into() } else { "libtorch was built without Gloo".into() },
+                    detail: if ok {
+                        "built into libtorch_cpu; CPU tensors".into()
+                    } else {
+                        "libtorch was built without Gloo".into()
+                    },
                 }
             },
             Backend {
@@ -180,7 +184,11 @@ fn cpu_features() -> Vec<String> {
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// The human-readable form: aligned `key: value` lines in sections.
@@ -188,7 +196,8 @@ pub fn render(r: &EnvReport) -> String {
     let mut s = String::new();
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "unknown".into());
     let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into());
-    let asset = |a: &Asset| format!("{}{}", a.path.display(), if a.present { "" } else { "  (missing: run make setup)" });
+    let asset =
+        |a: &Asset| format!("{}{}", a.path.display(), if a.present { "" } else { "  (missing: run make setup)" });
     let mut line = |k: &str, v: String| {
         let _ = writeln!(s, "  {k:<22} {v}");
     };
@@ -238,7 +247,10 @@ pub fn render(r: &EnvReport) -> String {
     );
     line("MKL-DNN / OpenMP", format!("{} / {}", yes_no(r.cpu.mkldnn), yes_no(r.cpu.openmp)));
     for b in &r.collectives {
-        line(&format!("collective {}", b.name), format!("{} ({})", if b.available { "available" } else { "unavailable" }, b.detail));
+        line(
+            &format!("collective {}", b.name),
+            format!("{} ({})", if b.available { "available" } else { "unavailable" }, b.detail),
+        );
     }
     line("project root", r.paths.project_root.display().to_string());
     line("MovieLens-100K", asset(&r.paths.movielens_100k));

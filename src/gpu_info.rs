@@ -35,18 +35,20 @@ pub fn query() -> Result<DriverInfo, String> {
     unsafe {
         let lib = Library::new("libcuda.so.1").map_err(|e| format!("no NVIDIA driver library: {e}"))?;
         let check = |what: &str, rc: c_int| {
-            if rc == 0 { Ok(()) } else { Err(format!("{what} failed with CUresult {rc}")) }
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(format!("{what} failed with CUresult {rc}"))
+            }
         };
         let sym = |name: &str| -> Result<Symbol<'_, *const ()>, String> {
             lib.get(name.as_bytes()).map_err(|e| format!("{name}: {e}"))
         };
         let cu_init: extern "C" fn(c_uint) -> c_int = std::mem::transmute(*sym("cuInit")?);
-        let cu_driver_version: extern "C" fn(*mut c_int) -> c_int =
-            std::mem::transmute(*sym("cuDriverGetVersion")?);
+        let cu_driver_version: extern "C" fn(*mut c_int) -> c_int = std::mem::transmute(*sym("cuDriverGetVersion")?);
         let cu_count: extern "C" fn(*mut c_int) -> c_int = std::mem::transmute(*sym("cuDeviceGetCount")?);
         let cu_get: extern "C" fn(*mut c_int, c_int) -> c_int = std::mem::transmute(*sym("cuDeviceGet")?);
-        let cu_name: extern "C" fn(*mut c_char, c_int, c_int) -> c_int =
-            std::mem::transmute(*sym("cuDeviceGetName")?);
+        let cu_name: extern "C" fn(*mut c_char, c_int, c_int) -> c_int = std::mem::transmute(*sym("cuDeviceGetName")?);
         let cu_attr: extern "C" fn(*mut c_int, c_int, c_int) -> c_int =
             std::mem::transmute(*sym("cuDeviceGetAttribute")?);
         let cu_mem: extern "C" fn(*mut usize, c_int) -> c_int = std::mem::transmute(*sym("cuDeviceTotalMem_v2")?);

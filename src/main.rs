@@ -9,9 +9,9 @@ use uorch::data::formats::Format;
 use uorch::data::ingest::Filters;
 use uorch::data::prepare::{self, PrepareOptions};
 use uorch::data::split::{self, Split};
+use uorch::data::store::Store;
 use uorch::data::tasks::{self, Task};
 use uorch::data::{prompt, stats};
-use uorch::data::store::Store;
 use uorch::{env_report, rundir, tb, torch_runtime};
 
 /// `uorch --version`: the crate version and the commit it was built from.
@@ -410,7 +410,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCmd::Check { src }) => {
             if uorch::sweep::plan::is_experiment(&src.file)? {
                 let plan = uorch::sweep::plan::build(&src.file, &src.set, 0)?;
-                println!("{}: ok (an experiment: {} trial(s), {} stage(s))", src.file.display(), plan.trials.len(), plan.stages.len());
+                println!(
+                    "{}: ok (an experiment: {} trial(s), {} stage(s))",
+                    src.file.display(),
+                    plan.trials.len(),
+                    plan.stages.len()
+                );
             } else {
                 src.load()?;
                 println!("{}: ok", src.file.display());
@@ -461,12 +466,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.display()
             );
         }
-        Command::Generate { model, store, user, history, item, candidates, json, device, .. } if uorch::serve::export::is_export(&model) => {
+        Command::Generate { model, store, user, history, item, candidates, json, device, .. }
+            if uorch::serve::export::is_export(&model) =>
+        {
             use uorch::serve::query::{Request, Source};
             let source = match (store, user, history) {
                 (Some(store), Some(user), None) => Source::Store { store, user },
                 (None, None, Some(h)) => Source::File(h),
-                _ => anyhow::bail!("{} is an export: give the user's history with --store STORE --user ID, or --history FILE", model.display()),
+                _ => anyhow::bail!(
+                    "{} is an export: give the user's history with --store STORE --user ID, or --history FILE",
+                    model.display()
+                ),
             };
             let loaded = uorch::serve::export::load_export(&model, parse_device(device.as_deref())?)?;
             let answer = uorch::serve::query::ask(&loaded, &Request { source, item, candidates })?;
@@ -480,7 +490,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 || temperature < 0.0 {
                 anyhow::bail!("--top-p must be in (0, 1] and --temperature at least 0");
             }
-            let prompt = prompt.with_context(|| format!("{} is a model folder: give --prompt TEXT", model.display()))?;
+            let prompt =
+                prompt.with_context(|| format!("{} is a model folder: give --prompt TEXT", model.display()))?;
             let device = parse_device(device.as_deref())?;
             let tok = uorch::model::tokenizer::Tokenizer::from_dir(&model)?;
             let m = uorch::model::llama::load::load(&model, device, uorch::model::llama::load::default_kind(device))?;
@@ -581,12 +592,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(BenchCmd::Efficiency { store, model, windows, cases }) => {
             let rows = uorch::bench::efficiency::run(&store, &model, &windows, cases.max(1))?;
-            println!("per example, one forward over the user's context (CPU, {} threads); ratios against TextPrompt:", tch::get_num_threads());
+            println!(
+                "per example, one forward over the user's context (CPU, {} threads); ratios against TextPrompt:",
+                tch::get_num_threads()
+            );
             print!("{}", uorch::bench::efficiency::report(&rows));
         }
         Command::Bench(BenchCmd::Ingest { rows, dir }) => {
             let results = uorch::bench::ingest::bench(&dir, rows, &uorch::paths::venv_python())?;
-            println!("ingest benchmark, {} logical cores:", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            println!(
+                "ingest benchmark, {} logical cores:",
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            );
             print!("{}", uorch::bench::ingest::report(&results));
         }
     }
@@ -596,21 +613,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn stages(cfg: &RunConfig) -> String {
     let mut v = Vec::new();
     if let Some(p) = &cfg.pretrain {
-        v.push(format!("encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation", p.steps, p.batch_size, cfg.dist.nproc));
+        v.push(format!(
+            "encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation",
+            p.steps, p.batch_size, cfg.dist.nproc
+        ));
     }
     if let Some(f) = &cfg.finetune {
-        v.push(format!("{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines", config::value_name(&f.task), config::value_name(&f.integration), config::value_name(&f.strategy), f.steps));
+        v.push(format!(
+            "{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines",
+            config::value_name(&f.task),
+            config::value_name(&f.integration),
+            config::value_name(&f.strategy),
+            f.steps
+        ));
     }
-    if v.is_empty() { "none (the config has no pretrain or finetune section)".into() } else { v.join(", then ") }
+    if v.is_empty() {
+        "none (the config has no pretrain or finetune section)".into()
+    } else {
+        v.join(", then ")
+    }
 }
-
 
 fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> Result<ExitCode> {
     let cfg = src.load()?.config;
     let dir = cfg.run_dir();
     if dry_run {
         println!("run `{}` would be written to {}", cfg.name, dir.display());
-        println!("seed {}, cpu threads {}, {} worker(s) per machine", cfg.seed, threads_text(cfg.cpu_threads), cfg.dist.nproc);
+        println!(
+            "seed {}, cpu threads {}, {} worker(s) per machine",
+            cfg.seed,
+            threads_text(cfg.cpu_threads),
+            cfg.dist.nproc
+        );
         println!("stages: {}", stages(&cfg));
         return Ok(ExitCode::SUCCESS);
     }
@@ -643,17 +677,26 @@ fn launch(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology) -> R
                 return Ok(ExitCode::SUCCESS);
             }
             if cfg.pretrain.is_some() {
-                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(uorch::train::pretrain::metrics_path(&dir))?)?;
                 println!("pretraining done: final loss {:.4}", m["final_loss"].as_f64().unwrap_or(f64::NAN));
                 println!("  {:<12} {:>9} {:>9} {:>9} {:>9}", "test", "recall@1", "recall@5", "recall@10", "ndcg@10");
                 for who in ["encoder", "popularity"] {
                     let r = &m[who];
                     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-                    println!("  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", who, f("recall@1"), f("recall@5"), f("recall@10"), f("ndcg@10"));
+                    println!(
+                        "  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                        who,
+                        f("recall@1"),
+                        f("recall@5"),
+                        f("recall@10"),
+                        f("ndcg@10")
+                    );
                 }
             }
             if cfg.finetune.is_some() {
-                let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(uorch::train::finetune::METRICS_FILE))?)?;
+                let m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(dir.join(uorch::train::finetune::METRICS_FILE))?)?;
                 println!("finetuning done ({} of {} parameters trained):", m["trainable_parameters"], m["parameters"]);
                 print!("{}", uorch::train::finetune::evaluate::table(&m));
             }
@@ -685,7 +728,9 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let topo = uorch::launch::Topology { master_port: if topo.master_port == 0 { 29400 } else { topo.master_port }, ..topo }.resolve()?;
+    let topo =
+        uorch::launch::Topology { master_port: if topo.master_port == 0 { 29400 } else { topo.master_port }, ..topo }
+            .resolve()?;
     let _lock = if topo.node_rank == 0 { Some(sweep::lock(&plan)?) } else { None };
     if topo.node_rank == 0 {
         plan.write()?;
@@ -698,14 +743,24 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology
         node_rank: topo.node_rank,
         master_addr: topo.master_addr.clone(),
         master_port: topo.master_port,
-        progress_every: std::time::Duration::from_secs(std::env::var("UORCH_PROGRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20)),
+        progress_every: std::time::Duration::from_secs(
+            std::env::var("UORCH_PROGRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20),
+        ),
     };
     let outcome = run::run(&plan, &o, interrupts)?;
     if topo.node_rank == 0 {
         println!();
         print!("{}", sweep::report(&plan)?);
-        println!("results: {} and {}", plan.dir.join(sweep::results::CSV_FILE).display(), plan.dir.join(sweep::results::MD_FILE).display());
-        println!("TensorBoard: {} --logdir {}", uorch::paths::venv_python().with_file_name("tensorboard").display(), plan.dir.join(sweep::plan::RUNS_DIR).display());
+        println!(
+            "results: {} and {}",
+            plan.dir.join(sweep::results::CSV_FILE).display(),
+            plan.dir.join(sweep::results::MD_FILE).display()
+        );
+        println!(
+            "TensorBoard: {} --logdir {}",
+            uorch::paths::venv_python().with_file_name("tensorboard").display(),
+            plan.dir.join(sweep::plan::RUNS_DIR).display()
+        );
     }
     match outcome {
         run::Outcome::Interrupted => {
@@ -713,7 +768,10 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology
             Ok(ExitCode::from(130))
         }
         run::Outcome::Completed { failed, .. } if failed > 0 => {
-            eprintln!("error: {failed} stage(s) failed (see the table and {})", plan.dir.join(sweep::state::LOGS_DIR).display());
+            eprintln!(
+                "error: {failed} stage(s) failed (see the table and {})",
+                plan.dir.join(sweep::state::LOGS_DIR).display()
+            );
             Ok(ExitCode::from(1))
         }
         run::Outcome::Completed { .. } => Ok(ExitCode::SUCCESS),
@@ -722,7 +780,8 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: uorch::launch::Topology
 
 fn worker(config: &std::path::Path) -> Result<()> {
     let cfg = config::load::<RunConfig>(config, &[])?.config;
-    let threads: i32 = std::env::var("UORCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cfg.cpu_threads as i32);
+    let threads: i32 =
+        std::env::var("UORCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cfg.cpu_threads as i32);
     if threads > 0 {
         tch::set_num_threads(threads);
     }
@@ -751,7 +810,16 @@ fn worker(config: &std::path::Path) -> Result<()> {
 
 fn data_command(cmd: DataCmd) -> Result<()> {
     match cmd {
-        DataCmd::Prepare { inputs, out, format, min_user_interactions, min_item_interactions, skip_bad_lines, force, timings } => {
+        DataCmd::Prepare {
+            inputs,
+            out,
+            format,
+            min_user_interactions,
+            min_item_interactions,
+            skip_bad_lines,
+            force,
+            timings,
+        } => {
             let t0 = std::time::Instant::now();
             let opts = PrepareOptions {
                 inputs,
@@ -798,9 +866,16 @@ fn data_command(cmd: DataCmd) -> Result<()> {
             let steps = split::steps_per_epoch(windows.len(), world, batch_size);
             let targets: usize = windows.iter().map(|w| w.end - w.start - 1).sum();
             if json {
-                println!("{}", serde_json::json!({"training_windows": windows.len(), "training_targets": targets, "valid_cases": valid, "test_cases": test, "steps_per_epoch": steps, "world": world, "batch_size": batch_size}));
+                println!(
+                    "{}",
+                    serde_json::json!({"training_windows": windows.len(), "training_targets": targets, "valid_cases": valid, "test_cases": test, "steps_per_epoch": steps, "world": world, "batch_size": batch_size})
+                );
             } else {
-                println!("  training windows   {} (length {window}, stride {stride}; {} next-item targets)", stats::group(windows.len()), stats::group(targets));
+                println!(
+                    "  training windows   {} (length {window}, stride {stride}; {} next-item targets)",
+                    stats::group(windows.len()),
+                    stats::group(targets)
+                );
                 println!("  validation cases   {}", stats::group(valid));
                 println!("  test cases         {}", stats::group(test));
                 println!("  steps per epoch    {steps} on each of {world} rank(s) at batch size {batch_size}");
@@ -831,9 +906,20 @@ fn data_command(cmd: DataCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::json!({"examples": total, "shown": rows}));
             } else {
-                println!("{} {} examples on the {} split (history up to {window}); showing {}", stats::group(total), value_name(task), value_name(split), rows.len());
+                println!(
+                    "{} {} examples on the {} split (history up to {window}); showing {}",
+                    stats::group(total),
+                    value_name(task),
+                    value_name(split),
+                    rows.len()
+                );
                 for r in &rows {
-                    println!("\nuser {} ({} interactions of history) -> {}", r["user"].as_str().unwrap_or(""), r["history_length"], r["target"].as_str().unwrap_or(""));
+                    println!(
+                        "\nuser {} ({} interactions of history) -> {}",
+                        r["user"].as_str().unwrap_or(""),
+                        r["history_length"],
+                        r["target"].as_str().unwrap_or("")
+                    );
                     if let Some(t) = r["prompt_tokens"].as_u64() {
                         println!("prompt ({t} tokens):");
                     }
@@ -890,5 +976,9 @@ fn value_name(v: impl clap::ValueEnum) -> String {
 }
 
 fn threads_text(n: u32) -> String {
-    if n == 0 { format!("libtorch default ({})", tch::get_num_threads()) } else { n.to_string() }
+    if n == 0 {
+        format!("libtorch default ({})", tch::get_num_threads())
+    } else {
+        n.to_string()
+    }
 }

@@ -42,7 +42,8 @@ pub fn prepare(config: &RunConfig, env: &crate::env_report::EnvReport) -> Result
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
     let json = serde_json::to_value(config)?;
     let yaml = emit::to_yaml(&json, None);
-    write_atomic(&dir.join(CONFIG_FILE), yaml.as_bytes()).with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
+    write_atomic(&dir.join(CONFIG_FILE), yaml.as_bytes())
+        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
     write_atomic(&dir.join(ENV_FILE), serde_json::to_string_pretty(env)?.as_bytes())?;
     Ok(dir)
 }

@@ -16,9 +16,14 @@ use std::sync::OnceLock;
 pub enum CudaLibrary {
     /// The libtorch in use has no CUDA half (a CPU-only extraction).
     Absent,
-    Loaded { path: PathBuf },
+    Loaded {
+        path: PathBuf,
+    },
     /// Present but could not be loaded (e.g. no NVIDIA driver on this host).
-    Failed { path: PathBuf, error: String },
+    Failed {
+        path: PathBuf,
+        error: String,
+    },
 }
 
 static CUDA: OnceLock<CudaLibrary> = OnceLock::new();
@@ -120,7 +125,8 @@ mod tests {
 
     #[test]
     fn version_py_parses_wheel_format() {
-        let text = "from typing import Optional\n__all__ = ['__version__']\n__version__ = '2.11.0+cu130'\ncuda = '13.0'\n";
+        let text =
+            "from typing import Optional\n__all__ = ['__version__']\n__version__ = '2.11.0+cu130'\ncuda = '13.0'\n";
         assert_eq!(parse_version_py(text).as_deref(), Some("2.11.0+cu130"));
         assert_eq!(parse_version_py("x = 1\n"), None);
     }

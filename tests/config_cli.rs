@@ -70,7 +70,10 @@ fn out_of_range_values_are_all_reported_with_their_positions() {
     assert!(lines[0].starts_with(&format!("error: {}:1:7: key `name`: expected a folder name", f.display())), "{err}");
     assert_eq!(
         lines[1],
-        format!("error: {}:2:14: key `cpu_threads`: expected 0 (libtorch's default) or 1..=1024, found 5000", f.display())
+        format!(
+            "error: {}:2:14: key `cpu_threads`: expected 0 (libtorch's default) or 1..=1024, found 5000",
+            f.display()
+        )
     );
 }
 
@@ -85,7 +88,10 @@ fn errors_in_overrides_and_presets_point_at_the_override_or_the_preset_file() {
     let err = check_fails(&f, &["cpu_threads=2", "seed=-1"]);
     assert_eq!(err.trim(), "error: --set seed=-1: key `seed`: expected a non-negative integer, found integer `-1`");
     let err = check_fails(&f, &["cpu_threads=2", "sede=1"]);
-    assert!(err.contains("--set sede=1: key `sede`: unknown key `sede`") && err.contains("did you mean `seed`?"), "{err}");
+    assert!(
+        err.contains("--set sede=1: key `sede`: unknown key `sede`") && err.contains("did you mean `seed`?"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -48,7 +48,11 @@ fn prepare_fails(inputs: &[&Path], out: &Path, extra: &[&str]) -> String {
     assert!(!o.status.success(), "prepare should fail:\n{}", stdout(&o));
     assert!(!out.exists(), "a failed prepare left {}", out.display());
     let parent = out.parent().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".partial-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
     assert!(leftovers.is_empty(), "staging folder left behind");
     stderr(&o)
 }
@@ -67,7 +71,9 @@ fn counts(store: &Path) -> (u64, u64, u64) {
 /// A user's history as (title, rating text) pairs, oldest first.
 fn history(s: &Store, raw_user: &str) -> Vec<(String, String)> {
     let u = s.user_index(raw_user).unwrap();
-    s.range(u).map(|k| (s.title(s.arrays.item[k] as usize).to_string(), s.vocab.rating[s.arrays.rating[k] as usize].clone())).collect()
+    s.range(u)
+        .map(|k| (s.title(s.arrays.item[k] as usize).to_string(), s.vocab.rating[s.arrays.rating[k] as usize].clone()))
+        .collect()
 }
 
 fn categories(s: &Store, raw_item: &str) -> Vec<String> {
@@ -93,7 +99,13 @@ fn real_movielens_100k_prepares_to_exactly_943_users_1682_items_100000_interacti
     }
     // The default 5-core filter keeps every user (all have >= 20) but drops rare items.
     let out5 = d.path().join("ml100k-5core");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&out5).output().unwrap();
+    let o = uorch()
+        .args(["data", "prepare"])
+        .arg(project_root().join("assets/ml-100k"))
+        .arg("--out")
+        .arg(&out5)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let (u, i, n) = counts(&out5);
     assert_eq!(u, 943);
@@ -117,7 +129,10 @@ fn ml_100k_files_with_latin1_titles_and_genre_flags() {
     assert_eq!(counts(&out), (2, 2, 3));
     let s = Store::open(&out).unwrap();
     assert_eq!(s.manifest.format, "ml-100k");
-    assert_eq!(history(&s, "7"), [("Toy Story (1995)".to_string(), "5".to_string()), ("Café Society (1995)".to_string(), "4".to_string())]);
+    assert_eq!(
+        history(&s, "7"),
+        [("Toy Story (1995)".to_string(), "5".to_string()), ("Café Society (1995)".to_string(), "4".to_string())]
+    );
     assert_eq!(categories(&s, "1"), ["Animation", "Children's", "Comedy"]);
     assert_eq!(categories(&s, "2"), ["Drama"]);
 }
@@ -125,14 +140,21 @@ fn ml_100k_files_with_latin1_titles_and_genre_flags() {
 #[test]
 fn movielens_dat_latin1_with_double_colon_fields() {
     let d = tempfile::tempdir().unwrap();
-    write(d.path(), "movies.dat", b"1::Toy Story (1995)::Animation|Children's|Comedy\n2::Mis\xe9rables, Les (1995)::Drama|Musical\n");
+    write(
+        d.path(),
+        "movies.dat",
+        b"1::Toy Story (1995)::Animation|Children's|Comedy\n2::Mis\xe9rables, Les (1995)::Drama|Musical\n",
+    );
     write(d.path(), "ratings.dat", b"1::2::5::978300760\n1::1::3::978302109\n2::1::4::978301968\n");
     let out = d.path().join("store");
     prepare(&[&d.path().join("movies.dat"), &d.path().join("ratings.dat")], &out, &[]);
     assert_eq!(counts(&out), (2, 2, 3));
     let s = Store::open(&out).unwrap();
     assert_eq!(s.manifest.format, "movielens-dat");
-    assert_eq!(history(&s, "1"), [("Misérables, Les (1995)".to_string(), "5".to_string()), ("Toy Story (1995)".to_string(), "3".to_string())]);
+    assert_eq!(
+        history(&s, "1"),
+        [("Misérables, Les (1995)".to_string(), "5".to_string()), ("Toy Story (1995)".to_string(), "3".to_string())]
+    );
     assert_eq!(categories(&s, "2"), ["Drama", "Musical"]);
 }
 
@@ -144,13 +166,23 @@ fn movielens_csv_with_quoted_titles_half_stars_and_no_genres() {
         "movies.csv",
         "movieId,title,genres\n1,\"American President, The (1995)\",Comedy|Drama|Romance\n2,\"\"\"Great Performances\"\" Cats (1998)\",Musical\n3,Unknown Film (2015),(no genres listed)\n".as_bytes(),
     );
-    write(d.path(), "ratings.csv", b"userId,movieId,rating,timestamp\n1,1,3.5,1112486027\n1,3,4.0,1112484676\n2,2,0.5,1094785740\n");
+    write(
+        d.path(),
+        "ratings.csv",
+        b"userId,movieId,rating,timestamp\n1,1,3.5,1112486027\n1,3,4.0,1112484676\n2,2,0.5,1094785740\n",
+    );
     let out = d.path().join("store");
     prepare(&[d.path()], &out, &[]);
     assert_eq!(counts(&out), (2, 3, 3));
     let s = Store::open(&out).unwrap();
     assert_eq!(s.manifest.format, "movielens-csv");
-    assert_eq!(history(&s, "1"), [("Unknown Film (2015)".to_string(), "4".to_string()), ("American President, The (1995)".to_string(), "3.5".to_string())]);
+    assert_eq!(
+        history(&s, "1"),
+        [
+            ("Unknown Film (2015)".to_string(), "4".to_string()),
+            ("American President, The (1995)".to_string(), "3.5".to_string())
+        ]
+    );
     assert_eq!(history(&s, "2"), [("\"Great Performances\" Cats (1998)".to_string(), "0.5".to_string())]);
     assert!(categories(&s, "3").is_empty());
     assert_eq!(s.vocab.rating, ["0.5", "3.5", "4"]);
@@ -172,7 +204,10 @@ fn amazon_2018_gzip_json_lines_with_missing_review_text() {
     let out = d.path().join("store");
     prepare(&[&r, &m], &out, &[]);
     let st = stats_json(&out);
-    assert_eq!((st["users"].as_u64(), st["items"].as_u64(), st["interactions"].as_u64(), st["reviews"].as_u64()), (Some(2), Some(2), Some(3), Some(2)));
+    assert_eq!(
+        (st["users"].as_u64(), st["items"].as_u64(), st["interactions"].as_u64(), st["reviews"].as_u64()),
+        (Some(2), Some(2), Some(3), Some(2))
+    );
     let s = Store::open(&out).unwrap();
     assert_eq!(s.manifest.format, "amazon");
     assert_eq!(s.manifest.category_label, "category");
@@ -194,9 +229,12 @@ fn google_local_millisecond_times_and_null_text() {
         d.path(),
         "review-Vermont.json.gz",
         concat!(
-            r#"{"user_id": "101", "name": "A", "time": 1609459200123, "rating": 5, "text": "Best maple syrup", "pics": null, "resp": null, "gmap_id": "0x1"}"#, "\n",
-            r#"{"user_id": "101", "name": "A", "time": 1609459200001, "rating": 3, "text": null, "pics": null, "resp": null, "gmap_id": "0x2"}"#, "\n",
-            r#"{"user_id": "205", "name": "B", "time": 1612137600000, "rating": 4, "text": "Nice", "gmap_id": "0x1"}"#, "\n"
+            r#"{"user_id": "101", "name": "A", "time": 1609459200123, "rating": 5, "text": "Best maple syrup", "pics": null, "resp": null, "gmap_id": "0x1"}"#,
+            "\n",
+            r#"{"user_id": "101", "name": "A", "time": 1609459200001, "rating": 3, "text": null, "pics": null, "resp": null, "gmap_id": "0x2"}"#,
+            "\n",
+            r#"{"user_id": "205", "name": "B", "time": 1612137600000, "rating": 4, "text": "Nice", "gmap_id": "0x1"}"#,
+            "\n"
         ),
     );
     let m = write(
@@ -214,7 +252,10 @@ fn google_local_millisecond_times_and_null_text() {
     let s = Store::open(&out).unwrap();
     assert_eq!(s.manifest.format, "google-local");
     // Same second, ordered by the milliseconds: 0x2 (…001) before 0x1 (…123).
-    assert_eq!(history(&s, "101"), [("Diner".to_string(), "3".to_string()), ("Sugar House".to_string(), "5".to_string())]);
+    assert_eq!(
+        history(&s, "101"),
+        [("Diner".to_string(), "3".to_string()), ("Sugar House".to_string(), "5".to_string())]
+    );
     let u = s.range(s.user_index("101").unwrap());
     assert_eq!(s.arrays.timestamp[u.start], 1609459200);
     assert_eq!(s.review(u.start), None);
@@ -323,14 +364,23 @@ fn a_store_reads_in_python_with_numpy_alone() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let py: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((py["users"].as_u64(), py["items"].as_u64(), py["interactions"].as_u64()), (Some(943), Some(1682), Some(100_000)));
+    assert_eq!(
+        (py["users"].as_u64(), py["items"].as_u64(), py["interactions"].as_u64()),
+        (Some(943), Some(1682), Some(100_000))
+    );
     let s = Store::open(&out).unwrap();
     let expected: Vec<serde_json::Value> = s
         .range(0)
         .take(3)
         .map(|k| {
             let i = s.arrays.item[k] as usize;
-            serde_json::json!([s.vocab.user[0], s.vocab.item[i], s.title(i), s.arrays.timestamp[k], s.vocab.rating[s.arrays.rating[k] as usize]])
+            serde_json::json!([
+                s.vocab.user[0],
+                s.vocab.item[i],
+                s.title(i),
+                s.arrays.timestamp[k],
+                s.vocab.rating[s.arrays.rating[k] as usize]
+            ])
         })
         .collect();
     assert_eq!(py["first"], serde_json::Value::Array(expected));

@@ -2,10 +2,10 @@
 //! stores whose answers are worked out by hand.
 
 use std::path::Path;
+use uorch::data::catalog::Catalog;
 use uorch::data::formats::Format;
 use uorch::data::ingest::Filters;
 use uorch::data::prepare::{prepare, PrepareOptions};
-use uorch::data::catalog::Catalog;
 use uorch::data::prompt::{render_history, task_prompt, TokenCounter};
 use uorch::data::split::{epoch_batches, eval_cases, training_windows, Sharding, Split, WindowSpec};
 use uorch::data::store::Store;
@@ -13,7 +13,8 @@ use uorch::data::tasks::{examples, favorite_category, Target, Task};
 
 /// Movies 1..=10; user 1 rates all ten in order (time = 100 * id), user 2 two, user 3 one.
 fn movielens_store(dir: &Path) -> Store {
-    let genres = ["Comedy", "Drama", "Comedy|Drama", "Action", "Action", "Drama", "Comedy", "Action|Comedy", "Drama", "Horror"];
+    let genres =
+        ["Comedy", "Drama", "Comedy|Drama", "Action", "Action", "Drama", "Comedy", "Action|Comedy", "Drama", "Horror"];
     let mut movies = String::from("movieId,title,genres\n");
     for (i, g) in genres.iter().enumerate() {
         movies.push_str(&format!("{},\"Film {}, The (199{})\",{g}\n", i + 1, i + 1, i));
@@ -166,8 +167,16 @@ fn review_examples_skip_targets_without_text_and_need_a_store_with_reviews() {
 
     let a = tempfile::tempdir().unwrap();
     let mut reviews = String::new();
-    for (u, asin, t, text) in [("U1", "P1", 1, "first"), ("U1", "P2", 2, "second"), ("U1", "P3", 3, ""), ("U2", "P1", 1, "x"), ("U2", "P2", 2, "liked it")] {
-        reviews.push_str(&format!(r#"{{"reviewerID":"{u}","asin":"{asin}","overall":4.0,"unixReviewTime":{t},"reviewText":"{text}"}}"#));
+    for (u, asin, t, text) in [
+        ("U1", "P1", 1, "first"),
+        ("U1", "P2", 2, "second"),
+        ("U1", "P3", 3, ""),
+        ("U2", "P1", 1, "x"),
+        ("U2", "P2", 2, "liked it"),
+    ] {
+        reviews.push_str(&format!(
+            r#"{{"reviewerID":"{u}","asin":"{asin}","overall":4.0,"unixReviewTime":{t},"reviewText":"{text}"}}"#
+        ));
         reviews.push('\n');
     }
     std::fs::write(a.path().join("reviews.json"), reviews).unwrap();

@@ -25,7 +25,8 @@ fn values(t: &Tensor) -> Vec<f32> {
 /// What each child process does, by scenario.
 fn child(spec: &str) {
     let f: Vec<&str> = spec.split(',').collect();
-    let (rank, world, port, scenario): (usize, usize, u16, &str) = (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3]);
+    let (rank, world, port, scenario): (usize, usize, u16, &str) =
+        (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3]);
     match scenario {
         "collectives" => {
             let pg = group(rank, world, port, Duration::from_secs(30));
@@ -106,7 +107,12 @@ fn child_entry_point() {
 fn gloo_collectives_give_the_closed_form_results_on_2_and_3_ranks() {
     for world in [2, 3] {
         for (rank, o) in run(world, "collectives").iter().enumerate() {
-            assert!(o.status.success(), "world {world} rank {rank}:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "world {world} rank {rank}:\n{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
@@ -115,7 +121,10 @@ fn gloo_collectives_give_the_closed_form_results_on_2_and_3_ranks() {
 fn a_collective_a_peer_never_joins_fails_with_a_timeout_naming_op_rank_and_timeout() {
     let outs = run(2, "absent-peer");
     let text = String::from_utf8_lossy(&outs[0].stdout);
-    let err = text.lines().find_map(|l| l.split_once("ERROR_TEXT ").map(|(_, r)| r)).unwrap_or_else(|| panic!("rank 0 printed:\n{text}\n{}", String::from_utf8_lossy(&outs[0].stderr)));
+    let err = text
+        .lines()
+        .find_map(|l| l.split_once("ERROR_TEXT ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("rank 0 printed:\n{text}\n{}", String::from_utf8_lossy(&outs[0].stderr)));
     assert!(err.contains("all_reduce on rank 0 did not complete within the 3s collective timeout"), "{err}");
     let ms: u64 = text.lines().find_map(|l| l.split_once("ERROR_AFTER_MS ").map(|(_, r)| r)).unwrap().parse().unwrap();
     assert!(ms < 15_000, "took {ms} ms");

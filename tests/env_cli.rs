@@ -33,7 +33,16 @@ fn env_reports_pinned_libtorch_gloo_and_cuda_state_without_any_variable_set() {
 fn env_text_form_has_one_line_per_fact() {
     let out = uorch().env_clear().arg("env").output().unwrap();
     let text = stdout(&out);
-    for key in ["uorch", "libtorch", "CUDA available", "cuDNN", "CPU threads", "collective gloo", "collective nccl", "default output root"] {
+    for key in [
+        "uorch",
+        "libtorch",
+        "CUDA available",
+        "cuDNN",
+        "CPU threads",
+        "collective gloo",
+        "collective nccl",
+        "default output root",
+    ] {
         assert!(text.lines().any(|l| l.trim_start().starts_with(key)), "no `{key}` line in:\n{text}");
     }
     let libtorch = text.lines().find(|l| l.trim_start().starts_with("libtorch ")).unwrap();

@@ -32,10 +32,16 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("finetuning done"), "{out}");
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs/ft/finetune_metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("runs/ft/finetune_metrics.json")).unwrap()).unwrap();
     let who: Vec<&str> = m["results"].as_array().unwrap().iter().map(|r| r["who"].as_str().unwrap()).collect();
     assert_eq!(who.len(), 4, "{who:?}");
-    assert!(who[0].contains("before finetuning") && who[1].contains("finetuned") && who[2].starts_with("majority") && who[3].starts_with("TextPrompt"));
+    assert!(
+        who[0].contains("before finetuning")
+            && who[1].contains("finetuned")
+            && who[2].starts_with("majority")
+            && who[3].starts_with("TextPrompt")
+    );
     for r in m["results"].as_array().unwrap() {
         let a = r["metrics"]["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a));
@@ -53,12 +59,23 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let count: usize = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum();
     assert_eq!(count as i64, trainable);
-    assert!(st.names().iter().any(|n| n.starts_with("xattn.1.")) && st.names().iter().all(|n| !n.starts_with("model.")), "{:?}", st.names());
+    assert!(
+        st.names().iter().any(|n| n.starts_with("xattn.1.")) && st.names().iter().all(|n| !n.starts_with("model.")),
+        "{:?}",
+        st.names()
+    );
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
 }
 
-fn write_config(dir: &Path, name: &str, store: &Path, model: &Path, finetune: &str, nproc: usize) -> std::path::PathBuf {
+fn write_config(
+    dir: &Path,
+    name: &str,
+    store: &Path,
+    model: &Path,
+    finetune: &str,
+    nproc: usize,
+) -> std::path::PathBuf {
     let cfg = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &cfg,
@@ -76,7 +93,11 @@ fn write_config(dir: &Path, name: &str, store: &Path, model: &Path, finetune: &s
 }
 
 fn predictions(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("finetune_predictions.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(run.join("finetune_predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn ask_export(export: &Path, args: &[&str]) -> serde_json::Value {
@@ -104,7 +125,8 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("recall@10") && out.contains("popularity"), "{out}");
     let run = d.path().join("runs/next");
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
     let r = &m["results"][1];
     assert_eq!(r["who"], "USER-LLM finetuned");
     // With 10 candidates the held-out item is always among the top 10.
@@ -114,7 +136,14 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     let export = d.path().join("export");
     let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "user_llm.safetensors", "integration.json", "catalog.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "user_llm.safetensors",
+        "integration.json",
+        "catalog.json",
+    ] {
         assert!(export.join(f).exists(), "{f} missing");
     }
     // The LLM is in Hugging Face layout with the adapters merged: the base's
@@ -130,7 +159,8 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     assert_eq!(a, b);
     let q = "model.layers.0.self_attn.q_proj.weight";
     assert_ne!(base.tensor(q).unwrap().data(), merged.tensor(q).unwrap().data());
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(export.join("integration.json")).unwrap()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(export.join("integration.json")).unwrap()).unwrap();
     assert_eq!(spec["cross_attention_layers"], serde_json::json!([0]));
     assert_eq!(spec["task"]["task"], "next-item");
 
@@ -138,7 +168,9 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     let preds = predictions(&run);
     assert_eq!(preds.len(), 6);
     // Every prediction records what answering it cost.
-    assert!(preds.iter().all(|p| p["prompt_tokens"].as_u64().unwrap() > 5 && p["user_tokens"].as_u64().unwrap() >= 1 && p["gflops"].as_f64().unwrap() > 0.0));
+    assert!(preds.iter().all(|p| p["prompt_tokens"].as_u64().unwrap() > 5
+        && p["user_tokens"].as_u64().unwrap() >= 1
+        && p["gflops"].as_f64().unwrap() > 0.0));
     for p in &preds[..3] {
         let got = ask_export(&export, &["--store", store.to_str().unwrap(), "--user", p["user"].as_str().unwrap()]);
         assert_eq!(&got, p);
@@ -146,7 +178,10 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     // The same history as a JSON file, with the same candidates: the same ranking.
     let s = uorch::data::store::Store::open(&store).unwrap();
     let u = s.user_index(preds[0]["user"].as_str().unwrap()).unwrap();
-    let case = uorch::data::split::eval_cases(&s, uorch::data::split::Split::Test, 20).into_iter().find(|c| c.user as usize == u).unwrap();
+    let case = uorch::data::split::eval_cases(&s, uorch::data::split::Split::Test, 20)
+        .into_iter()
+        .find(|c| c.user as usize == u)
+        .unwrap();
     let hist: Vec<serde_json::Value> = case.history.clone().map(|k| serde_json::json!({"item": s.vocab.item[s.arrays.item[k] as usize], "rating": s.vocab.rating[s.arrays.rating[k] as usize]})).collect();
     let file = d.path().join("history.json");
     std::fs::write(&file, serde_json::to_string(&hist).unwrap()).unwrap();
@@ -178,7 +213,14 @@ fn amazon_store(dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("Movies_and_TV_5.json"), reviews).unwrap();
     std::fs::write(dir.join("meta_Movies_and_TV.json"), meta).unwrap();
     let store = dir.join("amazon");
-    let o = uorch().args(["data", "prepare"]).arg(dir.join("Movies_and_TV_5.json")).arg(dir.join("meta_Movies_and_TV.json")).arg("--out").arg(&store).output().unwrap();
+    let o = uorch()
+        .args(["data", "prepare"])
+        .arg(dir.join("Movies_and_TV_5.json"))
+        .arg(dir.join("meta_Movies_and_TV.json"))
+        .arg("--out")
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     store
 }
@@ -200,9 +242,13 @@ fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_
     let o = uorch().arg("launch").arg(&cfg).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let run = d.path().join("runs/review");
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
     let who: Vec<&str> = m["results"].as_array().unwrap().iter().map(|r| r["who"].as_str().unwrap()).collect();
-    assert_eq!(who, ["USER-LLM before finetuning", "USER-LLM finetuned", "TextPrompt (last 2 interactions as text, no finetuning)"]);
+    assert_eq!(
+        who,
+        ["USER-LLM before finetuning", "USER-LLM finetuned", "TextPrompt (last 2 interactions as text, no finetuning)"]
+    );
     for r in m["results"].as_array().unwrap() {
         for k in ["rouge1", "rouge2", "rougeL"] {
             assert!((0.0..=1.0).contains(&r["metrics"][k].as_f64().unwrap()), "{r}");
@@ -231,10 +277,18 @@ fn text_prompt_integration_trains_lora_only_and_a_config_with_nothing_to_train_i
     let store = prepare_ml100k(d.path());
     let model = d.path().join("tiny");
     tiny_model(&model);
-    let cfg = write_config(d.path(), "text", &store, &model, "integration: text_prompt, strategy: lora, text_prompt_window: 3, steps: 2, batch_size: 2, eval_examples: 3", 1);
+    let cfg = write_config(
+        d.path(),
+        "text",
+        &store,
+        &model,
+        "integration: text_prompt, strategy: lora, text_prompt_window: 3, steps: 2, batch_size: 2, eval_examples: 3",
+        1,
+    );
     let o = uorch().arg("launch").arg(&cfg).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs/text/finetune_metrics.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("runs/text/finetune_metrics.json")).unwrap()).unwrap();
     // Only LoRA adapters train: rank 8 on q/k/v/o_proj of 2 layers of width 32 (k and v: 16 wide).
     let lora = 2 * (2 * 8 * (32 + 32) + 2 * 8 * (32 + 16));
     assert_eq!(m["trainable_parameters"], lora);
@@ -258,7 +312,13 @@ fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the
     assert!(o.status.success(), "{}", stderr(&o));
     let cut = write_config(d.path(), "cut", &store, &model, body, 2);
     let run = d.path().join("runs/cut");
-    let child = uorch().arg("launch").arg(&cut).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = uorch()
+        .arg("launch")
+        .arg(&cut)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let log = run.join("finetune_log.jsonl");
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 5 {
@@ -269,9 +329,11 @@ fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
-    let ckpts: Vec<_> = std::fs::read_dir(run.join("finetune_checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
+    let ckpts: Vec<_> =
+        std::fs::read_dir(run.join("finetune_checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(ckpts.len(), 1, "{ckpts:?}");
-    let files: Vec<String> = std::fs::read_dir(&ckpts[0]).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> =
+        std::fs::read_dir(&ckpts[0]).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     for f in ["model.safetensors", "optimizer-rank-0.safetensors", "optimizer-rank-1.safetensors", "state.json"] {
         assert!(files.iter().any(|x| x == f), "{f} not in {files:?}");
     }
@@ -280,7 +342,10 @@ fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("finetune: resuming from"), "{}", stderr(&o));
     let loss = |r: &str| -> f64 {
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("finetune_metrics.json")).unwrap()).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.path().join("runs").join(r).join("finetune_metrics.json")).unwrap(),
+        )
+        .unwrap();
         m["final_loss"].as_f64().unwrap()
     };
     let (a, b) = (loss("straight"), loss("cut"));

@@ -41,7 +41,13 @@ fn dequantization_matches_the_gguf_package_for_every_supported_type() {
     let mut checked = Vec::new();
     for t in &g.tensors {
         let got = g.dequantize(t).unwrap();
-        let want: Vec<f32> = expected.tensor(&t.name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let want: Vec<f32> = expected
+            .tensor(&t.name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(t.torch_shape(), vec![2, 512], "{}", t.name);
         assert_eq!(got.len(), want.len(), "{}", t.name);
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -142,7 +148,8 @@ fn cached_decoding_equals_a_full_forward_pass() {
     let mut cache = uorch::model::llama::KvCache::new(model.layers.len());
     let (a, rest) = all.split_at(5);
     let (b, c) = rest.split_at(rest.len() - 1);
-    let parts: Vec<Tensor> = tch::no_grad(|| [a, b, c].iter().map(|p| model.forward(&t(p), Some(&mut cache))).collect());
+    let parts: Vec<Tensor> =
+        tch::no_grad(|| [a, b, c].iter().map(|p| model.forward(&t(p), Some(&mut cache))).collect());
     let stitched = Tensor::cat(&parts, 1);
     let diff = (&stitched - &full).abs().max().double_value(&[]);
     assert!(diff < 1e-3, "max difference {diff}");
@@ -166,9 +173,17 @@ fn model_info_and_tokenize_cli() {
     let o = uorch().args(["model", "info"]).arg(smollm2()).arg("--json").output().unwrap();
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // SmolLM2-135M: 30 layers, hidden 576, 9 heads / 3 KV heads, 134,515,008 parameters.
-    assert_eq!((info["layers"].as_u64(), info["hidden_size"].as_u64(), info["kv_heads"].as_u64()), (Some(30), Some(576), Some(3)));
+    assert_eq!(
+        (info["layers"].as_u64(), info["hidden_size"].as_u64(), info["kv_heads"].as_u64()),
+        (Some(30), Some(576), Some(3))
+    );
     assert_eq!(info["parameters"], 134_515_008u64);
-    let o = uorch().args(["model", "tokenize", "--model"]).arg(smollm2()).args(["--text", "Hello, world!", "--json"]).output().unwrap();
+    let o = uorch()
+        .args(["model", "tokenize", "--model"])
+        .arg(smollm2())
+        .args(["--text", "Hello, world!", "--json"])
+        .output()
+        .unwrap();
     let want = &goldens()["tokenize"][0]["ids"];
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), *want);
 }

@@ -30,7 +30,8 @@ fn folder(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>)>)) {
             (n, s, bytes)
         })
         .collect();
-    let views: Vec<(String, TensorView)> = data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> =
+        data.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
@@ -57,7 +58,9 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
 
     let d = tempfile::tempdir().unwrap();
     folder(d.path(), |s| s.push(("model.layers.7.mlp.up_proj.weight".into(), vec![16, 8])));
-    assert!(load_err(d.path()).contains("unexpected tensors the model has no place for: model.layers.7.mlp.up_proj.weight"));
+    assert!(
+        load_err(d.path()).contains("unexpected tensors the model has no place for: model.layers.7.mlp.up_proj.weight")
+    );
 
     let d = tempfile::tempdir().unwrap();
     folder(d.path(), |s| {
@@ -90,6 +93,7 @@ fn sharded_checkpoints_load_through_their_index() {
         }
     }
     std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
-    std::fs::write(d.path().join("model.safetensors.index.json"), serde_json::json!({"weight_map": map}).to_string()).unwrap();
+    std::fs::write(d.path().join("model.safetensors.index.json"), serde_json::json!({"weight_map": map}).to_string())
+        .unwrap();
     load(d.path(), Device::Cpu, Kind::Float).unwrap();
 }

@@ -56,8 +56,18 @@ fn launch(cfg: &Path, extra: &[&str]) -> std::process::Output {
 fn two_workers_at_batch_b_follow_one_worker_at_batch_2b() {
     let d = tempfile::tempdir().unwrap();
     let s = store(d.path());
-    let one = config(d.path(), &s, "one", "pretrain: {steps: 20, batch_size: 16, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 1}\n");
-    let two = config(d.path(), &s, "two", "pretrain: {steps: 20, batch_size: 8, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 2}\n");
+    let one = config(
+        d.path(),
+        &s,
+        "one",
+        "pretrain: {steps: 20, batch_size: 16, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 1}\n",
+    );
+    let two = config(
+        d.path(),
+        &s,
+        "two",
+        "pretrain: {steps: 20, batch_size: 8, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 2}\n",
+    );
     for c in [&one, &two] {
         let o = launch(c, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -86,7 +96,9 @@ fn rank_of(pid: u32) -> Option<usize> {
 
 fn alive(pid: u32) -> bool {
     // A zombie has exited; /proc/PID/stat field 3 is its state.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z")).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .unwrap_or(false)
 }
 
 /// Start a launch in the background and wait until it has logged `steps` steps.
@@ -105,7 +117,12 @@ fn start(cfg: &Path, run: &Path, steps: usize) -> (Child, Vec<u32>) {
 fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_process() {
     let d = tempfile::tempdir().unwrap();
     let s = store(d.path());
-    let cfg = config(d.path(), &s, "kill", "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 60}\n");
+    let cfg = config(
+        d.path(),
+        &s,
+        "kill",
+        "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 60}\n",
+    );
     let (child, workers) = start(&cfg, &d.path().join("runs/kill"), 3);
     assert_eq!(workers.len(), 2);
     let victim = *workers.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
@@ -126,7 +143,8 @@ fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_proce
 fn ctrl_c_checkpoints_and_the_same_command_resumes_to_the_uninterrupted_result() {
     let d = tempfile::tempdir().unwrap();
     let s = store(d.path());
-    let body = "pretrain: {steps: 200, batch_size: 8, lr: 0.003, warmup_steps: 5, checkpoint_every: 0}\ndist: {nproc: 2}\n";
+    let body =
+        "pretrain: {steps: 200, batch_size: 8, lr: 0.003, warmup_steps: 5, checkpoint_every: 0}\ndist: {nproc: 2}\n";
     let straight = config(d.path(), &s, "straight", body);
     let o = launch(&straight, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -145,13 +163,16 @@ fn ctrl_c_checkpoints_and_the_same_command_resumes_to_the_uninterrupted_result()
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming from"), "{}", stderr(&o));
     let metrics = |r: &str| -> f64 {
-        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap()).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap())
+                .unwrap();
         m["final_loss"].as_f64().unwrap()
     };
     let (a, b) = (metrics("straight"), metrics("cut"));
     assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs resumed {b}");
     // A run of another configuration refuses the checkpoint.
-    let other = config(d.path(), &s, "cut", "pretrain: {steps: 200, batch_size: 4, checkpoint_every: 0}\ndist: {nproc: 2}\n");
+    let other =
+        config(d.path(), &s, "cut", "pretrain: {steps: 200, batch_size: 4, checkpoint_every: 0}\ndist: {nproc: 2}\n");
     let o = launch(&other, &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("was written by a run with a different configuration"), "{}", stderr(&o));
@@ -161,7 +182,12 @@ fn ctrl_c_checkpoints_and_the_same_command_resumes_to_the_uninterrupted_result()
 fn a_stalled_peer_makes_the_others_fail_with_the_timeout_error() {
     let d = tempfile::tempdir().unwrap();
     let s = store(d.path());
-    let cfg = config(d.path(), &s, "stall", "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 3}\n");
+    let cfg = config(
+        d.path(),
+        &s,
+        "stall",
+        "pretrain: {steps: 100000, batch_size: 8, checkpoint_every: 0}\ndist: {nproc: 2, timeout_s: 3}\n",
+    );
     let (child, workers) = start(&cfg, &d.path().join("runs/stall"), 3);
     let peer = *workers.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
     let t0 = Instant::now();

@@ -27,7 +27,11 @@ fn gradients(m: &UserLlm, checkpointing: bool, seed: i64) -> Vec<(String, Tensor
     let target = Tensor::from_slice(&[7i64, 3, 9, 2, 4, 4, 8, 1]).view([2, 4]);
     logits.reshape([-1, 50]).cross_entropy_for_logits(&target.reshape([-1])).backward();
     m.release_segments();
-    named.into_iter().filter(|(_, t)| t.requires_grad() && t.grad().defined()).map(|(n, t)| (n, t.grad().copy())).collect()
+    named
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad() && t.grad().defined())
+        .map(|(n, t)| (n, t.grad().copy()))
+        .collect()
 }
 
 #[test]
@@ -53,7 +57,9 @@ fn activation_checkpointing_gives_the_same_gradients_with_dropout_replayed() {
         let recomputed = gradients(&m, true, 7);
         let names = |g: &[(String, Tensor)]| g.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
         assert_eq!(names(&plain), names(&recomputed), "{integration:?}: the same tensors get gradients");
-        assert!(names(&plain).iter().any(|n| n.contains("lora")) && names(&plain).iter().any(|n| n.starts_with("encoder.")));
+        assert!(
+            names(&plain).iter().any(|n| n.contains("lora")) && names(&plain).iter().any(|n| n.starts_with("encoder."))
+        );
         let mut nonzero = 0;
         for ((n, a), (_, b)) in plain.iter().zip(&recomputed) {
             let diff = (a - b).abs().max().double_value(&[]);

@@ -32,7 +32,8 @@ impl Cluster {
     fn job(&self, id: &str) -> (String, u32) {
         let o = self.cmd("scontrol").args(["show", "job", id, "-o"]).output().unwrap();
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let field = |k: &str| text.split_whitespace().find_map(|f| f.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
+        let field =
+            |k: &str| text.split_whitespace().find_map(|f| f.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
         (field("JobState"), field("Restarts").parse().unwrap_or(0))
     }
 }
@@ -84,7 +85,11 @@ fn sbatch_runs_the_sweep_and_a_requeue_at_the_time_limit_resumes_it() {
     let log = expdir.join("runs/layers=1/finetune_log.jsonl");
     let t0 = Instant::now();
     while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 5 {
-        assert!(t0.elapsed() < Duration::from_secs(300), "the second trial did not start; job output:\n{}", std::fs::read_to_string(&out_file).unwrap_or_default());
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "the second trial did not start; job output:\n{}",
+            std::fs::read_to_string(&out_file).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let o = cluster.cmd("scancel").args(["--signal=USR1", "--batch", &job]).output().unwrap();
@@ -98,7 +103,11 @@ fn sbatch_runs_the_sweep_and_a_requeue_at_the_time_limit_resumes_it() {
             assert_eq!(restarts, 1, "the job requeued itself once");
             break;
         }
-        assert!(!matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL"), "job {state}:\n{}", std::fs::read_to_string(&out_file).unwrap_or_default());
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL"),
+            "job {state}:\n{}",
+            std::fs::read_to_string(&out_file).unwrap_or_default()
+        );
         if state == "PENDING" && restarts == 1 {
             // Slurm holds a requeued job back for minutes; once the old
             // instance has surely finished cleaning up, let it start.
@@ -108,7 +117,11 @@ fn sbatch_runs_the_sweep_and_a_requeue_at_the_time_limit_resumes_it() {
                 released = true;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(600), "job still {state}:\n{}", std::fs::read_to_string(&out_file).unwrap_or_default());
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "job still {state}:\n{}",
+            std::fs::read_to_string(&out_file).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let out = std::fs::read_to_string(&out_file).unwrap();

@@ -37,7 +37,8 @@ fn experiment(dir: &Path, name: &str, store: &Path, model: &Path, steps: u64, sw
 }
 
 fn status(exp: &Path, stage: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(exp.join("status").join(format!("{stage}.json"))).unwrap_or_default()).unwrap_or_default()
+    serde_json::from_slice(&std::fs::read(exp.join("status").join(format!("{stage}.json"))).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -57,7 +58,10 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     let o = uorch().arg("launch").arg(&file).env("UORCH_PROGRESS_S", "1").output().unwrap();
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
-    assert!(out.contains("failed   broken") && out.contains("retrying (1 of 1 retries)") && out.contains("FAILED   broken"), "{out}");
+    assert!(
+        out.contains("failed   broken") && out.contains("retrying (1 of 1 retries)") && out.contains("FAILED   broken"),
+        "{out}"
+    );
     assert!(out.contains("/nonexistent/model"), "the failure shows the end of its log:\n{out}");
     // One pretraining run served both cross-attention trials.
     assert_eq!(out.matches("started  pretrain-").count(), 1, "{out}");
@@ -95,7 +99,13 @@ fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interru
     let sweep = "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}\n";
     let file = experiment(d.path(), "cut", &store, &model, 200, sweep);
     let exp = d.path().join("out/cut");
-    let mut child = uorch().arg("launch").arg(&file).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = uorch()
+        .arg("launch")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until the first trial is done and the second is a few steps in.
     let log = exp.join("runs/layers=1/finetune_log.jsonl");
     let t0 = Instant::now();
@@ -109,7 +119,11 @@ fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interru
     // The orphaned launcher got SIGTERM: its workers checkpoint and stop.
     let ckpts = exp.join("runs/layers=1/finetune_checkpoints");
     let t0 = Instant::now();
-    while std::fs::read_dir(&ckpts).map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("step-")).count()).unwrap_or(0) == 0 {
+    while std::fs::read_dir(&ckpts)
+        .map(|r| r.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("step-")).count())
+        .unwrap_or(0)
+        == 0
+    {
         assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint after the controller was killed");
         std::thread::sleep(Duration::from_millis(50));
     }

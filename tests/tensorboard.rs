@@ -9,7 +9,10 @@ use std::path::Path;
 use uorch::tb::{EventWriter, HParamType, HValue, SessionStatus};
 
 fn scalars(run: &Value, tag: &str) -> Vec<(i64, f64)> {
-    run["scalars"][tag].as_array().unwrap_or_else(|| panic!("no scalar tag {tag}: {run}")).iter()
+    run["scalars"][tag]
+        .as_array()
+        .unwrap_or_else(|| panic!("no scalar tag {tag}: {run}"))
+        .iter()
         .map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap()))
         .collect()
 }
@@ -17,7 +20,11 @@ fn scalars(run: &Value, tag: &str) -> Vec<(i64, f64)> {
 fn write_trial(dir: &Path, lr: f64, strategy: &str, recall: &[f32], status: SessionStatus) {
     let mut w = EventWriter::create(dir).unwrap();
     w.hparams_session_start(
-        &[("lr".into(), HValue::Num(lr)), ("strategy".into(), HValue::Str(strategy.into())), ("perceiver".into(), HValue::Bool(true))],
+        &[
+            ("lr".into(), HValue::Num(lr)),
+            ("strategy".into(), HValue::Str(strategy.into())),
+            ("perceiver".into(), HValue::Bool(true)),
+        ],
         strategy,
     )
     .unwrap();
@@ -41,7 +48,11 @@ fn every_written_tag_step_and_value_reads_back_exactly() {
     w.scalars(7, &[("eval/recall@1", 0.125), ("eval/ndcg@10", 1.0 / 3.0)]).unwrap();
     w.scalar("train/loss", 1_000_000_007, -0.0).unwrap();
 
-    let texts = [(0i64, "plain"), (3, "unicode: héllo — 世界 ✓"), (9, "```yaml\nlr: 3e-4\nlayers: [1, 2]\n```\n| a | b |\n|---|---|\n| 1 | 2 |")];
+    let texts = [
+        (0i64, "plain"),
+        (3, "unicode: héllo — 世界 ✓"),
+        (9, "```yaml\nlr: 3e-4\nlayers: [1, 2]\n```\n| a | b |\n|---|---|\n| 1 | 2 |"),
+    ];
     for (step, t) in texts {
         w.text("samples", step, t).unwrap();
     }
@@ -61,7 +72,10 @@ fn every_written_tag_step_and_value_reads_back_exactly() {
     assert_eq!(scalars(r, "eval/recall@1"), vec![(7, 0.125)]);
     assert_eq!(scalars(r, "eval/ndcg@10"), vec![(7, (1.0f32 / 3.0) as f64)]);
 
-    let got_texts: Vec<(i64, String)> = r["texts"]["samples"].as_array().unwrap().iter()
+    let got_texts: Vec<(i64, String)> = r["texts"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
         .map(|p| (p[0].as_i64().unwrap(), p[1].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(got_texts, texts.iter().map(|(s, t)| (*s, t.to_string())).collect::<Vec<_>>());
@@ -103,7 +117,8 @@ fn hparams_dashboard_lists_each_run_with_its_hyperparameters_and_final_metric() 
     let tb = read_tensorboard(d.path());
     assert_eq!(tb["warnings"], serde_json::json!([]));
     let exp = &tb["runs"]["."]["hparams"]["_hparams_/experiment"];
-    let names: Vec<&str> = exp["hparam_infos"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        exp["hparam_infos"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["lr", "strategy", "perceiver"]);
     assert_eq!(exp["hparam_infos"][1]["type"], "DATA_TYPE_STRING");
     assert_eq!(exp["hparam_infos"][1]["domain_discrete"], serde_json::json!(["lora", "full"]));
@@ -119,7 +134,8 @@ fn hparams_dashboard_lists_each_run_with_its_hyperparameters_and_final_metric() 
     // What the dashboard's table shows: one row per run, final metric = last value.
     let groups = tb["session_groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{groups:?}");
-    let row = |name: &str| groups.iter().find(|g| g["name"] == name).unwrap_or_else(|| panic!("no group {name}: {groups:?}"));
+    let row =
+        |name: &str| groups.iter().find(|g| g["name"] == name).unwrap_or_else(|| panic!("no group {name}: {groups:?}"));
     let lora = row("lora");
     assert_eq!(lora["hparams"]["strategy"], "lora");
     assert_eq!(lora["metricValues"][0]["value"], 0.375);
@@ -155,9 +171,7 @@ fn a_writer_killed_mid_run_leaves_only_complete_records() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let size = || -> u64 {
-        std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum()
-    };
+    let size = || -> u64 { std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum() };
     let t0 = std::time::Instant::now();
     while size() < 2_000_000 {
         assert!(t0.elapsed().as_secs() < 60, "child wrote too little");

@@ -74,7 +74,16 @@ fn two_launchers_in_two_network_namespaces_train_four_workers_in_lockstep() {
             .arg(env!("CARGO_BIN_EXE_uorch"))
             .arg("launch")
             .arg(&cfg)
-            .args(["--nnodes", "2", "--node-rank", &node.to_string(), "--master-addr", &hosts.addr[0], "--master-port", &port.to_string()])
+            .args([
+                "--nnodes",
+                "2",
+                "--node-rank",
+                &node.to_string(),
+                "--master-addr",
+                &hosts.addr[0],
+                "--master-port",
+                &port.to_string(),
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

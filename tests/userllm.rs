@@ -13,7 +13,8 @@ use common::parts::{cfg, inputs, shape, tiny_llm};
 fn cross_attention_at_initialisation_gives_exactly_the_base_llm_logits() {
     let (tokens, feats) = inputs();
     for perceiver in [false, true] {
-        let m = UserLlm::new(tiny_llm(1), shape(), &cfg(Integration::CrossAttention, Strategy::Enc, perceiver)).unwrap();
+        let m =
+            UserLlm::new(tiny_llm(1), shape(), &cfg(Integration::CrossAttention, Strategy::Enc, perceiver)).unwrap();
         // The wrapped LLM on its own is the base model.
         let base = tch::no_grad(|| m.llm.forward(&tokens, None));
         assert_eq!(m.gates(), vec![(2, 0.0), (3, 0.0)]);
@@ -41,7 +42,11 @@ fn soft_prompt_prepends_user_tokens_and_returns_text_positions() {
 fn train_two_steps(m: &UserLlm) {
     let (tokens, feats) = inputs();
     let named = m.named_parameters();
-    let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(m.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let trainable: Vec<(String, Tensor)> = named
+        .iter()
+        .filter(|(n, _)| Part::of(n).trains(m.strategy))
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
     let mut opt = AdamW::new(0.01);
     for x in m.xattn.values() {
         let _ = tch::no_grad(|| x.alpha.shallow_clone().fill_(0.3));
@@ -64,7 +69,8 @@ fn train_two_steps(m: &UserLlm) {
 fn each_strategy_leaves_frozen_tensors_bitwise_unchanged_and_moves_the_rest() {
     for strategy in [Strategy::Full, Strategy::Lora, Strategy::Enc, Strategy::Proj] {
         let m = UserLlm::new(tiny_llm(3), shape(), &cfg(Integration::CrossAttention, strategy, true)).unwrap();
-        let before: Vec<(String, Tensor)> = m.named_parameters().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+        let before: Vec<(String, Tensor)> =
+            m.named_parameters().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
         train_two_steps(&m);
         let after = m.named_parameters();
         let mut moved = std::collections::BTreeSet::new();
@@ -78,10 +84,11 @@ fn each_strategy_leaves_frozen_tensors_bitwise_unchanged_and_moves_the_rest() {
                 assert!(a.equal(b), "{strategy:?}: frozen {name} changed");
             }
         }
-        let expected: std::collections::BTreeSet<Part> = [Part::Llm, Part::Lora, Part::Encoder, Part::Perceiver, Part::Projection, Part::CrossAttention]
-            .into_iter()
-            .filter(|p| p.trains(strategy))
-            .collect();
+        let expected: std::collections::BTreeSet<Part> =
+            [Part::Llm, Part::Lora, Part::Encoder, Part::Perceiver, Part::Projection, Part::CrossAttention]
+                .into_iter()
+                .filter(|p| p.trains(strategy))
+                .collect();
         assert_eq!(moved, expected, "{strategy:?}");
         let (trainable, total) = m.parameter_counts();
         assert!(trainable > 0 && trainable <= total);
@@ -110,4 +117,3 @@ fn merged_lora_weights_give_the_adapted_outputs() {
     assert!(diff < 1e-5, "{diff}");
     let _ = nn::VarStore::new(Device::Cpu);
 }
-

@@ -93,7 +93,8 @@ fn two_sharded_ranks_match_unsharded_adamw() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     for rank in 0..2 {
-        let got: Vec<f32> = serde_json::from_str(&std::fs::read_to_string(format!("{}.{rank}", out.display())).unwrap()).unwrap();
+        let got: Vec<f32> =
+            serde_json::from_str(&std::fs::read_to_string(format!("{}.{rank}", out.display())).unwrap()).unwrap();
         assert_eq!(got.len(), want.len());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
             assert!((a - b).abs() <= 1e-5, "rank {rank} value {i}: {a} vs {b}");

@@ -6,10 +6,10 @@
 
 use crate::data::catalog::Catalog;
 use crate::data::prompt::{question, text_prompt};
-use crate::data::tasks::Task;
-use crate::model::cost;
 use crate::data::split::{eval_cases, Split};
 use crate::data::store::Store;
+use crate::data::tasks::Task;
+use crate::model::cost;
 use crate::model::llama::load::load;
 use crate::model::llama::Llama;
 use crate::model::lora::LoraConfig;
@@ -64,7 +64,8 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
             let ids = Tensor::from_slice(&prompts[i]).unsqueeze(0);
             let _ = tch::no_grad(|| llm.forward(&ids, None)).select(1, -1);
         });
-        let gflops = prompts.iter().map(|p| cost::llm(&llm.config, p.len() as f64)).sum::<f64>() / prompts.len() as f64 / 1e9;
+        let gflops =
+            prompts.iter().map(|p| cost::llm(&llm.config, p.len() as f64)).sum::<f64>() / prompts.len() as f64 / 1e9;
         rows.push(Row { window, method: "TextPrompt".into(), llm_tokens: tokens, user_tokens: 0.0, gflops, ms });
         drop(llm);
         // USER-LLM variants over the same cases (untrained weights: cost does not depend on them).
@@ -105,7 +106,10 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
 }
 
 pub fn report(rows: &[Row]) -> String {
-    let mut s = format!("  {:>6}  {:<42} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9}\n", "window", "method", "LLM tokens", "user tokens", "GFLOPs", "FLOPs /", "ms", "time /");
+    let mut s = format!(
+        "  {:>6}  {:<42} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9}\n",
+        "window", "method", "LLM tokens", "user tokens", "GFLOPs", "FLOPs /", "ms", "time /"
+    );
     for r in rows {
         let base = rows.iter().find(|b| b.window == r.window && b.method == "TextPrompt").expect("TextPrompt row");
         s.push_str(&format!(

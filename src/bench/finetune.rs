@@ -45,16 +45,28 @@ fn llm(model_dir: &Path, device: Device, random_init: bool) -> Result<crate::mod
     if !random_init {
         return crate::model::llama::load::load(model_dir, device, tch::Kind::Float);
     }
-    let m = crate::model::llama::Llama::new(crate::model::llama::LlamaConfig::load(model_dir)?, device, tch::Kind::Float);
+    let m =
+        crate::model::llama::Llama::new(crate::model::llama::LlamaConfig::load(model_dir)?, device, tch::Kind::Float);
     tch::no_grad(|| {
         for (n, v) in m.vs.variables() {
-            let _ = if n.ends_with("norm.weight") { v.shallow_clone().fill_(1.0) } else { v.shallow_clone().normal_(0.0, 0.02) };
+            let _ = if n.ends_with("norm.weight") {
+                v.shallow_clone().fill_(1.0)
+            } else {
+                v.shallow_clone().normal_(0.0, 0.02)
+            };
         }
     });
     Ok(m)
 }
 
-pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, device: Device, random_init: bool) -> Result<Vec<Row>> {
+pub fn run(
+    store_dir: &Path,
+    model_dir: &Path,
+    steps: usize,
+    batch: usize,
+    device: Device,
+    random_init: bool,
+) -> Result<Vec<Row>> {
     let store = Store::open(store_dir)?;
     let cat = Catalog::of_store(&store);
     let tok = Tokenizer::from_dir(model_dir)?;
@@ -65,7 +77,8 @@ pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, devic
         let spec = finetune::task_spec(&cfg)?;
         let d = cfg.data.as_ref().expect("bench config has data");
         let train = examples::training(&store, spec.task, d.window, d.stride)?;
-        let trainable: Vec<_> = model.named_parameters().into_iter().filter(|(n, _)| Part::of(n).trains(strategy)).collect();
+        let trainable: Vec<_> =
+            model.named_parameters().into_iter().filter(|(n, _)| Part::of(n).trains(strategy)).collect();
         let mut opt = ShardedAdamW::new(&trainable, 0, 1, 0.0);
         let asker = Asker::new(&model, &tok, &cat, spec.clone())?;
         model.set_training(true);
@@ -110,9 +123,16 @@ pub fn run(store_dir: &Path, model_dir: &Path, steps: usize, batch: usize, devic
 
 pub fn report(rows: &[Row], device: Device) -> String {
     let full = rows.iter().find(|r| r.strategy == Strategy::Full).map(|r| r.examples_per_s).unwrap_or(1.0);
-    let mut s = format!("  {:<6} {:>11} {:>13} {:>11} {:>10} {:>9} {:>9} {:>6}\n", "", "trainable", "optimizer MiB", "examples/s", "tokens/s", "ms/step", "vs Full", "MFU");
+    let mut s = format!(
+        "  {:<6} {:>11} {:>13} {:>11} {:>10} {:>9} {:>9} {:>6}\n",
+        "", "trainable", "optimizer MiB", "examples/s", "tokens/s", "ms/step", "vs Full", "MFU"
+    );
     for r in rows {
-        let mfu = if device.is_cuda() { format!("{:5.1}%", 100.0 * r.flops_per_step / (r.step_ms / 1000.0) / (super::llm::H200_PEAK_TFLOPS * 1e12)) } else { "-".into() };
+        let mfu = if device.is_cuda() {
+            format!("{:5.1}%", 100.0 * r.flops_per_step / (r.step_ms / 1000.0) / (super::llm::H200_PEAK_TFLOPS * 1e12))
+        } else {
+            "-".into()
+        };
         s.push_str(&format!(
             "  {:<6} {:>11} {:>13.1} {:>11.2} {:>10.0} {:>9.1} {:>8.2}x {:>6}\n",
             format!("{:?}", r.strategy),

@@ -25,7 +25,13 @@ pub fn generate(dir: &Path, rows: u64) -> Result<()> {
     writeln!(m, "movieId,title,genres")?;
     const GENRES: [&str; 6] = ["Action", "Comedy", "Drama", "Romance", "Thriller", "Sci-Fi"];
     for id in 1..=movies {
-        writeln!(m, "{id},\"Movie {id}, The ({})\",{}|{}", 1950 + id % 70, GENRES[(id % 6) as usize], GENRES[((id / 6) % 6) as usize])?;
+        writeln!(
+            m,
+            "{id},\"Movie {id}, The ({})\",{}|{}",
+            1950 + id % 70,
+            GENRES[(id % 6) as usize],
+            GENRES[((id / 6) % 6) as usize]
+        )?;
     }
     m.flush()?;
     let users = ML20M_USERS.min(rows.max(1));
@@ -82,7 +88,11 @@ pub struct Measured {
 /// Run a Python reference if the venv can import it.
 fn reference(python: &Path, which: &str, ratings: &Path) -> Result<Option<Measured>> {
     let module = if which == "pandas" { "pandas" } else { "pyarrow" };
-    let ok = Command::new(python).args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         return Ok(None);
     }
@@ -124,7 +134,10 @@ pub fn run_prepare(uorch: &Path, dir: &Path, out: &Path) -> Result<Measured> {
 
 pub fn report(rows: &[Measured]) -> String {
     let base = rows.first().map(|m| m.seconds).unwrap_or(1.0);
-    let mut s = format!("  {:<34} {:>11} {:>9} {:>13} {:>10} {:>14}\n", "", "rows", "seconds", "rows/s", "peak RSS", "time vs uorch");
+    let mut s = format!(
+        "  {:<34} {:>11} {:>9} {:>13} {:>10} {:>14}\n",
+        "", "rows", "seconds", "rows/s", "peak RSS", "time vs uorch"
+    );
     for m in rows {
         s.push_str(&format!(
             "  {:<34} {:>11} {:>9.2} {:>13} {:>8.2} GB {:>13.2}x\n",

@@ -22,7 +22,15 @@ pub struct Shape {
     pub seq: i64,
 }
 
-fn config(hidden: usize, inter: usize, layers: usize, heads: usize, kv: usize, vocab: usize, tied: bool) -> LlamaConfig {
+fn config(
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    vocab: usize,
+    tied: bool,
+) -> LlamaConfig {
     serde_json::from_value(serde_json::json!({
         "model_type": "llama", "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
         "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab,
@@ -85,7 +93,10 @@ pub fn run_ours(s: &Shape, device: Device, steps: usize, warmup: usize) -> Resul
         // bf16 autocast on GPU (fp32 master weights), f32 on CPU.
         let loss = crate::torch_runtime::with_autocast(device, || {
             let logits = model.forward(&input, None);
-            logits.view([-1, s.config.vocab_size as i64]).to_kind(Kind::Float).cross_entropy_for_logits(&target.reshape([-1]))
+            logits
+                .view([-1, s.config.vocab_size as i64])
+                .to_kind(Kind::Float)
+                .cross_entropy_for_logits(&target.reshape([-1]))
         });
         opt.zero_grad();
         loss.backward();
@@ -105,7 +116,11 @@ pub fn run_ours(s: &Shape, device: Device, steps: usize, warmup: usize) -> Resul
         tch::Cuda::synchronize(0);
     }
     let secs = t.elapsed().as_secs_f64();
-    Ok(Result_ { who: "uorch (tch)".into(), tokens_per_s: (s.batch * s.seq) as f64 * steps as f64 / secs, step_ms: secs * 1000.0 / steps as f64 })
+    Ok(Result_ {
+        who: "uorch (tch)".into(),
+        tokens_per_s: (s.batch * s.seq) as f64 * steps as f64 / secs,
+        step_ms: secs * 1000.0 / steps as f64,
+    })
 }
 
 const HF_REFERENCE: &str = r#"
@@ -131,7 +146,11 @@ print((time.perf_counter() - t))
 
 /// The same step in Hugging Face transformers (eager), if `python` can import it.
 pub fn run_reference(python: &Path, s: &Shape, device: Device, steps: usize, warmup: usize) -> Result<Option<Result_>> {
-    let ok = Command::new(python).args(["-c", "import torch, transformers"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(python)
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         return Ok(None);
     }
@@ -148,7 +167,16 @@ pub fn run_reference(python: &Path, s: &Shape, device: Device, steps: usize, war
     };
     let threads = tch::get_num_threads().to_string();
     let o = Command::new(python)
-        .args(["-c", HF_REFERENCE, &cfg.to_string(), &s.batch.to_string(), &s.seq.to_string(), &steps.to_string(), &warmup.to_string(), &dev])
+        .args([
+            "-c",
+            HF_REFERENCE,
+            &cfg.to_string(),
+            &s.batch.to_string(),
+            &s.seq.to_string(),
+            &steps.to_string(),
+            &warmup.to_string(),
+            &dev,
+        ])
         .env("OMP_NUM_THREADS", &threads)
         .output()?;
     if !o.status.success() {
@@ -179,7 +207,11 @@ pub fn report(s: &Shape, rows: &[Result_], device: Device) -> String {
     );
     let ours = rows.first().map(|r| r.tokens_per_s).unwrap_or(1.0);
     for r in rows {
-        let mfu = if device.is_cuda() { format!("{:5.1}%", 100.0 * r.tokens_per_s * fpt / (H200_PEAK_TFLOPS * 1e12)) } else { "    -".into() };
+        let mfu = if device.is_cuda() {
+            format!("{:5.1}%", 100.0 * r.tokens_per_s * fpt / (H200_PEAK_TFLOPS * 1e12))
+        } else {
+            "    -".into()
+        };
         out.push_str(&format!(
             "  {:<24} {:>12.0} tokens/s {:>9.1} ms/step  MFU {}  uorch speed-up {:.2}x\n",
             r.who,

@@ -15,8 +15,10 @@ pub struct Figures {
 
 /// Sequences/s of a finished run from its train log: steps after `warmup`.
 fn throughput(run: &Path, global_batch: usize, warmup: usize) -> Result<f64> {
-    let text = std::fs::read_to_string(run.join("train_log.jsonl")).with_context(|| format!("{}: no train log", run.display()))?;
-    let times: Vec<f64> = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect();
+    let text = std::fs::read_to_string(run.join("train_log.jsonl"))
+        .with_context(|| format!("{}: no train log", run.display()))?;
+    let times: Vec<f64> =
+        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect();
     if times.len() <= warmup + 1 {
         bail!("{}: only {} steps logged", run.display(), times.len());
     }
@@ -47,7 +49,10 @@ pub fn bench(dir: &Path, store: &Path, steps: usize, global_batch: usize, python
         if !o.status.success() {
             bail!("launch failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        out.push(Figures { who: format!("uorch, {nproc} CPU worker(s)"), sequences_per_s: throughput(&dir.join(&name), global_batch, warmup)? });
+        out.push(Figures {
+            who: format!("uorch, {nproc} CPU worker(s)"),
+            sequences_per_s: throughput(&dir.join(&name), global_batch, warmup)?,
+        });
     }
     let ok = Command::new(python).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false);
     if ok {
@@ -64,7 +69,10 @@ pub fn bench(dir: &Path, store: &Path, steps: usize, global_batch: usize, python
         if !o.status.success() {
             bail!("reference failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        out.push(Figures { who: "PyTorch eager, 1 process".into(), sequences_per_s: String::from_utf8_lossy(&o.stdout).trim().parse()? });
+        out.push(Figures {
+            who: "PyTorch eager, 1 process".into(),
+            sequences_per_s: String::from_utf8_lossy(&o.stdout).trim().parse()?,
+        });
     } else {
         eprintln!("no torch at {}: reference skipped", python.display());
     }

@@ -84,7 +84,10 @@ fn flow(v: &Value) -> String {
         Value::Array(items) => format!("[{}]", items.iter().map(flow).collect::<Vec<_>>().join(", ")),
         Value::Object(m) => format!(
             "{{{}}}",
-            m.iter().map(|(k, v)| format!("{}: {}", scalar(&Value::String(k.clone())), flow(v))).collect::<Vec<_>>().join(", ")
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", scalar(&Value::String(k.clone())), flow(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => scalar(other),
     }

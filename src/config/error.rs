@@ -152,8 +152,13 @@ pub fn from_serde(tree: &Node, err: serde_path_to_error::Error<serde_json::Error
         } else {
             format!("expected one of {}", quoted(&expected))
         };
-        return ConfigError { origin, key, message: format!("unknown key `{name}`; {list}"), hint: suggest(&name, &expected) }
-            .into();
+        return ConfigError {
+            origin,
+            key,
+            message: format!("unknown key `{name}`; {list}"),
+            hint: suggest(&name, &expected),
+        }
+        .into();
     }
     if let Some((name, expected)) = parse_unknown(&raw, "unknown variant") {
         return ConfigError {

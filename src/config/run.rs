@@ -120,19 +120,45 @@ pub struct FinetuneConfig {
     pub text_prompt_window: usize,
 }
 
-fn d_task() -> crate::data::tasks::Task { crate::data::tasks::Task::FavoriteCategory }
-fn d_integration() -> crate::model::userllm::Integration { crate::model::userllm::Integration::CrossAttention }
-fn d_layers_placement() -> crate::model::xattn::Placement { crate::model::xattn::Placement::Named("all".into()) }
-fn d_projection() -> crate::model::userllm::ProjectionKind { crate::model::userllm::ProjectionKind::Linear }
-fn d_strategy() -> crate::model::userllm::Strategy { crate::model::userllm::Strategy::Enc }
-fn d_ft_batch() -> usize { 8 }
-fn d_ft_warmup() -> u64 { 10 }
-fn d_eval_examples() -> usize { 200 }
-fn d_true() -> bool { true }
-fn d_candidates() -> usize { 20 }
-fn d_max_new() -> usize { 48 }
-fn d_samples() -> usize { 4 }
-fn d_text_window() -> usize { 20 }
+fn d_task() -> crate::data::tasks::Task {
+    crate::data::tasks::Task::FavoriteCategory
+}
+fn d_integration() -> crate::model::userllm::Integration {
+    crate::model::userllm::Integration::CrossAttention
+}
+fn d_layers_placement() -> crate::model::xattn::Placement {
+    crate::model::xattn::Placement::Named("all".into())
+}
+fn d_projection() -> crate::model::userllm::ProjectionKind {
+    crate::model::userllm::ProjectionKind::Linear
+}
+fn d_strategy() -> crate::model::userllm::Strategy {
+    crate::model::userllm::Strategy::Enc
+}
+fn d_ft_batch() -> usize {
+    8
+}
+fn d_ft_warmup() -> u64 {
+    10
+}
+fn d_eval_examples() -> usize {
+    200
+}
+fn d_true() -> bool {
+    true
+}
+fn d_candidates() -> usize {
+    20
+}
+fn d_max_new() -> usize {
+    48
+}
+fn d_samples() -> usize {
+    4
+}
+fn d_text_window() -> usize {
+    20
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,28 +252,64 @@ impl Default for DistConfig {
     }
 }
 
-fn d_window() -> usize { 50 }
-fn d_dim() -> usize { 64 }
-fn d_layers() -> usize { 2 }
-fn d_heads() -> usize { 4 }
-fn d_ffn() -> usize { 4 }
-fn d_dropout() -> f64 { 0.1 }
+fn d_window() -> usize {
+    50
+}
+fn d_dim() -> usize {
+    64
+}
+fn d_layers() -> usize {
+    2
+}
+fn d_heads() -> usize {
+    4
+}
+fn d_ffn() -> usize {
+    4
+}
+fn d_dropout() -> f64 {
+    0.1
+}
 fn d_features() -> Vec<crate::model::encoder::Feature> {
     use crate::model::encoder::Feature::*;
     vec![Item, Category, Rating]
 }
-fn d_batch() -> usize { 32 }
-fn d_one() -> usize { 1 }
-fn d_lr() -> f64 { 1e-3 }
-fn d_wd() -> f64 { 0.01 }
-fn d_warmup() -> u64 { 100 }
-fn d_clip() -> f64 { 1.0 }
-fn d_log() -> u64 { 10 }
-fn d_ckpt() -> u64 { 500 }
-fn d_keep() -> usize { 2 }
-fn d_eval_batch() -> usize { 256 }
-fn d_timeout() -> u64 { 300 }
-fn d_bucket() -> usize { 25 }
+fn d_batch() -> usize {
+    32
+}
+fn d_one() -> usize {
+    1
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_warmup() -> u64 {
+    100
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_log() -> u64 {
+    10
+}
+fn d_ckpt() -> u64 {
+    500
+}
+fn d_keep() -> usize {
+    2
+}
+fn d_eval_batch() -> usize {
+    256
+}
+fn d_timeout() -> u64 {
+    300
+}
+fn d_bucket() -> usize {
+    25
+}
 
 fn default_output_root() -> PathBuf {
     PathBuf::from(DEFAULT_OUTPUT_ROOT)
@@ -285,20 +347,38 @@ impl Validate for RunConfig {
             checks.check("data.stride", d.stride >= 1, "at least 1");
         }
         if let Some(e) = &self.encoder {
-            checks.check("encoder.dim", e.dim >= 1 && e.heads >= 1 && e.dim % e.heads == 0, format!("a multiple of encoder.heads ({}), found {}", e.heads, e.dim));
+            checks.check(
+                "encoder.dim",
+                e.dim >= 1 && e.heads >= 1 && e.dim % e.heads == 0,
+                format!("a multiple of encoder.heads ({}), found {}", e.heads, e.dim),
+            );
             checks.check("encoder.layers", (1..=64).contains(&e.layers), format!("1..=64, found {}", e.layers));
             checks.check("encoder.ffn_mult", (1..=16).contains(&e.ffn_mult), format!("1..=16, found {}", e.ffn_mult));
-            checks.check("encoder.dropout", (0.0..1.0).contains(&e.dropout), format!("0 <= dropout < 1, found {}", e.dropout));
+            checks.check(
+                "encoder.dropout",
+                (0.0..1.0).contains(&e.dropout),
+                format!("0 <= dropout < 1, found {}", e.dropout),
+            );
             let mut seen = e.features.clone();
             seen.dedup();
-            checks.check("encoder.features", !e.features.is_empty() && e.features[0] == crate::model::encoder::Feature::Item && seen.len() == e.features.len(), "a list starting with item, without repeats");
+            checks.check(
+                "encoder.features",
+                !e.features.is_empty()
+                    && e.features[0] == crate::model::encoder::Feature::Item
+                    && seen.len() == e.features.len(),
+                "a list starting with item, without repeats",
+            );
         }
         if let Some(p) = &self.pretrain {
             checks.check("pretrain.steps", p.steps >= 1, "at least 1");
             checks.check("pretrain.batch_size", p.batch_size >= 1, "at least 1");
             checks.check("pretrain.grad_accum", p.grad_accum >= 1, "at least 1");
             checks.check("pretrain.lr", p.lr > 0.0 && p.lr < 10.0, format!("0 < lr < 10, found {}", p.lr));
-            checks.check("pretrain.weight_decay", (0.0..1.0).contains(&p.weight_decay), format!("0 <= weight_decay < 1, found {}", p.weight_decay));
+            checks.check(
+                "pretrain.weight_decay",
+                (0.0..1.0).contains(&p.weight_decay),
+                format!("0 <= weight_decay < 1, found {}", p.weight_decay),
+            );
             checks.check("pretrain.grad_clip", p.grad_clip >= 0.0, "0 (off) or a positive norm");
             checks.check("pretrain.log_every", p.log_every >= 1, "at least 1");
             checks.check("pretrain.keep_checkpoints", p.keep_checkpoints >= 1, "at least 1");
@@ -307,11 +387,23 @@ impl Validate for RunConfig {
         }
         if let Some(f) = &self.finetune {
             use crate::model::userllm::{Integration, Strategy};
-            checks.check("finetune.strategy", f.integration != Integration::TextPrompt || matches!(f.strategy, Strategy::Full | Strategy::Lora), "full or lora with `integration: text_prompt` (it has no encoder or projection to train)");
+            checks.check(
+                "finetune.strategy",
+                f.integration != Integration::TextPrompt || matches!(f.strategy, Strategy::Full | Strategy::Lora),
+                "full or lora with `integration: text_prompt` (it has no encoder or projection to train)",
+            );
             checks.check("finetune.grad_accum", f.grad_accum >= 1, "at least 1");
             checks.check("finetune.keep_checkpoints", f.keep_checkpoints >= 1, "at least 1");
-            checks.check("finetune.candidates", (2..=100_000).contains(&f.candidates), format!("2..=100000, found {}", f.candidates));
-            checks.check("finetune.max_new_tokens", (2..=4096).contains(&f.max_new_tokens), format!("2..=4096, found {}", f.max_new_tokens));
+            checks.check(
+                "finetune.candidates",
+                (2..=100_000).contains(&f.candidates),
+                format!("2..=100000, found {}", f.candidates),
+            );
+            checks.check(
+                "finetune.max_new_tokens",
+                (2..=4096).contains(&f.max_new_tokens),
+                format!("2..=4096, found {}", f.max_new_tokens),
+            );
             checks.check("finetune.text_prompt_window", f.text_prompt_window >= 1, "at least 1");
             checks.check("finetune.steps", f.steps >= 1, "at least 1");
             checks.check("finetune.batch_size", f.batch_size >= 1, "at least 1");
@@ -321,11 +413,20 @@ impl Validate for RunConfig {
             checks.check("finetune.lora.rank", f.lora.rank >= 1, "at least 1");
             checks.check("finetune", self.data.is_some(), "a `data` section naming the store");
             if let crate::model::xattn::Placement::Named(n) = &f.cross_attention_layers {
-                let known = matches!(n.as_str(), "all" | "upper_half" | "lower_half") || n.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).is_some_and(|k| k >= 1);
-                checks.check("finetune.cross_attention_layers", known, format!("all, upper_half, lower_half, every_K or a list of layer numbers, found {n:?}"));
+                let known = matches!(n.as_str(), "all" | "upper_half" | "lower_half")
+                    || n.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).is_some_and(|k| k >= 1);
+                checks.check(
+                    "finetune.cross_attention_layers",
+                    known,
+                    format!("all, upper_half, lower_half, every_K or a list of layer numbers, found {n:?}"),
+                );
             }
         }
-        checks.check("dist.nproc", (1..=1024).contains(&self.dist.nproc), format!("1..=1024, found {}", self.dist.nproc));
+        checks.check(
+            "dist.nproc",
+            (1..=1024).contains(&self.dist.nproc),
+            format!("1..=1024, found {}", self.dist.nproc),
+        );
         checks.check("dist.timeout_s", self.dist.timeout_s >= 1, "at least 1 second");
         checks.check("dist.bucket_mb", self.dist.bucket_mb >= 1, "at least 1 MiB");
     }

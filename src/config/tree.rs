@@ -110,7 +110,8 @@ pub struct ParseError {
 /// Parse one YAML document. The source decides how positions are reported: a
 /// `--set` value reports the override itself rather than a line of a file.
 pub fn parse_str(text: &str, source: Source) -> Result<Node, ParseError> {
-    let mut builder = Builder { source: source.clone(), stack: Vec::new(), anchors: Vec::new(), root: None, error: None, docs: 0 };
+    let mut builder =
+        Builder { source: source.clone(), stack: Vec::new(), anchors: Vec::new(), root: None, error: None, docs: 0 };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
@@ -248,7 +249,9 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.push(Node::new(value, origin), anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Node::new(Value::Seq(Vec::new()), origin), anchor)),
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(Node::new(Value::Seq(Vec::new()), origin), anchor))
+            }
             Event::MappingStart(anchor, _) => {
                 self.stack.push(Frame::Map(Node::new(Value::Map(Vec::new()), origin), anchor, None))
             }

@@ -60,8 +60,9 @@ impl Catalog {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let mut c: Catalog = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-            .with_context(|| format!("{}: not a uorch catalog", path.display()))?;
+        let mut c: Catalog =
+            serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+                .with_context(|| format!("{}: not a uorch catalog", path.display()))?;
         if c.titles.len() != c.items.len() || c.item_categories.len() != c.items.len() {
             bail!("{}: items, titles and item_categories differ in length", path.display());
         }
@@ -105,6 +106,8 @@ impl Catalog {
 impl Store {
     /// Interactions `range` of the timelines as (item, rating) pairs.
     pub fn interactions(&self, range: std::ops::Range<usize>) -> Vec<Interaction> {
-        range.map(|k| Interaction { item: self.arrays.item[k] as usize, rating: self.arrays.rating[k] as usize }).collect()
+        range
+            .map(|k| Interaction { item: self.arrays.item[k] as usize, rating: self.arrays.rating[k] as usize })
+            .collect()
     }
 }

@@ -209,7 +209,11 @@ pub const NO_CATEGORY: &str = "<none>";
 
 /// Canonical text of a rating: `4` for whole numbers, else shortest decimal.
 pub fn rating_text(r: f32) -> String {
-    if r.fract() == 0.0 { format!("{}", r as i64) } else { format!("{r}") }
+    if r.fract() == 0.0 {
+        format!("{}", r as i64)
+    } else {
+        format!("{r}")
+    }
 }
 
 /// Order raw ids numerically when all are integers, else as strings.
@@ -240,7 +244,10 @@ fn k_core(c: &Collector, f: Filters) -> (Vec<bool>, u32) {
         }
         let mut changed = false;
         for (k, on) in keep.iter_mut().enumerate() {
-            if *on && (uc[c.user[k] as usize] < f.min_user_interactions || ic[c.item[k] as usize] < f.min_item_interactions) {
+            if *on
+                && (uc[c.user[k] as usize] < f.min_user_interactions
+                    || ic[c.item[k] as usize] < f.min_item_interactions)
+            {
                 *on = false;
                 changed = true;
             }
@@ -317,7 +324,8 @@ impl Collector {
         }
 
         // Categories of kept items, and their vocabulary.
-        let item_meta: Vec<ItemMeta> = items.iter().map(|raw| self.meta.get(raw.as_str()).cloned().unwrap_or_default()).collect();
+        let item_meta: Vec<ItemMeta> =
+            items.iter().map(|raw| self.meta.get(raw.as_str()).cloned().unwrap_or_default()).collect();
         let mut categories: Vec<String> = item_meta.iter().flat_map(|m| m.categories.iter().cloned()).collect();
         categories.sort();
         categories.dedup();
@@ -348,8 +356,13 @@ impl Collector {
 
         let n = order.len();
         let mut user_offsets = vec![0i64; users.len() + 1];
-        let (mut item, mut timestamp, mut rating, mut rating_value, mut category) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut item, mut timestamp, mut rating, mut rating_value, mut category) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for &k in &order {
             let k = k as usize;
             user_offsets[user_map[self.user[k] as usize] as usize + 1] += 1;
@@ -443,7 +456,16 @@ mod tests {
     fn k_core_iterates_until_every_user_and_item_meets_the_minimum() {
         // Item c has 1 interaction: removing it leaves user 3 with 1, which then
         // drops item b to 1 ... a second round is needed.
-        let c = collect(&[("1", "a", 1), ("1", "b", 2), ("2", "a", 1), ("2", "b", 2), ("3", "b", 1), ("3", "c", 2), ("4", "a", 3), ("4", "d", 4)]);
+        let c = collect(&[
+            ("1", "a", 1),
+            ("1", "b", 2),
+            ("2", "a", 1),
+            ("2", "b", 2),
+            ("3", "b", 1),
+            ("3", "c", 2),
+            ("4", "a", 3),
+            ("4", "d", 4),
+        ]);
         let t = c.finish(Filters { min_user_interactions: 2, min_item_interactions: 2 }, None).unwrap();
         assert_eq!(t.users, ["1", "2"]);
         assert_eq!(t.items, ["a", "b"]);
@@ -467,14 +489,18 @@ mod tests {
     #[test]
     fn empty_result_after_filtering_is_an_error() {
         let c = collect(&[("1", "a", 1)]);
-        let e = c.finish(Filters { min_user_interactions: 2, min_item_interactions: 1 }, None).err().unwrap().to_string();
+        let e =
+            c.finish(Filters { min_user_interactions: 2, min_item_interactions: 1 }, None).err().unwrap().to_string();
         assert!(e.contains("no interactions left after filtering"), "{e}");
     }
 
     #[test]
     fn ratings_and_categories_get_sorted_vocabularies() {
         let mut c = Collector::new(None, 0).unwrap();
-        c.meta.insert("a".into(), ItemMeta { title: Some("A".into()), categories: vec!["Drama".into(), "Comedy".into()] });
+        c.meta.insert(
+            "a".into(),
+            ItemMeta { title: Some("A".into()), categories: vec!["Drama".into(), "Comedy".into()] },
+        );
         c.push("1", "a", 0, 4.5, None).unwrap();
         c.push("1", "b", 1, 1.0, None).unwrap();
         let t = c.finish(Filters { min_user_interactions: 1, min_item_interactions: 1 }, None).unwrap();

@@ -1,8 +1,8 @@
 //! Datasets: public formats → timeline store → splits, windows, shards, task
 //! examples and text prompts.
 
-pub mod formats;
 pub mod catalog;
+pub mod formats;
 pub mod ingest;
 pub mod lines;
 pub mod prepare;

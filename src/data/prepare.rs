@@ -78,8 +78,11 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
             .progress_chars("=> "),
     );
     // Size the arrays from the input: ~30 bytes per rating line is typical.
-    let expected_rows = (inputs.interactions.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>() / 30) as usize;
-    let mut collector = Collector::new(format.has_reviews().then_some(staging.0.as_path()), expected_rows.min(1 << 28))?;
+    let expected_rows =
+        (inputs.interactions.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>() / 30)
+            as usize;
+    let mut collector =
+        Collector::new(format.has_reviews().then_some(staging.0.as_path()), expected_rows.min(1 << 28))?;
     let mut bad = BadLines::new(opts.skip_bad_lines);
     let mut progress = Progress::new(bar);
     let mut timings = Vec::new();
@@ -92,7 +95,10 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     progress.bar.finish_and_clear();
     let rows_read = collector.len();
     if rows_read == 0 {
-        bail!("no interactions in {}", inputs.interactions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no interactions in {}",
+            inputs.interactions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     let reviews_path = staging.0.join(store::REVIEWS);
     lap("read", &mut timings);
@@ -103,12 +109,22 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     for (role, paths) in [("interactions", &inputs.interactions), ("metadata", &inputs.metadata)] {
         for p in paths {
             let (bytes, sha256) = sha256_file(p)?;
-            sources.push(SourceFile { name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(), role: role.into(), bytes, sha256 });
+            sources.push(SourceFile {
+                name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                role: role.into(),
+                bytes,
+                sha256,
+            });
         }
     }
     if let Some(p) = &inputs.genre_list {
         let (bytes, sha256) = sha256_file(p)?;
-        sources.push(SourceFile { name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(), role: "genres".into(), bytes, sha256 });
+        sources.push(SourceFile {
+            name: p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            role: "genres".into(),
+            bytes,
+            sha256,
+        });
     }
     lap("checksum", &mut timings);
     let reviews = t.arrays.review_offsets.as_ref().map(|o| o.windows(2).filter(|w| w[1] > w[0]).count()).unwrap_or(0);
@@ -125,7 +141,13 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         sources,
         filters: opts.filters,
         filter_rounds: t.filter_rounds,
-        counts: Counts { users: t.users.len(), items: t.items.len(), interactions: t.arrays.item.len(), reviews, skipped_lines: bad.count },
+        counts: Counts {
+            users: t.users.len(),
+            items: t.items.len(),
+            interactions: t.arrays.item.len(),
+            reviews,
+            skipped_lines: bad.count,
+        },
         features,
         timestamp_unit: "seconds".into(),
         created_by: format!("uorch {}", env!("CARGO_PKG_VERSION")),
@@ -139,7 +161,8 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     if had_old {
         std::fs::rename(&opts.out, &old).with_context(|| format!("moving the old {} aside", opts.out.display()))?;
     }
-    std::fs::rename(&staging.0, &opts.out).with_context(|| format!("moving the new store to {}", opts.out.display()))?;
+    std::fs::rename(&staging.0, &opts.out)
+        .with_context(|| format!("moving the new store to {}", opts.out.display()))?;
     if had_old {
         std::fs::remove_dir_all(&old)?;
     }

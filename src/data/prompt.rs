@@ -28,7 +28,10 @@ pub fn question(cat: &Catalog, task: Task, target_item: Option<usize>) -> String
     match task {
         Task::NextItem => format!("Question: Which {} will the user choose next?\nAnswer:", cat.item_noun()),
         Task::FavoriteCategory => format!("Question: What is the user's favorite {}?\nAnswer:", cat.category_label),
-        Task::Review => format!("Question: Write the user's review of {}.\nAnswer:", target_item.map(|i| cat.title(i)).unwrap_or("the item")),
+        Task::Review => format!(
+            "Question: Write the user's review of {}.\nAnswer:",
+            target_item.map(|i| cat.title(i)).unwrap_or("the item")
+        ),
     }
 }
 

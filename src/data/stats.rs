@@ -40,7 +40,10 @@ pub fn compute(s: &Store) -> Stats {
     }
     hist.insert("min".into(), *lengths.first().unwrap_or(&0) as f64);
     hist.insert("max".into(), *lengths.last().unwrap_or(&0) as f64);
-    hist.insert("mean".into(), if lengths.is_empty() { 0.0 } else { s.arrays.item.len() as f64 / lengths.len() as f64 });
+    hist.insert(
+        "mean".into(),
+        if lengths.is_empty() { 0.0 } else { s.arrays.item.len() as f64 / lengths.len() as f64 },
+    );
     let mut vocab = s.manifest.features.clone();
     vocab.insert("user".into(), s.users());
     let c = &s.manifest.counts;

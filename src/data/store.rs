@@ -100,14 +100,30 @@ fn sync_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// must already be there when the timelines have reviews.
 pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
     let mut arrays: Vec<(&str, TensorView)> = vec![
-        ("user_offsets", TensorView::new(Dtype::I64, vec![t.arrays.user_offsets.len()], bytes_of(&t.arrays.user_offsets))?),
+        (
+            "user_offsets",
+            TensorView::new(Dtype::I64, vec![t.arrays.user_offsets.len()], bytes_of(&t.arrays.user_offsets))?,
+        ),
         ("item", TensorView::new(Dtype::I32, vec![t.arrays.item.len()], bytes_of(&t.arrays.item))?),
         ("timestamp", TensorView::new(Dtype::I64, vec![t.arrays.timestamp.len()], bytes_of(&t.arrays.timestamp))?),
         ("rating", TensorView::new(Dtype::I32, vec![t.arrays.rating.len()], bytes_of(&t.arrays.rating))?),
-        ("rating_value", TensorView::new(Dtype::F32, vec![t.arrays.rating_value.len()], bytes_of(&t.arrays.rating_value))?),
+        (
+            "rating_value",
+            TensorView::new(Dtype::F32, vec![t.arrays.rating_value.len()], bytes_of(&t.arrays.rating_value))?,
+        ),
         ("category", TensorView::new(Dtype::I32, vec![t.arrays.category.len()], bytes_of(&t.arrays.category))?),
-        ("item_category_offsets", TensorView::new(Dtype::I64, vec![t.arrays.item_category_offsets.len()], bytes_of(&t.arrays.item_category_offsets))?),
-        ("item_category", TensorView::new(Dtype::I32, vec![t.arrays.item_category.len()], bytes_of(&t.arrays.item_category))?),
+        (
+            "item_category_offsets",
+            TensorView::new(
+                Dtype::I64,
+                vec![t.arrays.item_category_offsets.len()],
+                bytes_of(&t.arrays.item_category_offsets),
+            )?,
+        ),
+        (
+            "item_category",
+            TensorView::new(Dtype::I32, vec![t.arrays.item_category.len()], bytes_of(&t.arrays.item_category))?,
+        ),
     ];
     if let Some(off) = &t.arrays.review_offsets {
         arrays.push(("review_offsets", TensorView::new(Dtype::I64, vec![off.len()], bytes_of(off))?));
@@ -118,7 +134,12 @@ pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     std::fs::File::open(&path)?.sync_all()?;
 
-    let vocab = Vocab { user: t.users.clone(), item: t.items.clone(), category: t.categories.clone(), rating: t.ratings.clone() };
+    let vocab = Vocab {
+        user: t.users.clone(),
+        item: t.items.clone(),
+        category: t.categories.clone(),
+        rating: t.ratings.clone(),
+    };
     sync_write(&dir.join(VOCAB), &serde_json::to_vec(&vocab)?)?;
     let mut items = Vec::new();
     for m in &t.item_meta {
@@ -162,7 +183,12 @@ pub struct Store {
     reviews: Option<memmap2::Mmap>,
 }
 
-fn read_array<T: Copy + Default>(st: &safetensors::SafeTensors, name: &str, dtype: Dtype, file: &Path) -> Result<Vec<T>> {
+fn read_array<T: Copy + Default>(
+    st: &safetensors::SafeTensors,
+    name: &str,
+    dtype: Dtype,
+    file: &Path,
+) -> Result<Vec<T>> {
     let view = st.tensor(name).with_context(|| format!("{}: missing array `{name}`", file.display()))?;
     if view.dtype() != dtype {
         bail!("{}: array `{name}` is {:?}, expected {dtype:?}", file.display(), view.dtype());
@@ -181,11 +207,21 @@ impl Store {
         let text = std::fs::read(&mpath).with_context(|| {
             format!("{} is not a timeline store (no {MANIFEST}; a prepare that did not finish leaves none): run `uorch data prepare`", dir.display())
         })?;
-        let manifest: Manifest = serde_json::from_slice(&text).with_context(|| format!("{}: unreadable manifest (written by another uorch version, or damaged): prepare the store again", mpath.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "{}: unreadable manifest (written by another uorch version, or damaged): prepare the store again",
+                mpath.display()
+            )
+        })?;
         if manifest.store_version != STORE_VERSION {
-            bail!("{}: store version {} but this uorch reads version {STORE_VERSION}: prepare it again", mpath.display(), manifest.store_version);
+            bail!(
+                "{}: store version {} but this uorch reads version {STORE_VERSION}: prepare it again",
+                mpath.display(),
+                manifest.store_version
+            );
         }
-        let vocab: Vocab = serde_json::from_slice(&std::fs::read(dir.join(VOCAB))?).with_context(|| format!("{}: unreadable", dir.join(VOCAB).display()))?;
+        let vocab: Vocab = serde_json::from_slice(&std::fs::read(dir.join(VOCAB))?)
+            .with_context(|| format!("{}: unreadable", dir.join(VOCAB).display()))?;
         let items_text = std::fs::read_to_string(dir.join(ITEMS))?;
         let items = items_text
             .lines()
@@ -196,12 +232,17 @@ impl Store {
         let file = std::fs::File::open(&apath).with_context(|| format!("opening {}", apath.display()))?;
         // SAFETY: stores are written once and renamed into place, never modified.
         let map = unsafe { memmap2::Mmap::map(&file)? };
-        let st = safetensors::SafeTensors::deserialize(&map).with_context(|| format!("{}: not a safetensors file", apath.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&map)
+            .with_context(|| format!("{}: not a safetensors file", apath.display()))?;
         let has_reviews = st.names().iter().any(|n| *n == "review_offsets");
         let reviews = if has_reviews {
             let f = std::fs::File::open(dir.join(REVIEWS))?;
             // SAFETY: as above; an empty file cannot be mapped, hence the check.
-            if f.metadata()?.len() > 0 { Some(unsafe { memmap2::Mmap::map(&f)? }) } else { None }
+            if f.metadata()?.len() > 0 {
+                Some(unsafe { memmap2::Mmap::map(&f)? })
+            } else {
+                None
+            }
         } else {
             None
         };
@@ -214,7 +255,11 @@ impl Store {
             category: read_array(&st, "category", Dtype::I32, &apath)?,
             item_category_offsets: read_array(&st, "item_category_offsets", Dtype::I64, &apath)?,
             item_category: read_array(&st, "item_category", Dtype::I32, &apath)?,
-            review_offsets: if has_reviews { Some(read_array(&st, "review_offsets", Dtype::I64, &apath)?) } else { None },
+            review_offsets: if has_reviews {
+                Some(read_array(&st, "review_offsets", Dtype::I64, &apath)?)
+            } else {
+                None
+            },
         };
         let store = Self { dir: dir.to_path_buf(), arrays, reviews, manifest, vocab, items };
         store.check()?;
@@ -228,12 +273,22 @@ impl Store {
         let ok = self.arrays.user_offsets.len() == c.users + 1
             && *self.arrays.user_offsets.last().unwrap_or(&-1) == n as i64
             && n == c.interactions
-            && [self.arrays.timestamp.len(), self.arrays.rating.len(), self.arrays.rating_value.len(), self.arrays.category.len()].iter().all(|&l| l == n)
+            && [
+                self.arrays.timestamp.len(),
+                self.arrays.rating.len(),
+                self.arrays.rating_value.len(),
+                self.arrays.category.len(),
+            ]
+            .iter()
+            .all(|&l| l == n)
             && self.items.len() == c.items
             && self.arrays.item_category_offsets.len() == c.items + 1
             && self.arrays.review_offsets.as_ref().is_none_or(|o| o.len() == n + 1);
         if !ok {
-            bail!("{}: arrays do not match the manifest's counts: the store is damaged, prepare it again", self.dir.display());
+            bail!(
+                "{}: arrays do not match the manifest's counts: the store is damaged, prepare it again",
+                self.dir.display()
+            );
         }
         Ok(())
     }
@@ -249,7 +304,8 @@ impl Store {
 
     /// Genre/category ids of item `i`.
     pub fn item_categories(&self, i: usize) -> &[i32] {
-        &self.arrays.item_category[self.arrays.item_category_offsets[i] as usize..self.arrays.item_category_offsets[i + 1] as usize]
+        &self.arrays.item_category
+            [self.arrays.item_category_offsets[i] as usize..self.arrays.item_category_offsets[i + 1] as usize]
     }
 
     /// Review text of interaction `k`, if it has one.

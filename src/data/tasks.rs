@@ -34,7 +34,11 @@ pub struct Example {
 /// paths (Amazon), whose deeper levels would be counted twice.
 fn counted_categories(store: &Store, item: usize) -> &[i32] {
     let all = store.item_categories(item);
-    if store.manifest.category_structure == "path" { &all[..all.len().min(1)] } else { all }
+    if store.manifest.category_structure == "path" {
+        &all[..all.len().min(1)]
+    } else {
+        all
+    }
 }
 
 /// The most frequent genre/category over the window's items. Ties go to the
@@ -60,7 +64,11 @@ pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
 /// interactions of history each.
 pub fn examples(store: &Store, task: Task, split: Split, length: usize) -> Result<Vec<Example>> {
     if task == Task::Review && store.arrays.review_offsets.is_none() {
-        bail!("{}: review generation needs review text, and this {} store has none", store.dir.display(), store.manifest.format);
+        bail!(
+            "{}: review generation needs review text, and this {} store has none",
+            store.dir.display(),
+            store.manifest.format
+        );
     }
     let mut out = Vec::new();
     for case in eval_cases(store, split, length) {

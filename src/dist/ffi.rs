@@ -21,7 +21,13 @@ pub type CTensor = *mut torch_sys::C_tensor;
 
 extern "C" {
     pub fn uorch_last_error() -> *const c_char;
-    pub fn uorch_tcpstore_new(host: *const c_char, port: c_int, world: c_int, is_server: c_int, timeout_ms: i64) -> *mut CStore;
+    pub fn uorch_tcpstore_new(
+        host: *const c_char,
+        port: c_int,
+        world: c_int,
+        is_server: c_int,
+        timeout_ms: i64,
+    ) -> *mut CStore;
     pub fn uorch_prefixstore_new(prefix: *const c_char, base: *mut CStore) -> *mut CStore;
     pub fn uorch_store_free(s: *mut CStore);
     pub fn uorch_store_set(s: *mut CStore, key: *const c_char, data: *const u8, len: usize) -> c_int;
@@ -29,7 +35,13 @@ extern "C" {
     pub fn uorch_store_add(s: *mut CStore, key: *const c_char, delta: i64, out: *mut i64) -> c_int;
     pub fn uorch_store_wait(s: *mut CStore, keys: *const *const c_char, n: c_int, timeout_ms: i64) -> c_int;
     pub fn uorch_free(p: *mut c_void);
-    pub fn uorch_pg_gloo_new(s: *mut CStore, rank: c_int, size: c_int, timeout_ms: i64, hostname: *const c_char) -> *mut CGroup;
+    pub fn uorch_pg_gloo_new(
+        s: *mut CStore,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: i64,
+        hostname: *const c_char,
+    ) -> *mut CGroup;
     pub fn uorch_pg_free(pg: *mut CGroup);
     pub fn uorch_pg_allreduce(pg: *mut CGroup, ts: *const CTensor, n: c_int, op: c_int) -> *mut CWork;
     pub fn uorch_pg_broadcast(pg: *mut CGroup, ts: *const CTensor, n: c_int, root: c_int) -> *mut CWork;

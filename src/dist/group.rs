@@ -102,7 +102,9 @@ impl ProcessGroup {
     pub fn gloo(store: Store, rank: usize, size: usize, timeout: Duration, hostname: &str) -> Result<Self> {
         let host = std::ffi::CString::new(hostname)?;
         // SAFETY: store.ptr is live; the shim catches C++ exceptions.
-        let ptr = unsafe { ffi::uorch_pg_gloo_new(store.ptr, rank as i32, size as i32, timeout.as_millis() as i64, host.as_ptr()) };
+        let ptr = unsafe {
+            ffi::uorch_pg_gloo_new(store.ptr, rank as i32, size as i32, timeout.as_millis() as i64, host.as_ptr())
+        };
         if ptr.is_null() {
             bail!("creating the Gloo group (rank {rank} of {size}, {hostname}): {}", ffi::last_error());
         }
@@ -145,14 +147,23 @@ impl ProcessGroup {
     /// `output` (size × input's elements) receives every rank's `input`, in rank order.
     pub fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<Work> {
         // SAFETY: both tensors are live for the call.
-        let w = unsafe { ffi::uorch_pg_allgather(self.ptr, output.as_ptr() as ffi::CTensor, input.as_ptr() as ffi::CTensor) };
+        let w = unsafe {
+            ffi::uorch_pg_allgather(self.ptr, output.as_ptr() as ffi::CTensor, input.as_ptr() as ffi::CTensor)
+        };
         self.work(w, "all_gather")
     }
 
     /// `input` (size × output's elements) is reduced across ranks; rank r gets chunk r.
     pub fn reduce_scatter(&self, output: &Tensor, input: &Tensor, op: ReduceOp) -> Result<Work> {
         // SAFETY: both tensors are live for the call.
-        let w = unsafe { ffi::uorch_pg_reduce_scatter(self.ptr, output.as_ptr() as ffi::CTensor, input.as_ptr() as ffi::CTensor, op.code()) };
+        let w = unsafe {
+            ffi::uorch_pg_reduce_scatter(
+                self.ptr,
+                output.as_ptr() as ffi::CTensor,
+                input.as_ptr() as ffi::CTensor,
+                op.code(),
+            )
+        };
         let mut work = self.work(w, "reduce_scatter")?;
         if op == ReduceOp::Avg {
             work.scale = Some((vec![output.shallow_clone()], self.size as f64));

@@ -32,7 +32,10 @@ fn open(path: &Path) -> Result<Plugin> {
         if abi() != ABI {
             bail!("{}: plugin ABI {} but this uorch expects {ABI}: rebuild it", path.display(), abi());
         }
-        Plugin { new_group: *lib.get::<NewGroup>(b"uorch_pg_nccl_new")?, last_error: *lib.get::<LastError>(b"uorch_nccl_last_error")? }
+        Plugin {
+            new_group: *lib.get::<NewGroup>(b"uorch_pg_nccl_new")?,
+            last_error: *lib.get::<LastError>(b"uorch_nccl_last_error")?,
+        }
     };
     std::mem::forget(lib); // used for the life of the process
     Ok(plugin)
@@ -40,17 +43,30 @@ fn open(path: &Path) -> Result<Plugin> {
 
 /// The plugin, loaded once (from `paths::nccl_plugin()`).
 pub fn plugin() -> Result<&'static Plugin> {
-    PLUGIN.get_or_init(|| open(&crate::paths::nccl_plugin()).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    PLUGIN
+        .get_or_init(|| open(&crate::paths::nccl_plugin()).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Plugin {
-    pub(super) fn new_group(&self, store: *mut ffi::CStore, rank: usize, size: usize, timeout_ms: i64, device: usize) -> Result<*mut ffi::CGroup> {
+    pub(super) fn new_group(
+        &self,
+        store: *mut ffi::CStore,
+        rank: usize,
+        size: usize,
+        timeout_ms: i64,
+        device: usize,
+    ) -> Result<*mut ffi::CGroup> {
         // SAFETY: store is live; the plugin catches C++ exceptions.
         let ptr = unsafe { (self.new_group)(store, rank as c_int, size as c_int, timeout_ms, device as c_int) };
         if ptr.is_null() {
             // SAFETY: thread-local NUL-terminated string from the plugin.
             let msg = unsafe { std::ffi::CStr::from_ptr((self.last_error)()).to_string_lossy().into_owned() };
-            bail!("creating the NCCL group (rank {rank} of {size}, cuda:{device}): {}", msg.split("\nException raised from").next().unwrap_or(""));
+            bail!(
+                "creating the NCCL group (rank {rank} of {size}, cuda:{device}): {}",
+                msg.split("\nException raised from").next().unwrap_or("")
+            );
         }
         Ok(ptr)
     }

@@ -31,9 +31,21 @@ impl Store {
     /// Every operation, and connecting, gives up after `timeout`.
     pub fn tcp(host: &str, port: u16, world_size: usize, is_server: bool, timeout: Duration) -> Result<Self> {
         // SAFETY: valid C strings; the shim catches C++ exceptions.
-        let ptr = unsafe { ffi::uorch_tcpstore_new(cstr(host).as_ptr(), port as i32, world_size as i32, is_server as i32, timeout.as_millis() as i64) };
+        let ptr = unsafe {
+            ffi::uorch_tcpstore_new(
+                cstr(host).as_ptr(),
+                port as i32,
+                world_size as i32,
+                is_server as i32,
+                timeout.as_millis() as i64,
+            )
+        };
         if ptr.is_null() {
-            bail!("TCPStore at {host}:{port} ({}): {}", if is_server { "serving" } else { "connecting" }, ffi::last_error());
+            bail!(
+                "TCPStore at {host}:{port} ({}): {}",
+                if is_server { "serving" } else { "connecting" },
+                ffi::last_error()
+            );
         }
         Ok(Self { ptr, timeout })
     }
@@ -85,7 +97,8 @@ impl Store {
         let owned: Vec<CString> = keys.iter().map(|k| cstr(k)).collect();
         let ptrs: Vec<*const std::os::raw::c_char> = owned.iter().map(|k| k.as_ptr()).collect();
         // SAFETY: ptrs point into `owned`, alive for the call.
-        if unsafe { ffi::uorch_store_wait(self.ptr, ptrs.as_ptr(), ptrs.len() as i32, timeout.as_millis() as i64) } != 0 {
+        if unsafe { ffi::uorch_store_wait(self.ptr, ptrs.as_ptr(), ptrs.len() as i32, timeout.as_millis() as i64) } != 0
+        {
             bail!("store wait for {keys:?} (timeout {timeout:?}): {}", ffi::last_error());
         }
         Ok(())

@@ -37,8 +37,12 @@ impl Topology {
             }
             if self.master_addr == "127.0.0.1" && self.nnodes > 1 {
                 let list = std::env::var("SLURM_JOB_NODELIST").context("SLURM_JOB_NODELIST is not set")?;
-                let out = Command::new("scontrol").args(["show", "hostnames", &list]).output().context("running scontrol show hostnames")?;
-                self.master_addr = String::from_utf8_lossy(&out.stdout).lines().next().context("empty SLURM node list")?.to_string();
+                let out = Command::new("scontrol")
+                    .args(["show", "hostnames", &list])
+                    .output()
+                    .context("running scontrol show hostnames")?;
+                self.master_addr =
+                    String::from_utf8_lossy(&out.stdout).lines().next().context("empty SLURM node list")?.to_string();
             }
             if self.master_port == 0 {
                 let job: u64 = std::env::var("SLURM_JOB_ID").ok().and_then(|j| j.parse().ok()).unwrap_or(0);
@@ -71,7 +75,12 @@ struct Running {
 
 const TAIL: usize = 20;
 
-fn pump(stream: impl std::io::Read + Send + 'static, rank: usize, to_stderr: bool, tail: Option<Arc<Mutex<VecDeque<String>>>>) -> std::thread::JoinHandle<()> {
+fn pump(
+    stream: impl std::io::Read + Send + 'static,
+    rank: usize,
+    to_stderr: bool,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             if let Some(t) = &tail {
@@ -150,7 +159,10 @@ pub fn interrupt_counter() -> Result<Arc<AtomicUsize>> {
     let last_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (c, l) = (count.clone(), last_ms.clone());
     ctrlc::set_handler(move || {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         if now.saturating_sub(l.load(Ordering::SeqCst)) >= 1000 {
             c.fetch_add(1, Ordering::SeqCst);
             l.store(now, Ordering::SeqCst);

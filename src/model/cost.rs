@@ -18,12 +18,18 @@ pub fn llm(c: &LlamaConfig, tokens: f64) -> f64 {
 /// text (plus the user tokens of a soft prompt), the cross-attention blocks.
 pub fn user_llm(m: &UserLlm, text: f64, history: f64) -> f64 {
     let sum = |prefix: &str| -> f64 {
-        m.vs.variables().iter().filter(|(k, _)| k.starts_with(prefix) && !k.contains(".head.") && !k.contains(".embed.")).map(|(_, t)| t.numel() as f64).sum()
+        m.vs.variables()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && !k.contains(".head.") && !k.contains(".embed."))
+            .map(|(_, t)| t.numel() as f64)
+            .sum()
     };
     let latents = m.perceiver.as_ref().map(|p| p.latents() as f64);
     let user = latents.unwrap_or(history);
     // The Perceiver projects the history (keys, values) and its latents (queries, feed-forward).
-    let encoder = 2.0 * sum("encoder.") * history + latents.map(|k| 2.0 * sum("perceiver.") * (history + k)).unwrap_or(0.0) + 2.0 * sum("projection.") * user;
+    let encoder = 2.0 * sum("encoder.") * history
+        + latents.map(|k| 2.0 * sum("perceiver.") * (history + k)).unwrap_or(0.0)
+        + 2.0 * sum("projection.") * user;
     let h = m.llm.config.hidden_size as f64;
     match m.integration {
         Integration::CrossAttention => {

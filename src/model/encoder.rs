@@ -68,7 +68,14 @@ impl UserEncoder {
         let embeddings = shape
             .features
             .iter()
-            .map(|(f, vocab)| nn::embedding(p / "embed" / f.name(), vocab + 1, emb_dim, nn::EmbeddingConfig { padding_idx: 0, ..Default::default() }))
+            .map(|(f, vocab)| {
+                nn::embedding(
+                    p / "embed" / f.name(),
+                    vocab + 1,
+                    emb_dim,
+                    nn::EmbeddingConfig { padding_idx: 0, ..Default::default() },
+                )
+            })
             .collect();
         let project = nn::linear(p / "project", emb_dim * shape.features.len() as i64, d, Default::default());
         let positions = nn::embedding(p / "positions", shape.max_len, d, Default::default());
@@ -86,7 +93,11 @@ impl UserEncoder {
             })
             .collect();
         let final_norm = nn::layer_norm(p / "final_norm", vec![d], Default::default());
-        let heads = shape.features.iter().map(|(f, vocab)| nn::linear(p / "head" / f.name(), d, *vocab, Default::default())).collect();
+        let heads = shape
+            .features
+            .iter()
+            .map(|(f, vocab)| nn::linear(p / "head" / f.name(), d, *vocab, Default::default()))
+            .collect();
         Self { shape, embeddings, project, positions, blocks, final_norm, heads }
     }
 
@@ -114,7 +125,10 @@ impl UserEncoder {
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
             let p = if train { self.shape.dropout } else { 0.0 };
             let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), p, false, None, false);
-            h = h + blk.out.forward(&a.transpose(1, 2).reshape([b, t, self.shape.dim])).dropout(self.shape.dropout, train);
+            h = h + blk
+                .out
+                .forward(&a.transpose(1, 2).reshape([b, t, self.shape.dim]))
+                .dropout(self.shape.dropout, train);
             let y = blk.ff2.forward(&blk.ff1.forward(&blk.norm2.forward(&h)).gelu("none"));
             h = h + y.dropout(self.shape.dropout, train);
         }
@@ -138,7 +152,13 @@ impl UserEncoder {
         let mut total: Option<Tensor> = None;
         for (l, t) in logits.iter().zip(targets) {
             let v = l.size()[2];
-            let ce = l.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&t.reshape([-1]), None, tch::Reduction::Sum, -100, 0.0);
+            let ce = l.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                &t.reshape([-1]),
+                None,
+                tch::Reduction::Sum,
+                -100,
+                0.0,
+            );
             total = Some(match total {
                 None => ce,
                 Some(acc) => acc + ce,

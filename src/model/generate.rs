@@ -49,7 +49,9 @@ fn pick(logits: &Tensor, s: Sampling, rng: &mut SplitMix64) -> i64 {
 
 /// Up to `max_new` tokens after `prompt`, stopping after an end-of-sequence id.
 pub fn generate(model: &Llama, prompt: &[i64], max_new: usize, sampling: Sampling, eos: &[i64]) -> Vec<i64> {
-    generate_with(model.layers.len(), model.device(), prompt, max_new, sampling, eos, &mut |ids, cache| model.forward(ids, Some(cache)))
+    generate_with(model.layers.len(), model.device(), prompt, max_new, sampling, eos, &mut |ids, cache| {
+        model.forward(ids, Some(cache))
+    })
 }
 
 /// As [`generate`], for any model step `(ids (1, seq), cache) → logits (1, seq, vocab)`

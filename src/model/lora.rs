@@ -61,7 +61,8 @@ impl Lora {
 
     /// The update `(..., out)` for input `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let x = if self.training.get() && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
+        let x =
+            if self.training.get() && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
         x.linear(&self.a, None::<Tensor>).linear(&self.b, None::<Tensor>) * self.scale
     }
 

@@ -1,10 +1,10 @@
 //! Models: the Llama-family decoder, its loading from Hugging Face folders and
 //! GGUF files, and tokenization.
 
-pub mod gguf;
 pub mod cost;
 pub mod encoder;
 pub mod generate;
+pub mod gguf;
 pub mod llama;
 pub mod lora;
 pub mod perceiver;

@@ -44,7 +44,13 @@ impl Perceiver {
                 }
             })
             .collect();
-        Self { latents: latents_t, layers, final_norm: nn::layer_norm(p / "final_norm", vec![dim], Default::default()), heads, dim }
+        Self {
+            latents: latents_t,
+            layers,
+            final_norm: nn::layer_norm(p / "final_norm", vec![dim], Default::default()),
+            heads,
+            dim,
+        }
     }
 
     pub fn latents(&self) -> i64 {

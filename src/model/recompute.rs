@@ -12,7 +12,12 @@ use torch_sys::C_tensor;
 type Segment = dyn Fn(&Tensor, &Tensor) -> Tensor;
 
 extern "C" {
-    fn uorch_checkpoint(h: *mut C_tensor, u: *mut C_tensor, f: extern "C" fn(*mut c_void, *mut C_tensor, *mut C_tensor) -> *mut C_tensor, data: *mut c_void) -> *mut C_tensor;
+    fn uorch_checkpoint(
+        h: *mut C_tensor,
+        u: *mut C_tensor,
+        f: extern "C" fn(*mut c_void, *mut C_tensor, *mut C_tensor) -> *mut C_tensor,
+        data: *mut c_void,
+    ) -> *mut C_tensor;
 }
 
 extern "C" fn call_segment(data: *mut c_void, h: *mut C_tensor, u: *mut C_tensor) -> *mut C_tensor {

@@ -11,7 +11,9 @@ impl Tokenizer {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        tokenizers::Tokenizer::from_file(path).map(Self).map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))
+        tokenizers::Tokenizer::from_file(path)
+            .map(Self)
+            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))
     }
 
     /// Token ids of `text`, adding no special tokens (as `tok(text, add_special_tokens=False)`).

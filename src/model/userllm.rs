@@ -128,10 +128,14 @@ impl UserLlm {
         let hidden = llm.config.hidden_size;
         let enc_dim = encoder.dim;
         let encoder = UserEncoder::new(&(&root / "encoder"), encoder);
-        let perceiver = cfg.perceiver.as_ref().map(|p| Perceiver::new(&(&root / "perceiver"), enc_dim, p.latents as i64, p.layers as i64, p.heads as i64));
+        let perceiver = cfg.perceiver.as_ref().map(|p| {
+            Perceiver::new(&(&root / "perceiver"), enc_dim, p.latents as i64, p.layers as i64, p.heads as i64)
+        });
         let pp = &root / "projection";
         let projection = match cfg.projection {
-            ProjectionKind::Linear => Projection::Linear(nn::linear(&pp / "0", enc_dim, hidden as i64, Default::default())),
+            ProjectionKind::Linear => {
+                Projection::Linear(nn::linear(&pp / "0", enc_dim, hidden as i64, Default::default()))
+            }
             ProjectionKind::Mlp => Projection::Mlp(
                 nn::linear(&pp / "0", enc_dim, hidden as i64, Default::default()),
                 nn::linear(&pp / "2", hidden as i64, hidden as i64, Default::default()),
@@ -139,9 +143,20 @@ impl UserLlm {
         };
         let mut xattn = BTreeMap::new();
         if cfg.integration == Integration::CrossAttention {
-            let layers = cfg.cross_attention_layers.layers(llm.layers.len()).map_err(|e| anyhow::anyhow!("cross_attention_layers: {e}"))?;
+            let layers = cfg
+                .cross_attention_layers
+                .layers(llm.layers.len())
+                .map_err(|e| anyhow::anyhow!("cross_attention_layers: {e}"))?;
             for l in layers {
-                xattn.insert(l, GatedCrossAttention::new(&root / "xattn" / l, hidden, llm.config.num_attention_heads, llm.config.rms_norm_eps));
+                xattn.insert(
+                    l,
+                    GatedCrossAttention::new(
+                        &root / "xattn" / l,
+                        hidden,
+                        llm.config.num_attention_heads,
+                        llm.config.rms_norm_eps,
+                    ),
+                );
             }
         }
         if cfg.strategy == Strategy::Lora {
@@ -152,13 +167,20 @@ impl UserLlm {
             for (i, layer) in llm.layers.iter_mut().enumerate() {
                 let t = |m: &str| cfg.lora.target_modules.iter().any(|x| x == m);
                 let a = &mut layer.self_attn;
-                for (name, lin) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("o_proj", &mut a.o_proj)] {
+                for (name, lin) in [
+                    ("q_proj", &mut a.q_proj),
+                    ("k_proj", &mut a.k_proj),
+                    ("v_proj", &mut a.v_proj),
+                    ("o_proj", &mut a.o_proj),
+                ] {
                     if t(name) {
                         lin.add_lora(&lp / i / "self_attn" / name, &cfg.lora);
                     }
                 }
                 let m = &mut layer.mlp;
-                for (name, lin) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
+                for (name, lin) in
+                    [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)]
+                {
                     if t(name) {
                         lin.add_lora(&lp / i / "mlp" / name, &cfg.lora);
                     }
@@ -186,8 +208,14 @@ impl UserLlm {
     /// TextPrompt, only the LLM's and its adapters').
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
         let text_only = self.integration == Integration::TextPrompt;
-        let mut v: Vec<(String, Tensor)> =
-            self.llm.vs.variables().into_iter().chain(self.vs.variables()).filter(|(n, _)| !text_only || matches!(Part::of(n), Part::Llm | Part::Lora)).collect();
+        let mut v: Vec<(String, Tensor)> = self
+            .llm
+            .vs
+            .variables()
+            .into_iter()
+            .chain(self.vs.variables())
+            .filter(|(n, _)| !text_only || matches!(Part::of(n), Part::Llm | Part::Lora))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -238,7 +266,13 @@ impl UserLlm {
     /// (`(batch, k, hidden)`, mask `(batch, k)`), optionally continuing a cache.
     /// With a soft prompt, the user tokens are prepended only when the cache is
     /// empty (they are the first positions).
-    pub fn forward_with_user(&self, token_ids: &Tensor, user: &Tensor, mask: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+    pub fn forward_with_user(
+        &self,
+        token_ids: &Tensor,
+        user: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let embeds = self.llm.embed(token_ids);
         if cache.is_none() && self.training.get() && self.activation_checkpointing.get() {
             return self.checkpointed_logits(&embeds, user, mask);
@@ -274,7 +308,11 @@ impl UserLlm {
     fn checkpointed_logits(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
         let (mut h, user, k) = match self.integration {
             Integration::CrossAttention => (embeds.shallow_clone(), user.to_kind(embeds.kind()), 0),
-            Integration::SoftPrompt => (soft_prompt_input(embeds, user, mask), Tensor::zeros([0], (Kind::Float, embeds.device())), user.size()[1]),
+            Integration::SoftPrompt => (
+                soft_prompt_input(embeds, user, mask),
+                Tensor::zeros([0], (Kind::Float, embeds.device())),
+                user.size()[1],
+            ),
             Integration::TextPrompt => (embeds.shallow_clone(), Tensor::zeros([0], (Kind::Float, embeds.device())), 0),
         };
         for (i, layer) in self.llm.layers.iter().enumerate() {

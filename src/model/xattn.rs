@@ -86,7 +86,9 @@ impl Placement {
                 "lower_half" => (0..n / 2).collect(),
                 other => match other.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).filter(|&k| k >= 1) {
                     Some(k) => (0..n).step_by(k).collect(),
-                    None => return Err(format!("{other:?} is not a placement: use all, upper_half, lower_half, every_K or a list of layers")),
+                    None => return Err(format!(
+                        "{other:?} is not a placement: use all, upper_half, lower_half, every_K or a list of layers"
+                    )),
                 },
             },
         };

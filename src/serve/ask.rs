@@ -39,9 +39,13 @@ pub struct TaskSpec {
 pub enum Question {
     FavoriteCategory,
     /// Rank these items (indices into the catalog).
-    NextItem { candidates: Vec<usize> },
+    NextItem {
+        candidates: Vec<usize>,
+    },
     /// Review this item.
-    Review { item: usize },
+    Review {
+        item: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,8 +80,17 @@ pub struct Asker<'a> {
 
 impl<'a> Asker<'a> {
     pub fn new(model: &'a UserLlm, tok: &'a Tokenizer, cat: &'a Catalog, spec: TaskSpec) -> Result<Self> {
-        let category_answers = cat.categories.iter().skip(1).map(|n| tok.encode(&format!(" {n}"))).collect::<Result<_>>()?;
-        Ok(Self { integration: model.integration, eos: model.llm.config.eos_ids(), model, tok, cat, spec, category_answers })
+        let category_answers =
+            cat.categories.iter().skip(1).map(|n| tok.encode(&format!(" {n}"))).collect::<Result<_>>()?;
+        Ok(Self {
+            integration: model.integration,
+            eos: model.llm.config.eos_ids(),
+            model,
+            tok,
+            cat,
+            spec,
+            category_answers,
+        })
     }
 
     /// The same model's LLM alone, with the history as text (zero-shot TextPrompt).
@@ -98,7 +111,9 @@ impl<'a> Asker<'a> {
         };
         let text = question(self.cat, self.spec.task, target);
         let text = match self.integration {
-            Integration::TextPrompt => text_prompt(self.cat, &history[history.len().saturating_sub(self.spec.text_window)..], &text),
+            Integration::TextPrompt => {
+                text_prompt(self.cat, &history[history.len().saturating_sub(self.spec.text_window)..], &text)
+            }
             _ => text,
         };
         self.tok.encode(&text)
@@ -151,7 +166,9 @@ impl<'a> Asker<'a> {
                 m.llm.forward(ids, Some(cache))
             } else {
                 match rows {
-                    Some(r) => m.forward_with_user(ids, &user.index_select(0, r), &mask.index_select(0, r), Some(cache)),
+                    Some(r) => {
+                        m.forward_with_user(ids, &user.index_select(0, r), &mask.index_select(0, r), Some(cache))
+                    }
                     None => m.forward_with_user(ids, &user, &mask, Some(cache)),
                 }
             }
@@ -160,22 +177,38 @@ impl<'a> Asker<'a> {
         let device = m.llm.device();
         let answer = match q {
             Question::FavoriteCategory => {
-                let s = score_candidates(layers, &prompt, &self.category_answers, 0, device, &mut |ids, c, r| step(ids, c, Some(r)));
+                let s = score_candidates(layers, &prompt, &self.category_answers, 0, device, &mut |ids, c, r| {
+                    step(ids, c, Some(r))
+                });
                 Answer::Ranked(rank(s.into_iter().enumerate().map(|(i, x)| (i + 1, x)).collect()))
             }
             Question::NextItem { candidates } => {
                 let toks: Vec<Vec<i64>> = candidates.iter().map(|&i| self.item_tokens(i)).collect::<Result<_>>()?;
                 let s = score_candidates(layers, &prompt, &toks, 0, device, &mut |ids, c, r| step(ids, c, Some(r)));
-                Answer::Ranked(rank(candidates.iter().zip(s).zip(&toks).map(|((&i, x), t)| (i, x / t.len() as f64)).collect()))
+                Answer::Ranked(rank(
+                    candidates.iter().zip(s).zip(&toks).map(|((&i, x), t)| (i, x / t.len() as f64)).collect(),
+                ))
             }
             Question::Review { .. } => {
-                let out = generate_with(layers, device, &prompt, self.spec.max_new_tokens, Sampling::GREEDY, &self.eos, &mut |ids, c| step(ids, c, None));
+                let out = generate_with(
+                    layers,
+                    device,
+                    &prompt,
+                    self.spec.max_new_tokens,
+                    Sampling::GREEDY,
+                    &self.eos,
+                    &mut |ids, c| step(ids, c, None),
+                );
                 let text: Vec<i64> = out.into_iter().filter(|t| !self.eos.contains(t)).collect();
                 Answer::Text(self.tok.decode(&text)?.trim().to_string())
             }
         };
         let history_len = history.len().min(self.spec.window) as f64;
-        let flops = if text_only { crate::model::cost::llm(&m.llm.config, prompt.len() as f64) } else { crate::model::cost::user_llm(m, prompt.len() as f64, history_len) };
+        let flops = if text_only {
+            crate::model::cost::llm(&m.llm.config, prompt.len() as f64)
+        } else {
+            crate::model::cost::user_llm(m, prompt.len() as f64, history_len)
+        };
         Ok((answer, Cost { prompt_tokens: prompt.len(), user_tokens, flops }))
     }
 }

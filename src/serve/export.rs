@@ -33,7 +33,8 @@ pub const USER_WEIGHTS: &str = "user_llm.safetensors";
 pub const CATALOG_FILE: &str = "catalog.json";
 const EXPORT_VERSION: u32 = 1;
 /// Files of the base model folder copied when present (tokenizer and generation settings).
-const BASE_FILES: [&str; 5] = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+const BASE_FILES: [&str; 5] =
+    ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntegrationFile {
@@ -54,18 +55,32 @@ pub struct IntegrationFile {
 /// Write the export of a finished finetuning run.
 pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
     let cfg_path = run_dir.join(crate::rundir::CONFIG_FILE);
-    let cfg: RunConfig = crate::config::load::<RunConfig>(&cfg_path, &[]).with_context(|| format!("{} is not a run folder", run_dir.display()))?.config;
-    let f = cfg.finetune.as_ref().with_context(|| format!("{}: the run has no finetune section: nothing to export", cfg_path.display()))?;
+    let cfg: RunConfig = crate::config::load::<RunConfig>(&cfg_path, &[])
+        .with_context(|| format!("{} is not a run folder", run_dir.display()))?
+        .config;
+    let f = cfg
+        .finetune
+        .as_ref()
+        .with_context(|| format!("{}: the run has no finetune section: nothing to export", cfg_path.display()))?;
     let weights = run_dir.join(finetune::WEIGHTS_FILE);
     if !weights.exists() {
-        bail!("{}: no {} (has finetuning finished? run `uorch launch {}` to finish it)", run_dir.display(), finetune::WEIGHTS_FILE, cfg_path.display());
+        bail!(
+            "{}: no {} (has finetuning finished? run `uorch launch {}` to finish it)",
+            run_dir.display(),
+            finetune::WEIGHTS_FILE,
+            cfg_path.display()
+        );
     }
     let store = Store::open(&cfg.data.as_ref().context("no data section")?.store)?;
     let mut model = finetune::build(&cfg, &store, Device::Cpu, false)?;
     finetune::load_weights(&model, &weights)?;
     model.merge_lora();
 
-    let tmp = out.with_file_name(format!(".{}.tmp-{}", out.file_name().context("an output folder name")?.to_string_lossy(), std::process::id()));
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        out.file_name().context("an output folder name")?.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let written = (|| -> Result<IntegrationFile> {
@@ -78,7 +93,11 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
         let mut llm: Vec<_> = model.llm.vs.variables().into_iter().collect();
         llm.sort_by(|a, b| a.0.cmp(&b.0));
         crate::train::checkpoint::save_tensors(&tmp.join("model.safetensors"), &llm)?;
-        let user: Vec<_> = model.named_parameters().into_iter().filter(|(n, _)| !matches!(Part::of(n), Part::Llm | Part::Lora)).collect();
+        let user: Vec<_> = model
+            .named_parameters()
+            .into_iter()
+            .filter(|(n, _)| !matches!(Part::of(n), Part::Llm | Part::Lora))
+            .collect();
         crate::train::checkpoint::save_tensors(&tmp.join(USER_WEIGHTS), &user)?;
         Catalog::of_store(&store).save(&tmp.join(CATALOG_FILE))?;
         let spec = IntegrationFile {
@@ -125,8 +144,9 @@ pub fn is_export(dir: &Path) -> bool {
 
 pub fn load_export(dir: &Path, device: Device) -> Result<Loaded> {
     let path = dir.join(INTEGRATION_FILE);
-    let spec: IntegrationFile = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("{}: not a uorch export description", path.display()))?;
+    let spec: IntegrationFile =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("{}: not a uorch export description", path.display()))?;
     if spec.export_version != EXPORT_VERSION {
         bail!("{}: export version {}, this uorch reads {EXPORT_VERSION}", path.display(), spec.export_version);
     }

@@ -33,9 +33,12 @@ fn map_item(to: &Catalog, raw: &str, what: &str) -> Result<usize> {
 }
 
 fn read_history(path: &PathBuf, cat: &Catalog) -> Result<Vec<Interaction>> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("{}: not JSON", path.display()))?;
-    let list = v.as_array().with_context(|| format!("{}: expected a list of {{\"item\": ID, \"rating\": R}}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("{}: not JSON", path.display()))?;
+    let list = v
+        .as_array()
+        .with_context(|| format!("{}: expected a list of {{\"item\": ID, \"rating\": R}}", path.display()))?;
     list.iter()
         .enumerate()
         .map(|(i, x)| {
@@ -43,7 +46,9 @@ fn read_history(path: &PathBuf, cat: &Catalog) -> Result<Vec<Interaction>> {
             let (Some(item), Some(rating)) = (text("item"), text("rating")) else {
                 bail!("{}: entry {i}: expected {{\"item\": ID, \"rating\": R}}, found {x}", path.display());
             };
-            let r = cat.rating_index(&rating).with_context(|| format!("{}: entry {i}: rating {rating:?} is not one of {:?}", path.display(), cat.ratings))?;
+            let r = cat.rating_index(&rating).with_context(|| {
+                format!("{}: entry {i}: rating {rating:?} is not one of {:?}", path.display(), cat.ratings)
+            })?;
             Ok(Interaction { item: map_item(cat, &item, &format!("{}: entry {i}", path.display()))?, rating: r })
         })
         .collect()
@@ -58,14 +63,28 @@ pub fn ask(loaded: &Loaded, req: &Request) -> Result<serde_json::Value> {
             let s = Store::open(store)?;
             let sc = Catalog::of_store(&s);
             let u = s.user_index(user).with_context(|| format!("no user {user:?} in {}", store.display()))?;
-            let case = eval_cases(&s, Split::Test, spec.window.max(spec.text_window)).into_iter().find(|c| c.user as usize == u).with_context(|| format!("user {user:?} has no test interaction in {}", store.display()))?;
-            let ex = eval_example(&s, &sc, spec, &case).with_context(|| format!("user {user:?}: the task has no answer for their test interaction (no {} or review text)", sc.category_label))?;
+            let case = eval_cases(&s, Split::Test, spec.window.max(spec.text_window))
+                .into_iter()
+                .find(|c| c.user as usize == u)
+                .with_context(|| format!("user {user:?} has no test interaction in {}", store.display()))?;
+            let ex = eval_example(&s, &sc, spec, &case).with_context(|| {
+                format!(
+                    "user {user:?}: the task has no answer for their test interaction (no {} or review text)",
+                    sc.category_label
+                )
+            })?;
             // Store indices → the export's, through raw ids.
             let to = |i: usize| map_item(cat, &sc.items[i], "history");
-            let history = ex.history.iter().map(|x| Ok(Interaction { item: to(x.item)?, rating: x.rating })).collect::<Result<Vec<_>>>()?;
+            let history = ex
+                .history
+                .iter()
+                .map(|x| Ok(Interaction { item: to(x.item)?, rating: x.rating }))
+                .collect::<Result<Vec<_>>>()?;
             let question = match ex.question {
                 Question::FavoriteCategory => Question::FavoriteCategory,
-                Question::NextItem { candidates } => Question::NextItem { candidates: candidates.into_iter().map(to).collect::<Result<_>>()? },
+                Question::NextItem { candidates } => {
+                    Question::NextItem { candidates: candidates.into_iter().map(to).collect::<Result<_>>()? }
+                }
                 Question::Review { item } => Question::Review { item: to(item)? },
             };
             let truth = match ex.truth {
@@ -87,7 +106,13 @@ pub fn ask(loaded: &Loaded, req: &Request) -> Result<serde_json::Value> {
                         }
                     },
                 },
-                Task::Review => Question::Review { item: map_item(cat, req.item.as_deref().context("a review needs --item ID (the item to review)")?, "--item")? },
+                Task::Review => Question::Review {
+                    item: map_item(
+                        cat,
+                        req.item.as_deref().context("a review needs --item ID (the item to review)")?,
+                        "--item",
+                    )?,
+                },
             };
             (path.display().to_string(), history, question, None)
         }

@@ -31,11 +31,28 @@ pub fn describe(plan: &Plan) -> String {
     for st in &plan.stages {
         let users = plan.stages.iter().filter(|o| o.needs.contains(&st.name)).count();
         let what = match st.kind {
-            StageKind::Pretrain => format!("encoder pretraining, {} steps, {} worker(s); used by {users} finetuning stage(s)", st.steps, st.nproc),
+            StageKind::Pretrain => format!(
+                "encoder pretraining, {} steps, {} worker(s); used by {users} finetuning stage(s)",
+                st.steps, st.nproc
+            ),
             StageKind::Finetune => {
                 let f = st.config.as_ref().and_then(|c| c.finetune.as_ref());
-                let what = f.map(|f| format!("{}, {} integration, {} strategy", value_name(&f.task), value_name(&f.integration), value_name(&f.strategy))).unwrap_or_default();
-                format!("finetuning ({what}), {} steps, {} worker(s){}", st.steps, st.nproc, if st.needs.is_empty() { String::new() } else { format!("; needs {}", st.needs.join(", ")) })
+                let what = f
+                    .map(|f| {
+                        format!(
+                            "{}, {} integration, {} strategy",
+                            value_name(&f.task),
+                            value_name(&f.integration),
+                            value_name(&f.strategy)
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "finetuning ({what}), {} steps, {} worker(s){}",
+                    st.steps,
+                    st.nproc,
+                    if st.needs.is_empty() { String::new() } else { format!("; needs {}", st.needs.join(", ")) }
+                )
             }
         };
         let done = if state::complete(st) { "  [complete]" } else { "" };

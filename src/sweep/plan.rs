@@ -75,7 +75,12 @@ pub fn load_base(path: &Path, overrides: &[String]) -> Result<(config::Resolved<
 
 fn pretrain_name(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "nproc": cfg.dist.nproc, "cpu_threads": cfg.cpu_threads});
-    let store = cfg.data.as_ref().and_then(|d| d.store.file_name()).map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy())))).unwrap_or_default();
+    let store = cfg
+        .data
+        .as_ref()
+        .and_then(|d| d.store.file_name())
+        .map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy()))))
+        .unwrap_or_default();
     format!("pretrain-{store}{}", crate::fsutil::config_digest(&key, 10))
 }
 
@@ -90,7 +95,8 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
         b
     })
     .map_err(|e| anyhow::anyhow!("{}: the base config: {e}", path.display()))?;
-    let experiment = base.get("name").map(|n| n.to_json()).and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default();
+    let experiment =
+        base.get("name").map(|n| n.to_json()).and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default();
     if !config::run::is_valid_name(&experiment) {
         bail!("{}: `name` (the experiment's folder name) must be a folder name, found {experiment:?}", path.display());
     }
@@ -106,11 +112,21 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
             StageKind::Pretrain => cfg.pretrain.as_ref().map(|p| p.steps).unwrap_or(0),
             StageKind::Finetune => cfg.finetune.as_ref().map(|f| f.steps).unwrap_or(0),
         };
-        stages.push(Stage { name, kind, run_dir: cfg.run_dir(), needs, nproc: cfg.dist.nproc, steps, config: Some(cfg) });
+        stages.push(Stage {
+            name,
+            kind,
+            run_dir: cfg.run_dir(),
+            needs,
+            nproc: cfg.dist.nproc,
+            steps,
+            config: Some(cfg),
+        });
     };
     for t in sweep.trials()? {
-        let cfg = trial_config(&base, &t, &runs, gpus, sweep.gpus_per_trial).with_context(|| format!("{}: trial {}", path.display(), t.name))?;
-        let needs_encoder = cfg.finetune.as_ref().is_some_and(|f| f.integration != Integration::TextPrompt && f.encoder_from.is_none());
+        let cfg = trial_config(&base, &t, &runs, gpus, sweep.gpus_per_trial)
+            .with_context(|| format!("{}: trial {}", path.display(), t.name))?;
+        let needs_encoder =
+            cfg.finetune.as_ref().is_some_and(|f| f.integration != Integration::TextPrompt && f.encoder_from.is_none());
         let stage = match (&cfg.pretrain, &cfg.finetune) {
             (Some(_), Some(_)) if !needs_encoder => {
                 let mut f = cfg.clone();
@@ -142,7 +158,9 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
                 add(&mut stages, t.name.clone(), StageKind::Finetune, Vec::new(), cfg.clone());
                 t.name.clone()
             }
-            (None, None) => bail!("{}: trial {}: no pretrain or finetune section: nothing to run", path.display(), t.name),
+            (None, None) => {
+                bail!("{}: trial {}: no pretrain or finetune section: nothing to run", path.display(), t.name)
+            }
         };
         trials.push(Trial { name: t.name, axes: t.axes, stage });
     }
@@ -152,7 +170,13 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
 
 /// A trial's run config: the base with the trial's keys set, named after the
 /// trial, its folder under `runs`.
-fn trial_config(base: &config::tree::Node, t: &TrialSpec, runs: &Path, gpus: usize, gpus_per_trial: usize) -> Result<RunConfig> {
+fn trial_config(
+    base: &config::tree::Node,
+    t: &TrialSpec,
+    runs: &Path,
+    gpus: usize,
+    gpus_per_trial: usize,
+) -> Result<RunConfig> {
     let mut tree = base.clone();
     for (k, v) in &t.set {
         config::apply_override(&mut tree, &format!("{k}={v}"))?;
@@ -203,7 +227,10 @@ impl Plan {
 
     pub fn load(dir: &Path) -> Result<Plan> {
         let path = dir.join(PLAN_FILE);
-        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{} is not an experiment folder (no {PLAN_FILE})", dir.display()))?)
-            .with_context(|| format!("{}: unreadable", path.display()))
+        serde_json::from_slice(
+            &std::fs::read(&path)
+                .with_context(|| format!("{} is not an experiment folder (no {PLAN_FILE})", dir.display()))?,
+        )
+        .with_context(|| format!("{}: unreadable", path.display()))
     }
 }

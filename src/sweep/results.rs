@@ -48,7 +48,11 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
             let mut row = Row {
                 trial: t.name.clone(),
                 // One value per axis of the plan; extras without an axis show "-" there.
-                axes: plan.axes.iter().map(|a| t.axes.iter().find(|(n, _)| n == a).map(|(_, l)| l.clone()).unwrap_or_else(|| "-".into())).collect(),
+                axes: plan
+                    .axes
+                    .iter()
+                    .map(|a| t.axes.iter().find(|(n, _)| n == a).map(|(_, l)| l.clone()).unwrap_or_else(|| "-".into()))
+                    .collect(),
                 state: if state::complete(stage) { State::Done } else { st.state },
                 metrics: BTreeMap::new(),
                 prompt_tokens: None,
@@ -61,7 +65,11 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
             if let Some(m) = read_json(&state::metrics_file(stage)) {
                 match stage.kind {
                     StageKind::Finetune => {
-                        let r = m["results"].as_array().and_then(|rs| rs.iter().find(|r| r["who"] == "USER-LLM finetuned")).cloned().unwrap_or_default();
+                        let r = m["results"]
+                            .as_array()
+                            .and_then(|rs| rs.iter().find(|r| r["who"] == "USER-LLM finetuned"))
+                            .cloned()
+                            .unwrap_or_default();
                         if let Some(ms) = r["metrics"].as_object() {
                             row.metrics = ms.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
                         }
@@ -72,7 +80,11 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
                     }
                     StageKind::Pretrain => {
                         if let Some(e) = m["encoder"].as_object() {
-                            row.metrics = e.iter().filter(|(k, _)| k.contains('@')).filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
+                            row.metrics = e
+                                .iter()
+                                .filter(|(k, _)| k.contains('@'))
+                                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                                .collect();
                         }
                     }
                 }
@@ -104,7 +116,14 @@ fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
             for k in &keys {
                 c.push(opt(r.metrics.get(k).copied(), 4));
             }
-            c.extend([opt(r.prompt_tokens, 0), opt(r.user_tokens, 0), opt(r.gflops, 3), opt(r.ms, 1), format!("{:.0}", r.wall_s), format!("{:.3}", r.gpu_hours)]);
+            c.extend([
+                opt(r.prompt_tokens, 0),
+                opt(r.user_tokens, 0),
+                opt(r.gflops, 3),
+                opt(r.ms, 1),
+                format!("{:.0}", r.wall_s),
+                format!("{:.3}", r.gpu_hours),
+            ]);
             c
         })
         .collect();
@@ -114,9 +133,14 @@ fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
 /// The table for the terminal.
 pub fn table(plan: &Plan, rows: &[Row]) -> String {
     let (head, body) = cells(plan, rows);
-    let widths: Vec<usize> = (0..head.len()).map(|i| body.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..head.len()).map(|i| body.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
     let line = |c: &[String]| -> String {
-        c.iter().enumerate().map(|(i, x)| if i == 0 { format!("{x:<w$}", w = widths[i]) } else { format!("{x:>w$}", w = widths[i]) }).collect::<Vec<_>>().join("  ")
+        c.iter()
+            .enumerate()
+            .map(|(i, x)| if i == 0 { format!("{x:<w$}", w = widths[i]) } else { format!("{x:>w$}", w = widths[i]) })
+            .collect::<Vec<_>>()
+            .join("  ")
     };
     let mut s = format!("  {}\n", line(&head));
     for r in &body {
@@ -126,7 +150,11 @@ pub fn table(plan: &Plan, rows: &[Row]) -> String {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Write `results.csv` and `results.md`.
@@ -137,7 +165,11 @@ pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
         csv.push_str(&(r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"));
     }
     crate::fsutil::write_atomic(&plan.dir.join(CSV_FILE), csv.as_bytes())?;
-    let mut md = format!("# {}\n\nFrom `{}`; test metrics of each finetuned model, cost per example.\n\n", plan.experiment, plan.source.display());
+    let mut md = format!(
+        "# {}\n\nFrom `{}`; test metrics of each finetuned model, cost per example.\n\n",
+        plan.experiment,
+        plan.source.display()
+    );
     md.push_str(&format!("| {} |\n|{}|\n", head.join(" | "), head.iter().map(|_| "---").collect::<Vec<_>>().join("|")));
     for r in &body {
         md.push_str(&format!("| {} |\n", r.join(" | ")));
@@ -153,7 +185,9 @@ pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
     let root = plan.dir.join(RUNS_DIR);
     std::fs::create_dir_all(&root)?;
     for e in std::fs::read_dir(&root)?.flatten() {
-        if e.file_type().map(|t| t.is_file()).unwrap_or(false) && e.file_name().to_string_lossy().starts_with("events.out.tfevents") {
+        if e.file_type().map(|t| t.is_file()).unwrap_or(false)
+            && e.file_name().to_string_lossy().starts_with("events.out.tfevents")
+        {
             std::fs::remove_file(e.path())?;
         }
     }
@@ -162,13 +196,21 @@ pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
         .axes
         .iter()
         .map(|a| {
-            let mut labels: Vec<String> = plan.trials.iter().filter_map(|t| t.axes.iter().find(|(n, _)| *n == a.name).map(|(_, l)| l.clone())).collect();
+            let mut labels: Vec<String> = plan
+                .trials
+                .iter()
+                .filter_map(|t| t.axes.iter().find(|(n, _)| *n == a.name).map(|(_, l)| l.clone()))
+                .collect();
             labels.sort();
             labels.dedup();
             (format!("trial.{}", a.name), HParamType::String, labels.into_iter().map(HValue::Str).collect())
         })
         .collect();
-    let metrics: Vec<String> = metric_keys(rows).iter().map(|k| format!("finetune/test/{k}")).chain(["finetune/test/gflops_per_example".to_string()]).collect();
+    let metrics: Vec<String> = metric_keys(rows)
+        .iter()
+        .map(|k| format!("finetune/test/{k}"))
+        .chain(["finetune/test/gflops_per_example".to_string()])
+        .collect();
     let mut w = EventWriter::create(&root)?;
     w.hparams_experiment(&hparams, &metrics)?;
     w.flush()?;

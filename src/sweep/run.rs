@@ -74,7 +74,14 @@ fn spawn(plan: &Plan, stage: &Stage, index: usize, slot: &Slot, slots: usize, o:
     let mut cmd = Command::new(&o.exe);
     cmd.arg("launch").arg(plan.config_path(&stage.name));
     if o.nnodes > 1 {
-        cmd.args(["--nnodes", &o.nnodes.to_string(), "--node-rank", &o.node_rank.to_string(), "--master-addr", &o.master_addr]);
+        cmd.args([
+            "--nnodes",
+            &o.nnodes.to_string(),
+            "--node-rank",
+            &o.node_rank.to_string(),
+            "--master-addr",
+            &o.master_addr,
+        ]);
         cmd.args(["--master-port", &(o.master_port as usize + index).to_string()]);
     } else {
         // A port of its own (under Slurm every launcher would derive the same one).
@@ -112,14 +119,23 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
     let index: HashMap<&str, usize> = plan.stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let per_trial = plan.sweep.gpus_per_trial.max(1);
     let mut slots: Vec<Slot> = if o.gpus.is_empty() {
-        (0..if o.nnodes > 1 { 1 } else { plan.sweep.cpu_slots }).map(|_| Slot { gpus: Vec::new(), running: None }).collect()
+        (0..if o.nnodes > 1 { 1 } else { plan.sweep.cpu_slots })
+            .map(|_| Slot { gpus: Vec::new(), running: None })
+            .collect()
     } else {
         let k = if o.nnodes > 1 { 1 } else { (o.gpus.len() / per_trial).max(1) };
-        (0..k).map(|i| Slot { gpus: o.gpus.iter().copied().skip(i * per_trial).take(per_trial).collect(), running: None }).collect()
+        (0..k)
+            .map(|i| Slot { gpus: o.gpus.iter().copied().skip(i * per_trial).take(per_trial).collect(), running: None })
+            .collect()
     };
     let n_slots = slots.len();
     let done0 = status.iter().filter(|s| s.state == State::Done).count();
-    println!("{} stage(s): {done0} complete, {} to run on {n_slots} slot(s){}", n, n - done0, if o.gpus.is_empty() { " (CPU)".to_string() } else { format!(" of {per_trial} GPU(s)") });
+    println!(
+        "{} stage(s): {done0} complete, {} to run on {n_slots} slot(s){}",
+        n,
+        n - done0,
+        if o.gpus.is_empty() { " (CPU)".to_string() } else { format!(" of {per_trial} GPU(s)") }
+    );
     let mut forwarded = 0;
     let mut last_view = Instant::now();
     loop {
@@ -155,10 +171,24 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                 println!("[{}] stopped  {} (checkpointed; rerun to resume)", stamp(), s.name);
             } else {
                 st.attempts += 1;
-                let why = format!("{} ({})", if exit.success() { "ended without its results".to_string() } else { format!("exited with {exit}") }, state::log_path(&plan.dir, &s.name).display());
+                let why = format!(
+                    "{} ({})",
+                    if exit.success() {
+                        "ended without its results".to_string()
+                    } else {
+                        format!("exited with {exit}")
+                    },
+                    state::log_path(&plan.dir, &s.name).display()
+                );
                 if st.attempts <= plan.sweep.retries {
                     st.state = State::Pending;
-                    println!("[{}] failed   {}: {why}; retrying ({} of {} retries)", stamp(), s.name, st.attempts, plan.sweep.retries);
+                    println!(
+                        "[{}] failed   {}: {why}; retrying ({} of {} retries)",
+                        stamp(),
+                        s.name,
+                        st.attempts,
+                        plan.sweep.retries
+                    );
                 } else {
                     st.state = State::Failed;
                     let error = format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8));
@@ -174,7 +204,9 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
             changed = false;
             for i in 0..n {
                 if status[i].state == State::Pending {
-                    if let Some(bad) = plan.stages[i].needs.iter().find(|d| status[index[d.as_str()]].state == State::Failed) {
+                    if let Some(bad) =
+                        plan.stages[i].needs.iter().find(|d| status[index[d.as_str()]].state == State::Failed)
+                    {
                         status[i].state = State::Failed;
                         status[i].error = Some(format!("needs {bad}, which failed"));
                         println!("[{}] FAILED   {}: needs {bad}, which failed", stamp(), plan.stages[i].name);
@@ -191,13 +223,30 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                     continue;
                 }
                 let running: Vec<usize> = slots.iter().filter_map(|s| s.running.as_ref().map(|r| r.0)).collect();
-                let ready = (0..n).find(|&i| status[i].state == State::Pending && !running.contains(&i) && plan.stages[i].needs.iter().all(|d| status[index[d.as_str()]].state == State::Done));
+                let ready = (0..n).find(|&i| {
+                    status[i].state == State::Pending
+                        && !running.contains(&i)
+                        && plan.stages[i].needs.iter().all(|d| status[index[d.as_str()]].state == State::Done)
+                });
                 let Some(i) = ready else { break };
                 let child = spawn(plan, &plan.stages[i], i, &slots[slot_i], n_slots, o)?;
                 status[i].state = State::Running;
                 persist(o, &plan.dir, &plan.stages[i].name, &status[i])?;
-                let on = if slots[slot_i].gpus.is_empty() { String::new() } else { format!(" on GPU {:?}", slots[slot_i].gpus) };
-                println!("[{}] started  {}{on}{}", stamp(), plan.stages[i].name, if status[i].attempts > 0 { format!(" (attempt {})", status[i].attempts + 1) } else { String::new() });
+                let on = if slots[slot_i].gpus.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on GPU {:?}", slots[slot_i].gpus)
+                };
+                println!(
+                    "[{}] started  {}{on}{}",
+                    stamp(),
+                    plan.stages[i].name,
+                    if status[i].attempts > 0 {
+                        format!(" (attempt {})", status[i].attempts + 1)
+                    } else {
+                        String::new()
+                    }
+                );
                 slots[slot_i].running = Some((i, child, Instant::now()));
             }
         }
@@ -223,7 +272,13 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
 /// One line: counts, then each running stage's step, loss and ETA.
 fn view(plan: &Plan, status: &[Status], slots: &[Slot]) -> String {
     let count = |s: State| status.iter().filter(|x| x.state == s).count();
-    let mut parts = vec![format!("done {}/{}, running {}, failed {}", count(State::Done), status.len(), count(State::Running), count(State::Failed))];
+    let mut parts = vec![format!(
+        "done {}/{}, running {}, failed {}",
+        count(State::Done),
+        status.len(),
+        count(State::Running),
+        count(State::Failed)
+    )];
     for slot in slots {
         if let Some((i, _, t0)) = &slot.running {
             let s = &plan.stages[*i];

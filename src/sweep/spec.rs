@@ -99,16 +99,31 @@ pub fn label(v: &serde_json::Value) -> String {
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && !s.starts_with('-')
+    !s.is_empty()
+        && s.len() <= 40
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !s.starts_with('-')
 }
 
 /// (label, keys to set) of each value of an axis.
 fn axis_points(a: &Axis) -> Result<Vec<(String, Vec<(String, serde_json::Value)>)>> {
     let points: Vec<(String, Vec<(String, serde_json::Value)>)> = match (&a.values, &a.key) {
         (AxisValues::List(vs), Some(key)) => vs.iter().map(|v| (label(v), vec![(key.clone(), v.clone())])).collect(),
-        (AxisValues::List(_), None) => bail!("sweep.axes: axis `{}` lists plain values but has no `key:` to set", a.name),
-        (AxisValues::Labelled(m), None) => m.iter().map(|(l, set)| (label(&serde_json::Value::String(l.clone())), set.iter().map(|(k, v)| (k.clone(), v.clone())).collect())).collect(),
-        (AxisValues::Labelled(_), Some(_)) => bail!("sweep.axes: axis `{}` has labelled values (label: {{key: value}}), so `key:` must go", a.name),
+        (AxisValues::List(_), None) => {
+            bail!("sweep.axes: axis `{}` lists plain values but has no `key:` to set", a.name)
+        }
+        (AxisValues::Labelled(m), None) => m
+            .iter()
+            .map(|(l, set)| {
+                (
+                    label(&serde_json::Value::String(l.clone())),
+                    set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )
+            })
+            .collect(),
+        (AxisValues::Labelled(_), Some(_)) => {
+            bail!("sweep.axes: axis `{}` has labelled values (label: {{key: value}}), so `key:` must go", a.name)
+        }
     };
     if points.is_empty() {
         bail!("sweep.axes: axis `{}` has no values", a.name);
@@ -164,7 +179,8 @@ impl SweepSpec {
             out
         };
         let name_of = |prefix: Option<&str>, labels: &[(String, String)]| -> String {
-            let parts: Vec<String> = prefix.map(str::to_string).into_iter().chain(labels.iter().map(|(a, l)| format!("{a}={l}"))).collect();
+            let parts: Vec<String> =
+                prefix.map(str::to_string).into_iter().chain(labels.iter().map(|(a, l)| format!("{a}={l}"))).collect();
             parts.join(",")
         };
         let mut trials = Vec::new();
@@ -181,7 +197,12 @@ impl SweepSpec {
             let idx: Vec<usize> = e
                 .over
                 .iter()
-                .map(|n| self.axes.iter().position(|a| &a.name == n).ok_or_else(|| anyhow::anyhow!("sweep.extra `{}`: over: no axis named {n:?}", e.name)))
+                .map(|n| {
+                    self.axes
+                        .iter()
+                        .position(|a| &a.name == n)
+                        .ok_or_else(|| anyhow::anyhow!("sweep.extra `{}`: over: no axis named {n:?}", e.name))
+                })
                 .collect::<Result<_>>()?;
             for (labels, mut set) in cross(&idx) {
                 set.extend(e.set.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -204,7 +225,9 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> SweepSpec {
-        let mut tree = crate::config::tree::parse_str(yaml, crate::config::tree::Source::Override(std::sync::Arc::from("test"))).unwrap();
+        let mut tree =
+            crate::config::tree::parse_str(yaml, crate::config::tree::Source::Override(std::sync::Arc::from("test")))
+                .unwrap();
         SweepSpec::take(&mut tree).unwrap().unwrap()
     }
 
@@ -215,8 +238,24 @@ mod tests {
         );
         let t = s.trials().unwrap();
         let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["layers=all,latents=0", "layers=all,latents=16", "layers=1-3,latents=0", "layers=1-3,latents=16", "text,latents=0", "text,latents=16"]);
-        assert_eq!(t[2].set, vec![("finetune.cross_attention_layers".to_string(), serde_json::json!([1, 3])), ("finetune.perceiver".to_string(), serde_json::Value::Null)]);
+        assert_eq!(
+            names,
+            [
+                "layers=all,latents=0",
+                "layers=all,latents=16",
+                "layers=1-3,latents=0",
+                "layers=1-3,latents=16",
+                "text,latents=0",
+                "text,latents=16"
+            ]
+        );
+        assert_eq!(
+            t[2].set,
+            vec![
+                ("finetune.cross_attention_layers".to_string(), serde_json::json!([1, 3])),
+                ("finetune.perceiver".to_string(), serde_json::Value::Null)
+            ]
+        );
         assert_eq!(t[5].set.last().unwrap(), &("finetune.integration".to_string(), serde_json::json!("text_prompt")));
         assert_eq!(t[5].axes, vec![("latents".to_string(), "16".to_string())]);
     }
@@ -224,8 +263,10 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let err = |y: &str| spec(y).trials().unwrap_err().to_string();
-        assert!(err("sweep:\n  axes: [{name: a, values: [1, 2]}]\n").contains("axis `a` lists plain values but has no `key:`"));
-        assert!(err("sweep:\n  axes: [{name: a, key: x, values: [\"a b\", \"a-b\"]}]\n").contains("two values share the name \"a-b\""));
+        assert!(err("sweep:\n  axes: [{name: a, values: [1, 2]}]\n")
+            .contains("axis `a` lists plain values but has no `key:`"));
+        assert!(err("sweep:\n  axes: [{name: a, key: x, values: [\"a b\", \"a-b\"]}]\n")
+            .contains("two values share the name \"a-b\""));
         assert!(err("sweep:\n  extra: [{name: t, over: [nope]}]\n").contains("no axis named \"nope\""));
         assert!(err("sweep: {}\n").contains("no trials"));
     }

@@ -97,14 +97,18 @@ impl EventWriter {
 
     /// Several scalars at one step, in one record.
     pub fn scalars(&mut self, step: i64, values: &[(&str, f32)]) -> io::Result<()> {
-        let msgs: Vec<Msg> = values.iter().map(|(t, v)| Msg::new().string(VALUE_TAG, t).float(VALUE_SIMPLE, *v)).collect();
+        let msgs: Vec<Msg> =
+            values.iter().map(|(t, v)| Msg::new().string(VALUE_TAG, t).float(VALUE_SIMPLE, *v)).collect();
         self.write_values(step, &msgs)
     }
 
     /// Text (rendered as Markdown by TensorBoard's Text dashboard).
     pub fn text(&mut self, tag: &str, step: i64, text: &str) -> io::Result<()> {
         let metadata = plugin_metadata("text", &[]);
-        let tensor = Msg::new().int(TENSOR_DTYPE, DT_STRING).msg(TENSOR_SHAPE, &Msg::new()).bytes(TENSOR_STRING_VAL, text.as_bytes());
+        let tensor = Msg::new()
+            .int(TENSOR_DTYPE, DT_STRING)
+            .msg(TENSOR_SHAPE, &Msg::new())
+            .bytes(TENSOR_STRING_VAL, text.as_bytes());
         let value = Msg::new().string(VALUE_TAG, tag).msg(VALUE_TENSOR, &tensor).msg(VALUE_METADATA, &metadata);
         self.write_values(step, &[value])
     }
@@ -179,8 +183,11 @@ impl Histogram {
         let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
         let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let width = (max - min) / buckets as f64;
-        let limits: Vec<f64> =
-            if width > 0.0 { (1..=buckets).map(|i| if i == buckets { max } else { min + width * i as f64 }).collect() } else { vec![max] };
+        let limits: Vec<f64> = if width > 0.0 {
+            (1..=buckets).map(|i| if i == buckets { max } else { min + width * i as f64 }).collect()
+        } else {
+            vec![max]
+        };
         let mut counts = vec![0.0; limits.len()];
         for v in &finite {
             // First limit >= v: the bucket whose right edge covers v.

@@ -35,7 +35,11 @@ pub fn vocab_sizes(store: &Store, features: &[Feature]) -> Vec<(Feature, i64)> {
 
 /// The encoder shape a config describes, with vocabulary sizes from `store`
 /// and room for `window` positions.
-pub fn encoder_shape(store: &Store, enc: &crate::config::run::EncoderConfig, window: usize) -> crate::model::encoder::EncoderShape {
+pub fn encoder_shape(
+    store: &Store,
+    enc: &crate::config::run::EncoderConfig,
+    window: usize,
+) -> crate::model::encoder::EncoderShape {
     crate::model::encoder::EncoderShape {
         features: vocab_sizes(store, &enc.features),
         dim: enc.dim as i64,
@@ -55,7 +59,13 @@ pub struct TrainBatch {
 }
 
 /// Windows → `[(batch, length)]` inputs and targets per feature.
-pub fn train_batch(store: &Store, windows: &[&Window], features: &[Feature], length: usize, device: Device) -> TrainBatch {
+pub fn train_batch(
+    store: &Store,
+    windows: &[&Window],
+    features: &[Feature],
+    length: usize,
+    device: Device,
+) -> TrainBatch {
     let b = windows.len();
     let mut inputs = vec![vec![0i64; b * length]; features.len()];
     let mut targets = vec![vec![-100i64; b * length]; features.len()];
@@ -87,10 +97,20 @@ pub struct EvalBatch {
     pub target_items: Tensor,
 }
 
-pub fn eval_batch(store: &Store, cases: &[&EvalCase], features: &[Feature], length: usize, device: Device) -> EvalBatch {
+pub fn eval_batch(
+    store: &Store,
+    cases: &[&EvalCase],
+    features: &[Feature],
+    length: usize,
+    device: Device,
+) -> EvalBatch {
     let histories: Vec<Vec<[i64; 3]>> = cases
         .iter()
-        .map(|c| (c.history.end - c.history.len().min(length)..c.history.end).map(|k| [Feature::Item, Feature::Category, Feature::Rating].map(|f| feature_id(store, f, k))).collect())
+        .map(|c| {
+            (c.history.end - c.history.len().min(length)..c.history.end)
+                .map(|k| [Feature::Item, Feature::Category, Feature::Rating].map(|f| feature_id(store, f, k)))
+                .collect()
+        })
         .collect();
     let last: Vec<i64> = histories.iter().map(|h| h.len() as i64 - 1).collect();
     let targets: Vec<i64> = cases.iter().map(|c| store.arrays.item[c.target] as i64).collect();

@@ -59,11 +59,17 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 /// Write `tensors` as f32 safetensors and sync the file.
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, t)| {
-        let (s, b) = to_bytes(t);
-        (n.clone(), s, b)
-    }).collect();
-    let views: Vec<(String, TensorView)> = data.iter().map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?))).collect::<Result<_>>()?;
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let (s, b) = to_bytes(t);
+            (n.clone(), s, b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<_>>()?;
     safetensors::serialize_to_file(views, None, path)?;
     std::fs::File::open(path)?.sync_all()?;
     Ok(())
@@ -102,7 +108,8 @@ pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> R
 /// then the folder is renamed into place; the newest `keep` are kept.
 pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -> Result<PathBuf> {
     let result = (|| -> Result<PathBuf> {
-        let mut names: Vec<String> = std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         for name in names.into_iter().filter(|n| n != STATE) {
             state.files.insert(name.clone(), sha256_file(&staging.join(&name))?);
@@ -164,8 +171,10 @@ fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// Read and verify a checkpoint's state and files.
 pub fn verify(dir: &Path) -> Result<TrainState> {
-    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(STATE)).with_context(|| format!("{}: no {STATE}", dir.display()))?)
-        .with_context(|| format!("{}: unreadable {STATE}", dir.display()))?;
+    let state: TrainState = serde_json::from_slice(
+        &std::fs::read(dir.join(STATE)).with_context(|| format!("{}: no {STATE}", dir.display()))?,
+    )
+    .with_context(|| format!("{}: unreadable {STATE}", dir.display()))?;
     for (file, sha) in &state.files {
         let got = sha256_file(&dir.join(file)).with_context(|| format!("{}: missing {file}", dir.display()))?;
         if &got != sha {
@@ -204,7 +213,8 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
     let dir = path.parent().context("a file path")?;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
     match write_tensors(&tmp, tensors).and_then(|_| sha256_file(&tmp)) {
         Ok(sha) => {
             std::fs::rename(&tmp, path)?;
@@ -226,7 +236,9 @@ pub fn load_matching(dir: &Path, prefix: &str, params: &[(String, Tensor)]) -> R
     let mut n = 0;
     tch::no_grad(|| -> Result<()> {
         for (name, p) in params.iter().filter(|(n, _)| n.starts_with(prefix)) {
-            let src = weights.get(name).with_context(|| format!("{}: no tensor {name} for the model's {name}", dir.display()))?;
+            let src = weights
+                .get(name)
+                .with_context(|| format!("{}: no tensor {name} for the model's {name}", dir.display()))?;
             if src.size() != p.size() {
                 bail!("{}: tensor {name} has shape {:?}, the model {:?}: was the encoder pretrained with another shape or store?", dir.display(), src.size(), p.size());
             }

@@ -57,7 +57,10 @@ pub fn buckets(params: &[Tensor], bucket_bytes: usize) -> Vec<Vec<usize>> {
 /// step still takes part in the gradient all-reduce.
 pub fn ensure_gradients(params: &[Tensor]) {
     if params.iter().any(|p| !p.grad().defined()) {
-        let zero = params.iter().map(|p| p.sum(Kind::Float) * 0.0).fold(Tensor::zeros([], (Kind::Float, params[0].device())), |a, b| a + b);
+        let zero = params
+            .iter()
+            .map(|p| p.sum(Kind::Float) * 0.0)
+            .fold(Tensor::zeros([], (Kind::Float, params[0].device())), |a, b| a + b);
         zero.backward();
     }
 }
@@ -109,7 +112,12 @@ pub fn apply_gradients(
 /// norm before clipping.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
     tch::no_grad(|| {
-        let sq: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float)).collect();
+        let sq: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+            .collect();
         if sq.is_empty() {
             return 0.0;
         }

@@ -13,7 +13,10 @@ pub fn ranks(scores: &Tensor, targets: &Tensor) -> Vec<i64> {
     let target_scores = scores.gather(1, &targets.unsqueeze(1), false);
     let higher = scores.gt_tensor(&target_scores).sum_dim_intlist(1, false, Kind::Int64);
     let items = Tensor::arange(scores.size()[1], (Kind::Int64, scores.device())).unsqueeze(0);
-    let tied_before = scores.eq_tensor(&target_scores).logical_and(&items.lt_tensor(&targets.unsqueeze(1))).sum_dim_intlist(1, false, Kind::Int64);
+    let tied_before = scores
+        .eq_tensor(&target_scores)
+        .logical_and(&items.lt_tensor(&targets.unsqueeze(1)))
+        .sum_dim_intlist(1, false, Kind::Int64);
     Vec::<i64>::try_from((higher + tied_before).to_device(tch::Device::Cpu)).expect("int64 ranks")
 }
 
@@ -34,7 +37,13 @@ pub fn summarize(ranks: &[i64]) -> RankingMetrics {
     let n = ranks.len().max(1) as f64;
     let recall = |k: i64| ranks.iter().filter(|&&r| r < k).count() as f64 / n;
     let ndcg = ranks.iter().filter(|&&r| r < 10).map(|&r| 1.0 / ((r + 2) as f64).log2()).sum::<f64>() / n;
-    RankingMetrics { cases: ranks.len(), recall_1: recall(1), recall_5: recall(5), recall_10: recall(10), ndcg_10: ndcg }
+    RankingMetrics {
+        cases: ranks.len(),
+        recall_1: recall(1),
+        recall_5: recall(5),
+        recall_10: recall(10),
+        ndcg_10: ndcg,
+    }
 }
 
 /// Each item's interaction count over every user's training part.

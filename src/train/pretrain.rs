@@ -111,7 +111,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let mut interrupted = false;
     let save = |step: u64, loss: f64, opt: &AdamW| -> Result<()> {
         if lead {
-            let state = TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() };
+            let state =
+                TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() };
             checkpoint::save(&checkpoint::pretrain_root(&run_dir), &named, opt, state, p.keep_checkpoints)?;
         }
         Ok(())
@@ -145,7 +146,9 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             }
             let ws: Vec<_> = batch.iter().map(|&i| &windows[i]).collect();
             let b = train_batch(&store, &ws, &features, d.window, w.device);
-            let (sum, _) = crate::torch_runtime::with_autocast(w.device, || encoder.pretrain_loss_sum(&b.inputs, &b.targets, true));
+            let (sum, _) = crate::torch_runtime::with_autocast(w.device, || {
+                encoder.pretrain_loss_sum(&b.inputs, &b.targets, true)
+            });
             let loss = &sum / global;
             loss.backward();
             loss_sum += sum.double_value(&[]);
@@ -155,7 +158,11 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         let grad_norm = ddp::apply_gradients(w.group.as_ref(), &params, &named, &buckets, p.grad_clip, &mut opt, lr)?;
         last_loss = w.sum(&[loss_sum])?[0] / global;
         if let Some(f) = &mut log {
-            writeln!(f, "{}", serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": began.elapsed().as_secs_f64()}))?;
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": began.elapsed().as_secs_f64()})
+            )?;
         }
         let done = step + 1;
         if done % p.log_every == 0 || done == p.steps {
@@ -163,7 +170,16 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             let secs = clock.elapsed().as_secs_f64().max(1e-9);
             if let Some(tb) = &mut tb {
                 let (seq_s, tok_s) = (counts[0] / secs, counts[1] / secs);
-                tb.scalars(done as i64, &[("pretrain/loss", last_loss as f32), ("pretrain/lr", lr as f32), ("pretrain/grad_norm", grad_norm as f32), ("pretrain/sequences_per_s", seq_s as f32), ("pretrain/tokens_per_s", tok_s as f32)])?;
+                tb.scalars(
+                    done as i64,
+                    &[
+                        ("pretrain/loss", last_loss as f32),
+                        ("pretrain/lr", lr as f32),
+                        ("pretrain/grad_norm", grad_norm as f32),
+                        ("pretrain/sequences_per_s", seq_s as f32),
+                        ("pretrain/tokens_per_s", tok_s as f32),
+                    ],
+                )?;
                 eprintln!("step {done}/{} loss {last_loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {seq_s:.0} seq/s {tok_s:.0} tok/s", p.steps);
             }
             clock = Instant::now();
@@ -174,7 +190,11 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
             save(done, last_loss, &opt)?;
         }
     }
-    let steps_done = if interrupted { checkpoint::latest(&checkpoint::pretrain_root(&run_dir))?.map(|(_, s)| s.step).unwrap_or(0) } else { p.steps };
+    let steps_done = if interrupted {
+        checkpoint::latest(&checkpoint::pretrain_root(&run_dir))?.map(|(_, s)| s.step).unwrap_or(0)
+    } else {
+        p.steps
+    };
     if interrupted {
         return Ok(Outcome { steps: steps_done, final_loss: last_loss, interrupted, encoder: None, popularity: None });
     }
@@ -192,12 +212,15 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         crate::fsutil::write_atomic(&run_dir.join(METRICS_FILE), serde_json::to_string_pretty(&out)?.as_bytes())?;
         if let Some(tb) = &mut tb {
             for (who, m) in [("encoder", &e), ("popularity", &pop)] {
-                tb.scalars(p.steps as i64, &[
-                    (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
-                    (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
-                    (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
-                    (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
-                ])?;
+                tb.scalars(
+                    p.steps as i64,
+                    &[
+                        (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
+                        (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
+                        (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
+                        (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
+                    ],
+                )?;
             }
             tb.flush()?;
         }
@@ -212,7 +235,14 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
 }
 
 /// Test-split next-item metrics of the encoder and of item popularity.
-pub fn evaluate(encoder: &UserEncoder, store: &Store, features: &[crate::model::encoder::Feature], window: usize, batch: usize, device: tch::Device) -> (RankingMetrics, RankingMetrics) {
+pub fn evaluate(
+    encoder: &UserEncoder,
+    store: &Store,
+    features: &[crate::model::encoder::Feature],
+    window: usize,
+    batch: usize,
+    device: tch::Device,
+) -> (RankingMetrics, RankingMetrics) {
     let cases = eval_cases(store, Split::Test, window);
     let pop = popularity_scores(store).to_device(device);
     let mut enc_ranks = Vec::new();

@@ -35,9 +35,19 @@ impl Worker {
         let device = if tch::Cuda::is_available() { Device::Cuda(local_rank) } else { Device::Cpu };
         let group = if world > 1 {
             let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
-            let port: u16 = std::env::var("MASTER_PORT").context("MASTER_PORT is not set")?.parse().context("MASTER_PORT is not a port")?;
-            let store = Store::tcp(&addr, port, world, rank == 0, timeout).with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
-            let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| if addr == "127.0.0.1" || addr == "localhost" { "127.0.0.1".into() } else { local_hostname() });
+            let port: u16 = std::env::var("MASTER_PORT")
+                .context("MASTER_PORT is not set")?
+                .parse()
+                .context("MASTER_PORT is not a port")?;
+            let store = Store::tcp(&addr, port, world, rank == 0, timeout)
+                .with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
+            let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| {
+                if addr == "127.0.0.1" || addr == "localhost" {
+                    "127.0.0.1".into()
+                } else {
+                    local_hostname()
+                }
+            });
             Some(match device {
                 Device::Cuda(d) => ProcessGroup::nccl(store, rank, world, timeout, d)?,
                 _ => ProcessGroup::gloo(store, rank, world, timeout, &host)?,
@@ -68,5 +78,7 @@ impl Worker {
 }
 
 fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "127.0.0.1".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
 }

@@ -52,7 +52,20 @@ impl ShardedAdamW {
         let master = all.narrow(0, rank * shard, shard).copy();
         let mask = flat(named.iter().map(|(n, t)| if decays(n) { t.ones_like() } else { t.zeros_like() }), padded);
         let decay = mask.narrow(0, rank * shard, shard).copy();
-        Self { m: master.zeros_like(), v: master.zeros_like(), params, total, shard, master, decay, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0 }
+        Self {
+            m: master.zeros_like(),
+            v: master.zeros_like(),
+            params,
+            total,
+            shard,
+            master,
+            decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+        }
     }
 
     /// Bytes of optimizer state this rank holds (master weights and two moments).
@@ -89,7 +102,17 @@ impl ShardedAdamW {
     pub fn step(&mut self, group: Option<&ProcessGroup>, lr: f64, max_norm: f64) -> Result<f64> {
         let padded = self.shard * group.map(|g| g.size as i64).unwrap_or(1);
         tch::no_grad(|| -> Result<f64> {
-            let grads = flat(self.params.iter().map(|p| { let g = p.grad(); if g.defined() { g } else { p.zeros_like() } }), padded);
+            let grads = flat(
+                self.params.iter().map(|p| {
+                    let g = p.grad();
+                    if g.defined() {
+                        g
+                    } else {
+                        p.zeros_like()
+                    }
+                }),
+                padded,
+            );
             let g = match group {
                 Some(pg) => {
                     let out = Tensor::zeros([self.shard], (Kind::Float, grads.device()));

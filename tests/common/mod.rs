@@ -39,29 +39,42 @@ pub fn tiny_model(dir: &Path) {
     let config = serde_json::json!({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152, "tie_word_embeddings": true, "eos_token_id": 2});
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(project_root().join(".uorch/models/smollm2-135m-instruct/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        project_root().join(".uorch/models/smollm2-135m-instruct/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
     let c: uorch::model::llama::LlamaConfig = serde_json::from_value(config).unwrap();
     tch::manual_seed(0);
     let m = uorch::model::llama::Llama::new(c, tch::Device::Cpu, tch::Kind::Float);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = m
-        .vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| {
-            let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
-            let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
-            (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> =
+        m.vs.variables()
+            .into_iter()
+            .map(|(n, t)| {
+                let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
+                let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+                (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            })
+            .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
-
 
 /// The real MovieLens-100K prepared into `dir/ml` (the set-up's assets).
 pub fn prepare_ml100k(dir: &Path) -> PathBuf {
     let store = dir.join("ml");
-    let o = uorch().args(["data", "prepare"]).arg(project_root().join("assets/ml-100k")).arg("--out").arg(&store).output().unwrap();
+    let o = uorch()
+        .args(["data", "prepare"])
+        .arg(project_root().join("assets/ml-100k"))
+        .arg("--out")
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     store
 }

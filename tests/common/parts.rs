@@ -20,14 +20,26 @@ pub fn tiny_llm(seed: i64) -> Llama {
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
         for (n, v) in vars {
-            let _ = if n.ends_with("norm.weight") { v.shallow_clone().fill_(1.0) } else { v.shallow_clone().normal_(0.0, 0.1) };
+            let _ = if n.ends_with("norm.weight") {
+                v.shallow_clone().fill_(1.0)
+            } else {
+                v.shallow_clone().normal_(0.0, 0.1)
+            };
         }
     });
     m
 }
 
 pub fn shape() -> EncoderShape {
-    EncoderShape { features: vec![(Feature::Item, 20), (Feature::Rating, 5)], dim: 16, layers: 1, heads: 2, ffn_mult: 2, max_len: 6, dropout: 0.0 }
+    EncoderShape {
+        features: vec![(Feature::Item, 20), (Feature::Rating, 5)],
+        dim: 16,
+        layers: 1,
+        heads: 2,
+        ffn_mult: 2,
+        max_len: 6,
+        dropout: 0.0,
+    }
 }
 
 pub fn cfg(integration: Integration, strategy: Strategy, perceiver: bool) -> UserLlmConfig {
@@ -47,4 +59,3 @@ pub fn inputs() -> (Tensor, Vec<Tensor>) {
     let ratings = Tensor::from_slice(&[1i64, 2, 3, 0, 0, 0, 5, 4, 3, 2, 1, 1]).view([2, 6]);
     (tokens, vec![items, ratings])
 }
-

@@ -34,7 +34,13 @@ pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &m
     for path in &inputs.metadata {
         progress.each_json(path, bad, "a Google Local metadata record", |m: Meta| {
             let title = m.name.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-            let categories = m.category.unwrap_or_default().into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            let categories = m
+                .category
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
             c.meta.insert(m.gmap_id.as_str().into(), ItemMeta { title, categories });
             Ok(())
         })?;

@@ -116,7 +116,9 @@ enum JsonKind {
 fn json_kind(path: &Path) -> Result<Option<JsonKind>> {
     let mut lines = Lines::open(path)?;
     let Some(first) = lines.next_line()? else { return Ok(None) };
-    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(first) else { return Ok(None) };
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(first) else {
+        return Ok(None);
+    };
     let has = |k: &str| obj.contains_key(k);
     Ok(if has("reviewerID") && has("asin") {
         Some(JsonKind::AmazonReviews)
@@ -144,7 +146,8 @@ pub fn detect(paths: &[PathBuf], forced: Option<Format>) -> Result<(Format, Inpu
 
     let ml = |data: &str, meta: &str| -> Result<Inputs> {
         let interactions = named(data).with_context(|| format!("no {data} among the inputs"))?;
-        let metadata = named(meta).with_context(|| format!("no {meta} beside {} (it holds titles and genres)", interactions.display()))?;
+        let metadata = named(meta)
+            .with_context(|| format!("no {meta} beside {} (it holds titles and genres)", interactions.display()))?;
         Ok(Inputs { interactions: vec![interactions], metadata: vec![metadata], genre_list: named("u.genre") })
     };
     let recbole = || -> Result<Inputs> {
@@ -153,20 +156,22 @@ pub fn detect(paths: &[PathBuf], forced: Option<Format>) -> Result<(Format, Inpu
             bail!("expected one RecBole .inter file among the inputs, found {}", inter.len());
         }
         let stem = base_name(&inter[0]).trim_end_matches(".inter").to_string();
-        let item = named(&format!("{stem}.item")).with_context(|| format!("no {stem}.item beside {} (it holds titles and genres)", inter[0].display()))?;
+        let item = named(&format!("{stem}.item"))
+            .with_context(|| format!("no {stem}.item beside {} (it holds titles and genres)", inter[0].display()))?;
         Ok(Inputs { interactions: inter, metadata: vec![item], genre_list: None })
     };
     let json = |want: Format| -> Result<Inputs> {
         let mut inputs = Inputs::default();
         for f in files.iter().filter(|f| is_json_name(&base_name(f))) {
             match (want, json_kind(f)?) {
-                (Format::Amazon, Some(JsonKind::AmazonReviews)) | (Format::GoogleLocal, Some(JsonKind::GoogleReviews)) => {
-                    inputs.interactions.push(f.clone())
-                }
+                (Format::Amazon, Some(JsonKind::AmazonReviews))
+                | (Format::GoogleLocal, Some(JsonKind::GoogleReviews)) => inputs.interactions.push(f.clone()),
                 (Format::Amazon, Some(JsonKind::AmazonMeta)) | (Format::GoogleLocal, Some(JsonKind::GoogleMeta)) => {
                     inputs.metadata.push(f.clone())
                 }
-                (_, kind) => bail!("{}: not {} reviews or metadata (first record looks like {kind:?})", f.display(), want.name()),
+                (_, kind) => {
+                    bail!("{}: not {} reviews or metadata (first record looks like {kind:?})", f.display(), want.name())
+                }
             }
         }
         if inputs.interactions.is_empty() {
@@ -187,8 +192,11 @@ pub fn detect(paths: &[PathBuf], forced: Option<Format>) -> Result<(Format, Inpu
             } else if named("ratings.csv").is_some() {
                 Format::MovielensCsv
             } else {
-                let kinds: Vec<Option<JsonKind>> =
-                    files.iter().filter(|f| is_json_name(&base_name(f))).map(|f| json_kind(f)).collect::<Result<_>>()?;
+                let kinds: Vec<Option<JsonKind>> = files
+                    .iter()
+                    .filter(|f| is_json_name(&base_name(f)))
+                    .map(|f| json_kind(f))
+                    .collect::<Result<_>>()?;
                 if kinds.iter().any(|k| matches!(k, Some(JsonKind::AmazonReviews | JsonKind::AmazonMeta))) {
                     Format::Amazon
                 } else if kinds.iter().any(|k| matches!(k, Some(JsonKind::GoogleReviews | JsonKind::GoogleMeta))) {
@@ -286,7 +294,13 @@ impl std::fmt::Display for Place {
 }
 
 /// Read every input into the collector (metadata first, then interactions).
-pub fn read(format: Format, inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &mut Progress) -> Result<()> {
+pub fn read(
+    format: Format,
+    inputs: &Inputs,
+    c: &mut Collector,
+    bad: &mut BadLines,
+    progress: &mut Progress,
+) -> Result<()> {
     match format {
         Format::Ml100k => movielens::read_100k(inputs, c, bad, progress),
         Format::MovielensDat => movielens::read_dat(inputs, c, bad, progress),
@@ -299,5 +313,7 @@ pub fn read(format: Format, inputs: &Inputs, c: &mut Collector, bad: &mut BadLin
 
 /// Parse a field as `T`, naming the field in the error.
 pub(crate) fn field<T: std::str::FromStr>(raw: &str, name: &str) -> std::result::Result<T, String> {
-    raw.trim().parse::<T>().map_err(|_| format!("{name} {raw:?} is not a valid {}", std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")))
+    raw.trim().parse::<T>().map_err(|_| {
+        format!("{name} {raw:?} is not a valid {}", std::any::type_name::<T>().rsplit("::").next().unwrap_or("value"))
+    })
 }

@@ -9,8 +9,25 @@ use anyhow::{bail, Result};
 /// The 19 genres of ml-100k's `u.item` flags, in column order (from the
 /// dataset's README), used when no `u.genre` file is given.
 const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// MovieLens's marker for a movie without genres.
@@ -64,14 +81,25 @@ pub fn read_100k(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progres
             let text = decode_text(line);
             let f: Vec<&str> = text.split('|').collect();
             if f.len() != 5 + genre_names.len() {
-                return bad.report(&place.to_string(), format!("expected {} `|`-separated fields (id, title, dates, URL, {} genre flags), found {}", 5 + genre_names.len(), genre_names.len(), f.len()));
+                return bad.report(
+                    &place.to_string(),
+                    format!(
+                        "expected {} `|`-separated fields (id, title, dates, URL, {} genre flags), found {}",
+                        5 + genre_names.len(),
+                        genre_names.len(),
+                        f.len()
+                    ),
+                );
             }
             let mut cats = Vec::new();
             for (flag, name) in f[5..].iter().zip(&genre_names) {
                 match *flag {
                     "1" => cats.push(name.clone()),
                     "0" => {}
-                    other => return bad.report(&place.to_string(), format!("genre flag for {name} is {other:?}, expected 0 or 1")),
+                    other => {
+                        return bad
+                            .report(&place.to_string(), format!("genre flag for {name} is {other:?}, expected 0 or 1"))
+                    }
                 }
             }
             c.meta.insert(f[0].into(), ItemMeta { title: Some(f[1].to_string()), categories: cats });
@@ -83,7 +111,10 @@ pub fn read_100k(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progres
             let text = decode_text(line);
             let f: Vec<&str> = text.split('\t').collect();
             if f.len() != 4 {
-                return bad.report(&place.to_string(), format!("expected 4 tab-separated fields (user item rating timestamp), found {}", f.len()));
+                return bad.report(
+                    &place.to_string(),
+                    format!("expected 4 tab-separated fields (user item rating timestamp), found {}", f.len()),
+                );
             }
             push_rating(c, bad, place, &f)
         })?;
@@ -97,7 +128,10 @@ pub fn read_dat(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress
             let text = decode_text(line);
             let f: Vec<&str> = text.split("::").collect();
             if f.len() != 3 {
-                return bad.report(&place.to_string(), format!("expected 3 `::`-separated fields (MovieID::Title::Genres), found {}", f.len()));
+                return bad.report(
+                    &place.to_string(),
+                    format!("expected 3 `::`-separated fields (MovieID::Title::Genres), found {}", f.len()),
+                );
             }
             c.meta.insert(f[0].into(), ItemMeta { title: Some(f[1].to_string()), categories: genres(f[2], '|') });
             Ok(())
@@ -108,7 +142,10 @@ pub fn read_dat(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress
             let text = decode_text(line);
             let f: Vec<&str> = text.split("::").collect();
             if f.len() != 4 {
-                return bad.report(&place.to_string(), format!("expected 4 `::`-separated fields (UserID::MovieID::Rating::Timestamp), found {}", f.len()));
+                return bad.report(
+                    &place.to_string(),
+                    format!("expected 4 `::`-separated fields (UserID::MovieID::Rating::Timestamp), found {}", f.len()),
+                );
             }
             push_rating(c, bad, place, &f)
         })?;
@@ -159,7 +196,11 @@ pub fn split_csv(line: &str) -> std::result::Result<Vec<String>, String> {
 
 /// Column positions from a CSV header, requiring `wanted`.
 fn columns(header: &str, wanted: &[&str], place: &Place) -> Result<Vec<usize>> {
-    let names: Vec<String> = split_csv(header).unwrap_or_default().into_iter().map(|s| s.trim().trim_start_matches('\u{feff}').to_string()).collect();
+    let names: Vec<String> = split_csv(header)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.trim().trim_start_matches('\u{feff}').to_string())
+        .collect();
     wanted
         .iter()
         .map(|w| match names.iter().position(|n| n == w) {
@@ -186,9 +227,19 @@ pub fn read_csv(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress
                 Err(e) => return bad.report(&place.to_string(), e),
             };
             if f.len() <= *cols.iter().max().unwrap() {
-                return bad.report(&place.to_string(), format!("expected at least {} comma-separated fields, found {}", cols.iter().max().unwrap() + 1, f.len()));
+                return bad.report(
+                    &place.to_string(),
+                    format!(
+                        "expected at least {} comma-separated fields, found {}",
+                        cols.iter().max().unwrap() + 1,
+                        f.len()
+                    ),
+                );
             }
-            c.meta.insert(f[cols[0]].as_str().into(), ItemMeta { title: Some(f[cols[1]].clone()), categories: genres(&f[cols[2]], '|') });
+            c.meta.insert(
+                f[cols[0]].as_str().into(),
+                ItemMeta { title: Some(f[cols[1]].clone()), categories: genres(&f[cols[2]], '|') },
+            );
             Ok(())
         })?;
     }
@@ -232,7 +283,10 @@ mod tests {
     #[test]
     fn csv_splitting_follows_rfc4180_quoting() {
         assert_eq!(split_csv(r#"1,"Toy Story, The (1995)",Comedy"#).unwrap(), ["1", "Toy Story, The (1995)", "Comedy"]);
-        assert_eq!(split_csv(r#"2,"""Great"" Cats (1998)",Musical"#).unwrap(), ["2", "\"Great\" Cats (1998)", "Musical"]);
+        assert_eq!(
+            split_csv(r#"2,"""Great"" Cats (1998)",Musical"#).unwrap(),
+            ["2", "\"Great\" Cats (1998)", "Musical"]
+        );
         assert_eq!(split_csv("a,,b").unwrap(), ["a", "", "b"]);
         assert!(split_csv(r#"1,"open"#).is_err());
         assert!(split_csv(r#"1,"x"y,z"#).is_err());

@@ -49,10 +49,12 @@ pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &m
             let f: Vec<&str> = text.split('\t').collect();
             let need = [Some(k.id), k.title, k.year, k.class].into_iter().flatten().max().unwrap() + 1;
             if f.len() < need {
-                return bad.report(&place.to_string(), format!("expected {need} tab-separated fields, found {}", f.len()));
+                return bad
+                    .report(&place.to_string(), format!("expected {need} tab-separated fields, found {}", f.len()));
             }
             let title = k.title.map(|t| {
-                let year = k.year.map(|y| f[y].trim()).filter(|y| y.len() == 4 && y.chars().all(|ch| ch.is_ascii_digit()));
+                let year =
+                    k.year.map(|y| f[y].trim()).filter(|y| y.len() == 4 && y.chars().all(|ch| ch.is_ascii_digit()));
                 match year {
                     Some(y) => format!("{} ({y})", f[t].trim()),
                     None => f[t].trim().to_string(),
@@ -85,13 +87,16 @@ pub fn read(inputs: &Inputs, c: &mut Collector, bad: &mut BadLines, progress: &m
             let f: Vec<&str> = text.split('\t').collect();
             let need = k.iter().max().unwrap() + 1;
             if f.len() < need {
-                return bad.report(&place.to_string(), format!("expected {need} tab-separated fields, found {}", f.len()));
+                return bad
+                    .report(&place.to_string(), format!("expected {need} tab-separated fields, found {}", f.len()));
             }
             let rating = if has_rating { field::<f32>(f[k[2]], "rating") } else { Ok(0.0) };
             // RecBole writes timestamps as floats (`timestamp:float`).
             let ts = field::<f64>(f[k[3]], "timestamp");
             match (rating, ts) {
-                (Ok(r), Ok(t)) if r.is_finite() && t.is_finite() => c.push(f[k[0]], f[k[1]], (t * 1000.0).round() as i64, r, None),
+                (Ok(r), Ok(t)) if r.is_finite() && t.is_finite() => {
+                    c.push(f[k[0]], f[k[1]], (t * 1000.0).round() as i64, r, None)
+                }
                 (Err(e), _) | (_, Err(e)) => bad.report(&place.to_string(), e),
                 _ => bad.report(&place.to_string(), "rating or timestamp is not finite"),
             }

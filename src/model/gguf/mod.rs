@@ -137,7 +137,11 @@ impl<'a> Cursor<'a> {
                 let inner = self.u32(what)?;
                 let n = self.u64(what)?;
                 if n > (self.data.len() - self.pos) as u64 {
-                    bail!("{}: corrupt GGUF: {what} claims {n} array elements at offset {}", self.path.display(), self.pos);
+                    bail!(
+                        "{}: corrupt GGUF: {what} claims {n} array elements at offset {}",
+                        self.path.display(),
+                        self.pos
+                    );
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -195,7 +199,8 @@ impl Gguf {
         let data_start = c.pos.div_ceil(align) * align;
         for t in &mut tensors {
             t.offset += data_start as u64;
-            let bytes = t.kind.bytes_for(t.elements()).with_context(|| format!("{}: tensor {}", path.display(), t.name))?;
+            let bytes =
+                t.kind.bytes_for(t.elements()).with_context(|| format!("{}: tensor {}", path.display(), t.name))?;
             if t.offset + bytes > map.len() as u64 {
                 bail!(
                     "{}: truncated GGUF: tensor {} needs bytes {}..{} but the file has {}",

@@ -120,7 +120,9 @@ pub fn dequantize(kind: Kind, raw: &[u8], n: usize) -> Result<Vec<f32>> {
     match kind {
         Kind::F32 => out.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
         Kind::F16 => out.extend(raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
-        Kind::BF16 => out.extend(raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
+        Kind::BF16 => {
+            out.extend(raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)))
+        }
         Kind::Q8_0 => {
             for b in raw.chunks_exact(34) {
                 let d = h(b, 0);

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 /// Split patterns of the pre-tokenizers that differ from GPT-2's, by the
 /// `tokenizer.ggml.pre` names that use them (patterns as published with each model).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn split_for(pre: &str) -> Option<&'static str> {
     match pre {
@@ -115,7 +116,8 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufTokenizer> {
             "vocab": vocab, "merges": merges,
         },
     });
-    let special = |key: &str| g.get(key).and_then(|v| v.as_u64()).and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
+    let special =
+        |key: &str| g.get(key).and_then(|v| v.as_u64()).and_then(|i| tokens.get(i as usize)).map(|s| s.to_string());
     let config = json!({
         "bos_token": special("tokenizer.ggml.bos_token_id"),
         "eos_token": special("tokenizer.ggml.eos_token_id"),

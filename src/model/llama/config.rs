@@ -67,7 +67,8 @@ impl LlamaConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut c: Self = serde_json::from_str(&text).with_context(|| format!("{}: not a Llama-family config", path.display()))?;
+        let mut c: Self =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a Llama-family config", path.display()))?;
         if c.model_type == "qwen2" {
             c.attention_bias = true;
         }
@@ -77,10 +78,17 @@ impl LlamaConfig {
 
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
-            bail!("model_type {:?} is not a supported Llama-family architecture (llama, qwen2, mistral)", self.model_type);
+            bail!(
+                "model_type {:?} is not a supported Llama-family architecture (llama, qwen2, mistral)",
+                self.model_type
+            );
         }
         if self.num_attention_heads == 0 || self.num_attention_heads % self.kv_heads() != 0 {
-            bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.kv_heads());
+            bail!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            );
         }
         if self.head_dim() % 2 != 0 {
             bail!("head_dim {} must be even for rotary embeddings", self.head_dim());

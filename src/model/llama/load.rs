@@ -49,7 +49,8 @@ pub fn load_weights(model: &mut Llama, dir: &Path) -> Result<()> {
         let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         // SAFETY: read-only mapping of a checkpoint we do not modify.
         let map = unsafe { memmap2::Mmap::map(&f)? };
-        let st = SafeTensors::deserialize(&map).with_context(|| format!("{}: not a safetensors file", file.display()))?;
+        let st =
+            SafeTensors::deserialize(&map).with_context(|| format!("{}: not a safetensors file", file.display()))?;
         for (name, view) in st.tensors() {
             let Some(var) = vars.remove(&name) else {
                 if !ignorable(&name, tied) {
@@ -61,18 +62,28 @@ pub fn load_weights(model: &mut Llama, dir: &Path) -> Result<()> {
             if shape != var.size() {
                 bail!("{}: tensor {name} has shape {shape:?} but the model expects {:?}", file.display(), var.size());
             }
-            let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name} has unsupported dtype {:?}", file.display(), view.dtype()))?;
+            let kind = kind_of(view.dtype()).with_context(|| {
+                format!("{}: tensor {name} has unsupported dtype {:?}", file.display(), view.dtype())
+            })?;
             let src = Tensor::from_data_size(view.data(), &shape, kind);
             tch::no_grad(|| var.shallow_clone().copy_(&src));
         }
     }
     if !vars.is_empty() {
         let missing: Vec<&String> = vars.keys().collect();
-        bail!("{}: missing tensors: {}", dir.display(), missing.iter().take(10).map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "{}: missing tensors: {}",
+            dir.display(),
+            missing.iter().take(10).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     if !unexpected.is_empty() {
         unexpected.sort();
-        bail!("{}: unexpected tensors the model has no place for: {}", dir.display(), unexpected.iter().take(10).cloned().collect::<Vec<_>>().join(", "));
+        bail!(
+            "{}: unexpected tensors the model has no place for: {}",
+            dir.display(),
+            unexpected.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }
@@ -84,7 +95,8 @@ pub fn stored_dtypes(files: &[PathBuf]) -> Result<BTreeMap<String, usize>> {
         let f = std::fs::File::open(file)?;
         // SAFETY: read-only mapping; only the header is read.
         let map = unsafe { memmap2::Mmap::map(&f)? };
-        let (_, meta) = SafeTensors::read_metadata(&map).with_context(|| format!("{}: not a safetensors file", file.display()))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&map).with_context(|| format!("{}: not a safetensors file", file.display()))?;
         for info in meta.tensors().values() {
             *out.entry(format!("{:?}", info.dtype)).or_insert(0) += 1;
         }
@@ -94,7 +106,11 @@ pub fn stored_dtypes(files: &[PathBuf]) -> Result<BTreeMap<String, usize>> {
 
 /// f32 on CPU, bf16 on GPU, unless asked otherwise.
 pub fn default_kind(device: Device) -> Kind {
-    if device.is_cuda() { Kind::BFloat16 } else { Kind::Float }
+    if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    }
 }
 
 /// Config + weights from a Hugging Face folder.

@@ -53,7 +53,10 @@ impl KvCache {
     /// cache once per continuation to score).
     pub fn select_rows(&self, rows: &Tensor) -> Self {
         let pick = |t: &Option<Tensor>| t.as_ref().map(|t| t.index_select(0, rows));
-        Self { layers: self.layers.iter().map(|l| LayerCache { k: pick(&l.k), v: pick(&l.v) }).collect(), seen: self.seen }
+        Self {
+            layers: self.layers.iter().map(|l| LayerCache { k: pick(&l.k), v: pick(&l.v) }).collect(),
+            seen: self.seen,
+        }
     }
 }
 
@@ -65,10 +68,12 @@ impl Llama {
         let root = vs.root();
         let m = &root / "model";
         let c = &config;
-        let embed_tokens = (&m / "embed_tokens").var("weight", &[c.vocab_size as i64, c.hidden_size as i64], nn::Init::Const(0.0));
+        let embed_tokens =
+            (&m / "embed_tokens").var("weight", &[c.vocab_size as i64, c.hidden_size as i64], nn::Init::Const(0.0));
         let layers = (0..c.num_hidden_layers).map(|i| DecoderLayer::new(&m / "layers" / i, c)).collect();
         let norm = RmsNorm::new(&m / "norm", c.hidden_size, c.rms_norm_eps);
-        let lm_head = (!c.tie_word_embeddings).then(|| Linear::new(&root / "lm_head", c.hidden_size, c.vocab_size, false));
+        let lm_head =
+            (!c.tie_word_embeddings).then(|| Linear::new(&root / "lm_head", c.hidden_size, c.vocab_size, false));
         if kind != Kind::Float {
             // Converts in place: the tensors held above see the new dtype.
             vs.set_kind(kind);

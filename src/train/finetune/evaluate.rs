@@ -33,12 +33,22 @@ pub struct Evaluated {
 /// A prediction as JSON: the user, the answer (category name, item id or
 /// text), the top 10 candidates with scores, the truth, and what answering
 /// cost (prompt tokens, user tokens, forward GFLOPs).
-pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, truth: Option<&Truth>, cost: &Cost) -> serde_json::Value {
+pub fn prediction_json(
+    cat: &Catalog,
+    task: Task,
+    user: &str,
+    answer: &Answer,
+    truth: Option<&Truth>,
+    cost: &Cost,
+) -> serde_json::Value {
     let (best, top) = match answer {
         Answer::Ranked(r) => {
             let is_category = task == Task::FavoriteCategory;
             let name = |i: usize| if is_category { cat.categories[i].clone() } else { cat.items[i].clone() };
-            (serde_json::json!(r.first().map(|x| name(x.0))), serde_json::json!(r.iter().take(10).map(|(i, s)| (name(*i), *s)).collect::<Vec<_>>()))
+            (
+                serde_json::json!(r.first().map(|x| name(x.0))),
+                serde_json::json!(r.iter().take(10).map(|(i, s)| (name(*i), *s)).collect::<Vec<_>>()),
+            )
         }
         Answer::Text(t) => (serde_json::json!(t), serde_json::Value::Null),
     };
@@ -55,10 +65,17 @@ pub fn prediction_json(cat: &Catalog, task: Task, user: &str, answer: &Answer, t
 /// The task's metrics for one answer.
 fn score(answer: &Answer, truth: &Truth) -> Vec<(&'static str, f64)> {
     match (answer, truth) {
-        (Answer::Ranked(r), Truth::Category(c)) => vec![("accuracy", (r.first().map(|x| x.0) == Some(*c)) as u8 as f64)],
+        (Answer::Ranked(r), Truth::Category(c)) => {
+            vec![("accuracy", (r.first().map(|x| x.0) == Some(*c)) as u8 as f64)]
+        }
         (Answer::Ranked(r), Truth::Item(i)) => {
             let rank = r.iter().position(|x| x.0 == *i).unwrap_or(usize::MAX);
-            vec![("recall@1", (rank < 1) as u8 as f64), ("recall@5", (rank < 5) as u8 as f64), ("recall@10", (rank < 10) as u8 as f64), ("mrr", if rank == usize::MAX { 0.0 } else { 1.0 / (rank + 1) as f64 })]
+            vec![
+                ("recall@1", (rank < 1) as u8 as f64),
+                ("recall@5", (rank < 5) as u8 as f64),
+                ("recall@10", (rank < 10) as u8 as f64),
+                ("mrr", if rank == usize::MAX { 0.0 } else { 1.0 / (rank + 1) as f64 }),
+            ]
         }
         (Answer::Text(t), Truth::Review(r)) => {
             let s = rouge::score(t, r);
@@ -93,21 +110,43 @@ pub fn evaluate(
     }
     let n = cases.len().max(1) as f64;
     let metrics = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
-    let e = Evaluated { who: who.into(), cases: cases.len(), metrics, prompt_tokens: prompt / n, user_tokens: user / n, gflops: flops / n / 1e9, ms: t0.elapsed().as_secs_f64() * 1000.0 / n };
+    let e = Evaluated {
+        who: who.into(),
+        cases: cases.len(),
+        metrics,
+        prompt_tokens: prompt / n,
+        user_tokens: user / n,
+        gflops: flops / n / 1e9,
+        ms: t0.elapsed().as_secs_f64() * 1000.0 / n,
+    };
     Ok((e, predictions))
 }
 
 /// One line per result: the metrics and the cost per example.
 pub fn describe(r: &Evaluated) -> String {
     let m: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    format!("{}: {} on {} cases; {:.0} prompt + {:.0} user tokens, {:.3} GFLOPs, {:.1} ms per example", r.who, m.join(", "), r.cases, r.prompt_tokens, r.user_tokens, r.gflops, r.ms)
+    format!(
+        "{}: {} on {} cases; {:.0} prompt + {:.0} user tokens, {:.3} GFLOPs, {:.1} ms per example",
+        r.who,
+        m.join(", "),
+        r.cases,
+        r.prompt_tokens,
+        r.user_tokens,
+        r.gflops,
+        r.ms
+    )
 }
 
 /// The results of a `finetune_metrics.json` as a table: one row per model or
 /// baseline, the task's metrics, then the cost per example.
 pub fn table(metrics: &serde_json::Value) -> String {
     let rows: Vec<Evaluated> = serde_json::from_value(metrics["results"].clone()).unwrap_or_default();
-    let keys: Vec<String> = rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let keys: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let width = rows.iter().map(|r| r.who.len()).max().unwrap_or(10).max(10);
     let mut s = format!("  {:<width$}", format!("{}, test", metrics["task"].as_str().unwrap_or("task")));
     for k in &keys {

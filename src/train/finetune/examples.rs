@@ -19,7 +19,11 @@ pub struct TrainExample {
 
 pub fn training(store: &Store, task: Task, window: usize, stride: usize) -> Result<Vec<TrainExample>> {
     if task == Task::Review && store.arrays.review_offsets.is_none() {
-        bail!("{}: review generation needs review text, and this {} store has none", store.dir.display(), store.manifest.format);
+        bail!(
+            "{}: review generation needs review text, and this {} store has none",
+            store.dir.display(),
+            store.manifest.format
+        );
     }
     let mut out = Vec::new();
     for w in training_windows(store, WindowSpec { length: window, stride }) {
@@ -28,11 +32,23 @@ pub fn training(store: &Store, task: Task, window: usize, stride: usize) -> Resu
         let ex = match task {
             Task::FavoriteCategory => match favorite_category(store, w.start..w.end) {
                 0 => None,
-                c => Some(TrainExample { history: w.start..w.end, question: Question::FavoriteCategory, target: TargetText::Category(c as usize) }),
+                c => Some(TrainExample {
+                    history: w.start..w.end,
+                    question: Question::FavoriteCategory,
+                    target: TargetText::Category(c as usize),
+                }),
             },
             _ if w.end - w.start < 2 => None,
-            Task::NextItem => Some(TrainExample { history: w.start..last, question: Question::NextItem { candidates: Vec::new() }, target: TargetText::Item(item) }),
-            Task::Review => store.review(last).map(|t| TrainExample { history: w.start..last, question: Question::Review { item }, target: TargetText::Review(t.to_string()) }),
+            Task::NextItem => Some(TrainExample {
+                history: w.start..last,
+                question: Question::NextItem { candidates: Vec::new() },
+                target: TargetText::Item(item),
+            }),
+            Task::Review => store.review(last).map(|t| TrainExample {
+                history: w.start..last,
+                question: Question::Review { item },
+                target: TargetText::Review(t.to_string()),
+            }),
         };
         out.extend(ex);
     }
@@ -71,7 +87,12 @@ pub fn eval_example(store: &Store, cat: &Catalog, spec: &TaskSpec, case: &EvalCa
                 c => (Question::FavoriteCategory, Truth::Category(c as usize)),
             }
         }
-        Task::NextItem => (Question::NextItem { candidates: next_item_candidates(cat.items.len(), &history, target, spec.candidates, spec.seed) }, Truth::Item(target)),
+        Task::NextItem => (
+            Question::NextItem {
+                candidates: next_item_candidates(cat.items.len(), &history, target, spec.candidates, spec.seed),
+            },
+            Truth::Item(target),
+        ),
         Task::Review => (Question::Review { item: target }, Truth::Review(store.review(case.target)?.to_string())),
     };
     Some(EvalExample { user: case.user as usize, history, question, truth })
@@ -79,5 +100,9 @@ pub fn eval_example(store: &Store, cat: &Catalog, spec: &TaskSpec, case: &EvalCa
 
 /// Test cases in store order (the first `limit` with an answer).
 pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, limit: usize) -> Vec<EvalExample> {
-    eval_cases(store, Split::Test, spec.window.max(spec.text_window)).iter().filter_map(|c| eval_example(store, cat, spec, c)).take(limit).collect()
+    eval_cases(store, Split::Test, spec.window.max(spec.text_window))
+        .iter()
+        .filter_map(|c| eval_example(store, cat, spec, c))
+        .take(limit)
+        .collect()
 }

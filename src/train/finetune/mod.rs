@@ -58,7 +58,14 @@ pub fn user_llm_config(cfg: &RunConfig) -> Result<UserLlmConfig> {
 pub fn task_spec(cfg: &RunConfig) -> Result<TaskSpec> {
     let f = cfg.finetune.as_ref().context("no finetune section")?;
     let d = cfg.data.as_ref().context("finetune needs a data section")?;
-    Ok(TaskSpec { task: f.task, window: d.window, text_window: f.text_prompt_window, candidates: f.candidates, max_new_tokens: f.max_new_tokens, seed: cfg.seed })
+    Ok(TaskSpec {
+        task: f.task,
+        window: d.window,
+        text_window: f.text_prompt_window,
+        candidates: f.candidates,
+        max_new_tokens: f.max_new_tokens,
+        seed: cfg.seed,
+    })
 }
 
 /// The run's USER-LLM before finetuning: the base LLM, new integration
@@ -70,7 +77,12 @@ pub fn build(cfg: &RunConfig, store: &Store, device: Device, pretrained_encoder:
 }
 
 /// As [`build`], around an LLM already in memory.
-pub fn build_with(cfg: &RunConfig, store: &Store, llm: crate::model::llama::Llama, pretrained_encoder: bool) -> Result<UserLlm> {
+pub fn build_with(
+    cfg: &RunConfig,
+    store: &Store,
+    llm: crate::model::llama::Llama,
+    pretrained_encoder: bool,
+) -> Result<UserLlm> {
     let f = cfg.finetune.as_ref().context("no finetune section")?;
     let d = cfg.data.as_ref().context("finetune needs a data section")?;
     let shape = super::batches::encoder_shape(store, &cfg.encoder.clone().unwrap_or_default(), d.window);
@@ -78,8 +90,12 @@ pub fn build_with(cfg: &RunConfig, store: &Store, llm: crate::model::llama::Llam
     let model = UserLlm::new(llm, shape, &user_llm_config(cfg)?)?;
     if pretrained_encoder && f.integration != Integration::TextPrompt {
         let root = checkpoint::pretrain_root(f.encoder_from.as_deref().unwrap_or(&cfg.run_dir()));
-        let (dir, _) = checkpoint::latest(&root)?
-            .with_context(|| format!("finetuning needs a pretrained encoder: no pretraining checkpoint in {} (add a pretrain section)", root.display()))?;
+        let (dir, _) = checkpoint::latest(&root)?.with_context(|| {
+            format!(
+                "finetuning needs a pretrained encoder: no pretraining checkpoint in {} (add a pretrain section)",
+                root.display()
+            )
+        })?;
         checkpoint::load_matching(&dir, "encoder.", &model.named_parameters())?;
     }
     Ok(model)
@@ -87,7 +103,11 @@ pub fn build_with(cfg: &RunConfig, store: &Store, llm: crate::model::llama::Llam
 
 /// What [`WEIGHTS_FILE`] holds: every tensor but the frozen base LLM's.
 pub fn weights_to_save(model: &UserLlm) -> Vec<(String, Tensor)> {
-    model.named_parameters().into_iter().filter(|(n, _)| Part::of(n) != Part::Llm || model.strategy == Strategy::Full).collect()
+    model
+        .named_parameters()
+        .into_iter()
+        .filter(|(n, _)| Part::of(n) != Part::Llm || model.strategy == Strategy::Full)
+        .collect()
 }
 
 /// Load [`WEIGHTS_FILE`] of a run into a model built by [`build`].
@@ -96,7 +116,9 @@ pub fn load_weights(model: &UserLlm, path: &Path) -> Result<usize> {
     let named: std::collections::BTreeMap<String, Tensor> = model.named_parameters().into_iter().collect();
     tch::no_grad(|| -> Result<()> {
         for (name, src) in &saved {
-            let p = named.get(name).with_context(|| format!("{}: tensor {name} is not part of this model (another configuration?)", path.display()))?;
+            let p = named.get(name).with_context(|| {
+                format!("{}: tensor {name} is not part of this model (another configuration?)", path.display())
+            })?;
             if p.size() != src.size() {
                 bail!("{}: tensor {name} has shape {:?}, the model {:?}", path.display(), src.size(), p.size());
             }
@@ -121,7 +143,13 @@ pub(crate) struct Batch {
     histories: Vec<Vec<Interaction>>,
 }
 
-pub(crate) fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], idx: &[usize], device: Device) -> Result<Batch> {
+pub(crate) fn make_batch(
+    asker: &Asker,
+    store: &Store,
+    train: &[TrainExample],
+    idx: &[usize],
+    device: Device,
+) -> Result<Batch> {
     let mut seqs = Vec::with_capacity(idx.len());
     let mut histories = Vec::with_capacity(idx.len());
     for &i in idx {
@@ -142,7 +170,12 @@ pub(crate) fn make_batch(asker: &Asker, store: &Store, train: &[TrainExample], i
         answer_tokens += a.len() as i64;
     }
     let shape = [idx.len() as i64, t as i64];
-    Ok(Batch { tokens: Tensor::from_slice(&toks).view(shape).to_device(device), targets: Tensor::from_slice(&tgt).view(shape).to_device(device), answer_tokens, histories })
+    Ok(Batch {
+        tokens: Tensor::from_slice(&toks).view(shape).to_device(device),
+        targets: Tensor::from_slice(&tgt).view(shape).to_device(device),
+        answer_tokens,
+        histories,
+    })
 }
 
 /// Forward and backward of one micro-batch, the loss divided by `global`
@@ -172,10 +205,19 @@ fn answer_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
 }
 
 /// Results of the baselines, computed once (rank 0) before training.
-fn baselines(asker: Asker, store: &Store, cat: &Catalog, train: &[TrainExample], cases: &[EvalExample], text_prompt: bool) -> Result<Vec<Evaluated>> {
+fn baselines(
+    asker: Asker,
+    store: &Store,
+    cat: &Catalog,
+    train: &[TrainExample],
+    cases: &[EvalExample],
+    text_prompt: bool,
+) -> Result<Vec<Evaluated>> {
     let users = &store.vocab.user;
     let task = asker.spec.task;
-    let mut out = vec![evaluate(cat, task, users, cases, "USER-LLM before finetuning", |c| asker.ask(&c.history, &c.question))?.0];
+    let mut out = vec![
+        evaluate(cat, task, users, cases, "USER-LLM before finetuning", |c| asker.ask(&c.history, &c.question))?.0,
+    ];
     match task {
         Task::FavoriteCategory => {
             let mut counts = std::collections::BTreeMap::new();
@@ -184,9 +226,15 @@ fn baselines(asker: Asker, store: &Store, cat: &Catalog, train: &[TrainExample],
                     *counts.entry(c).or_insert(0usize) += 1;
                 }
             }
-            let majority = counts.iter().max_by_key(|&(c, n)| (*n, std::cmp::Reverse(*c))).map(|(c, _)| *c).unwrap_or(0);
+            let majority =
+                counts.iter().max_by_key(|&(c, n)| (*n, std::cmp::Reverse(*c))).map(|(c, _)| *c).unwrap_or(0);
             let who = format!("majority class ({})", cat.categories[majority]);
-            out.push(evaluate(cat, task, users, cases, &who, |_| Ok((Answer::Ranked(vec![(majority, 0.0)]), Cost::default())))?.0);
+            out.push(
+                evaluate(cat, task, users, cases, &who, |_| {
+                    Ok((Answer::Ranked(vec![(majority, 0.0)]), Cost::default()))
+                })?
+                .0,
+            );
         }
         Task::NextItem => {
             // Popularity among training interactions, over the same candidates.
@@ -196,10 +244,15 @@ fn baselines(asker: Asker, store: &Store, cat: &Catalog, train: &[TrainExample],
                     pop[i] += 1.0;
                 }
             }
-            out.push(evaluate(cat, task, users, cases, "popularity", |c| {
-                let crate::serve::ask::Question::NextItem { candidates } = &c.question else { unreachable!("next-item questions") };
-                Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
-            })?.0);
+            out.push(
+                evaluate(cat, task, users, cases, "popularity", |c| {
+                    let crate::serve::ask::Question::NextItem { candidates } = &c.question else {
+                        unreachable!("next-item questions")
+                    };
+                    Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
+                })?
+                .0,
+            );
         }
         Task::Review => {}
     }
@@ -224,7 +277,11 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let mut model = build(cfg, &store, w.device, true)?;
     model.activation_checkpointing.set(f.activation_checkpointing);
     let named = model.named_parameters();
-    let trainable: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| Part::of(n).trains(f.strategy)).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let trainable: Vec<(String, Tensor)> = named
+        .iter()
+        .filter(|(n, _)| Part::of(n).trains(f.strategy))
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
     if trainable.is_empty() {
         bail!("finetune: nothing trains with the {} strategy and {} integration (TextPrompt has no encoder: use full or lora)", value_name(&f.strategy), value_name(&f.integration));
     }
@@ -264,11 +321,22 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let mut results: Vec<Evaluated> = Vec::new();
     if lead {
         model.set_training(false);
-        results = match std::fs::read(&baselines_path).ok().and_then(|b| serde_json::from_slice::<(String, Vec<Evaluated>)>(&b).ok()).filter(|(h, _)| *h == hash) {
+        results = match std::fs::read(&baselines_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<(String, Vec<Evaluated>)>(&b).ok())
+            .filter(|(h, _)| *h == hash)
+        {
             Some((_, r)) => r,
             None => {
                 tch::set_num_threads(cores);
-                let r = baselines(Asker::new(&model, &tok, &cat, spec.clone())?, &store, &cat, &train, &cases, f.text_prompt_baseline)?;
+                let r = baselines(
+                    Asker::new(&model, &tok, &cat, spec.clone())?,
+                    &store,
+                    &cat,
+                    &train,
+                    &cases,
+                    f.text_prompt_baseline,
+                )?;
                 tch::set_num_threads(train_threads);
                 crate::fsutil::write_atomic(&baselines_path, &serde_json::to_vec_pretty(&(&hash, &r))?)?;
                 r
@@ -277,17 +345,30 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         for r in &results {
             eprintln!("{}", describe(r));
         }
-        eprintln!("finetune: optimizer state {:.1} MiB per rank ({} rank(s))", opt.state_bytes() as f64 / (1 << 20) as f64, w.world);
+        eprintln!(
+            "finetune: optimizer state {:.1} MiB per rank ({} rank(s))",
+            opt.state_bytes() as f64 / (1 << 20) as f64,
+            w.world
+        );
     }
 
     let mut tb = if lead { Some(EventWriter::create(&run_dir.join("tb"))?) } else { None };
-    let mut log = if lead { Some(std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join(TRAIN_LOG))?) } else { None };
+    let mut log = if lead {
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join(TRAIN_LOG))?)
+    } else {
+        None
+    };
     let per_epoch = steps_per_epoch(train.len(), w.world, f.batch_size) as u64;
     let shard = Sharding { world: w.world, rank: w.rank, batch_size: f.batch_size, seed: cfg.seed, shuffle: true };
     let mut epoch_cache: Option<(u64, Vec<Vec<usize>>)> = None;
     let save = |step: u64, loss: f64, opt: &ShardedAdamW| -> Result<()> {
         // Rank 0 stages, every rank writes its optimizer shard, rank 0 seals.
-        let barrier = || -> Result<()> { if let Some(pg) = &w.group { pg.barrier()?.wait()?; } Ok(()) };
+        let barrier = || -> Result<()> {
+            if let Some(pg) = &w.group {
+                pg.barrier()?.wait()?;
+            }
+            Ok(())
+        };
         let tmp = ckpt_root.join(format!(".step-{step:08}.tmp"));
         if lead {
             checkpoint::staging(&ckpt_root, step)?;
@@ -299,7 +380,12 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         }
         barrier()?;
         if lead {
-            checkpoint::commit(&ckpt_root, &tmp, TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() }, f.keep_checkpoints)?;
+            checkpoint::commit(
+                &ckpt_root,
+                &tmp,
+                TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() },
+                f.keep_checkpoints,
+            )?;
         }
         barrier()
     };
@@ -342,11 +428,19 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         last_loss = w.sum(&[loss_sum])?[0] / global;
         let done = step + 1;
         if let Some(l) = &mut log {
-            writeln!(l, "{}", serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": t_train.elapsed().as_secs_f64()}))?;
+            writeln!(
+                l,
+                "{}",
+                serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": t_train.elapsed().as_secs_f64()})
+            )?;
         }
         if done % f.log_every == 0 || done == f.steps {
             if let Some(tb) = &mut tb {
-                let mut s: Vec<(String, f32)> = vec![("finetune/loss".into(), last_loss as f32), ("finetune/lr".into(), lr as f32), ("finetune/grad_norm".into(), grad_norm as f32)];
+                let mut s: Vec<(String, f32)> = vec![
+                    ("finetune/loss".into(), last_loss as f32),
+                    ("finetune/lr".into(), lr as f32),
+                    ("finetune/grad_norm".into(), grad_norm as f32),
+                ];
                 for (layer, g) in model.gates() {
                     s.push((format!("finetune/gate/layer_{layer:02}"), g as f32));
                 }
@@ -372,7 +466,9 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         model.merge_lora();
         tch::set_num_threads(cores);
         let asker = Asker::new(&model, &tok, &cat, spec.clone())?;
-        let (finetuned, predictions) = evaluate(&cat, f.task, &store.vocab.user, &cases, "USER-LLM finetuned", |c| asker.ask(&c.history, &c.question))?;
+        let (finetuned, predictions) = evaluate(&cat, f.task, &store.vocab.user, &cases, "USER-LLM finetuned", |c| {
+            asker.ask(&c.history, &c.question)
+        })?;
         eprintln!("{}", describe(&finetuned));
         let lines: String = predictions.iter().map(|p| format!("{p}\n")).collect();
         crate::fsutil::write_atomic(&run_dir.join(PREDICTIONS_FILE), lines.as_bytes())?;
@@ -382,7 +478,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
             "final_loss": last_loss, "gates": model.gates(), "results": results});
         crate::fsutil::write_atomic(&run_dir.join(METRICS_FILE), serde_json::to_string_pretty(&out)?.as_bytes())?;
         if let Some(tb) = &mut tb {
-            let mut s: Vec<(String, f32)> = results[1].metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
+            let mut s: Vec<(String, f32)> =
+                results[1].metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
             s.push(("finetune/test/gflops_per_example".into(), results[1].gflops as f32));
             let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             tb.scalars(f.steps as i64, &refs)?;
@@ -399,7 +496,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
 }
 
 /// The first `n` test questions with the finetuned model's answer and the truth, as Markdown.
-fn samples(asker: &Asker, store: &Store, cases: &[EvalExample], predictions: &[serde_json::Value], n: usize) -> Result<String> {
+fn samples(
+    asker: &Asker,
+    store: &Store,
+    cases: &[EvalExample],
+    predictions: &[serde_json::Value],
+    n: usize,
+) -> Result<String> {
     let mut out = Vec::new();
     for (c, p) in cases.iter().zip(predictions).take(n) {
         let prompt = asker.tok.decode(&asker.prompt(&c.history, &c.question)?)?;
@@ -409,11 +512,18 @@ fn samples(asker: &Asker, store: &Store, cases: &[EvalExample], predictions: &[s
             Truth::Review(t) => t.clone(),
         };
         let answer = match p["answer"].as_str() {
-            Some(a) if matches!(c.truth, Truth::Item(_)) => asker.cat.item_index(a).map(|i| asker.cat.title(i).to_string()).unwrap_or_default(),
+            Some(a) if matches!(c.truth, Truth::Item(_)) => {
+                asker.cat.item_index(a).map(|i| asker.cat.title(i).to_string()).unwrap_or_default()
+            }
             Some(a) => a.to_string(),
             None => String::new(),
         };
-        out.push(format!("**user {}** ({} interactions)\n\n    {}\n\n**answer:** {answer}\n\n**truth:** {truth}", store.vocab.user[c.user], c.history.len(), prompt.replace('\n', "\n    ")));
+        out.push(format!(
+            "**user {}** ({} interactions)\n\n    {}\n\n**answer:** {answer}\n\n**truth:** {truth}",
+            store.vocab.user[c.user],
+            c.history.len(),
+            prompt.replace('\n', "\n    ")
+        ));
     }
     Ok(out.join("\n\n---\n\n"))
 }
