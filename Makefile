@@ -4,7 +4,7 @@
 UORCH := target/release/uorch
 
 setup:
-	@bash launcher/setup.sh
+	@bash scripts/setup.sh
 
 build: setup
 
@@ -36,7 +36,7 @@ bench-ingest: bench-setup
 
 # On a GPU host, with the release binary built elsewhere and carried along.
 gpu-check:
-	@bash launcher/gpu_check.sh
+	@bash scripts/gpu_check.sh
 
 clean-outputs:
 	find checkpoints -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -7,7 +7,7 @@ fn main() {
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rustc-env=UORCH_BUILD_LIBTORCH_LIB={lib}");
-    build_c10d_shim(std::path::Path::new(&lib));
+    build_cpp(std::path::Path::new(&lib));
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -28,23 +28,27 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 }
 
-/// The C++ shim over c10d's TCPStore and Gloo process groups (csrc/). Gloo's
-/// headers come from Debian's libgloo-dev (set-up installs it); the rest from
-/// the libtorch we link against.
-fn build_c10d_shim(lib: &std::path::Path) {
+/// The C++ parts (csrc/), one static library each, declared in src/ffi/: the
+/// shim over c10d's TCPStore and Gloo process groups (Gloo's headers come from
+/// Debian's libgloo-dev, which set-up installs) and the recomputation autograd
+/// function; the rest of the headers from the libtorch we link against.
+fn build_cpp(lib: &std::path::Path) {
     let include = lib.parent().expect("libtorch lib has a parent").join("include");
-    for f in ["csrc/c10d_shim.cpp", "csrc/checkpoint.cpp", "csrc/uorch_c10d.h"] {
-        println!("cargo:rerun-if-changed={f}");
+    for (file, library) in [("csrc/c10d_shim.cpp", "uorch_c10d"), ("csrc/recompute.cpp", "uorch_recompute")] {
+        println!("cargo:rerun-if-changed={file}");
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .file(file)
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .define("_GLIBCXX_USE_CXX11_ABI", "1")
+            .warnings(false);
+        if library == "uorch_c10d" {
+            build.define("USE_C10D_GLOO", None);
+        }
+        build.compile(library);
     }
-    cc::Build::new()
-        .cpp(true)
-        .file("csrc/c10d_shim.cpp")
-        .file("csrc/checkpoint.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .define("USE_C10D_GLOO", None)
-        .warnings(false)
-        .compile("uorch_c10d_shim");
+    println!("cargo:rerun-if-changed=csrc/uorch_c10d.h");
 }

@@ -15,8 +15,6 @@
 
 static thread_local std::string g_error;
 
-void uorch_set_error(const std::string& msg) { g_error = msg; }
-
 template <typename F>
 static auto guarded(F&& f, decltype(f()) on_error) -> decltype(f()) {
   try {

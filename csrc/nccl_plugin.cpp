@@ -1,6 +1,6 @@
 // uorch's NCCL plugin: a c10d ProcessGroupNCCL behind the same C interface as
 // the Gloo shim, built as a separate shared library on hosts with CUDA and
-// NCCL headers (launcher/build_nccl_plugin.sh) and loaded by uorch at run
+// NCCL headers (scripts/build_nccl_plugin.sh) and loaded by uorch at run
 // time. The collectives themselves are the shim's (c10d_shim.cpp), which
 // call the Backend's virtual methods.
 #include "uorch_c10d.h"

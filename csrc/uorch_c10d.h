@@ -1,6 +1,6 @@
 // uorch's C interface to PyTorch's c10d (TCPStore, process groups), shared by
 // the always-built Gloo shim (c10d_shim.cpp) and the NCCL plugin
-// (nccl_plugin.cpp, built on GPU hosts by launcher/build_nccl_plugin.sh).
+// (nccl_plugin.cpp, built on GPU hosts by scripts/build_nccl_plugin.sh).
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -19,6 +19,3 @@ struct uorch_pg {
 struct uorch_work {
   c10::intrusive_ptr<c10d::Work> work;
 };
-
-// Errors: functions return null / non-zero and leave a message here.
-void uorch_set_error(const std::string& msg);

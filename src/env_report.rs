@@ -147,7 +147,7 @@ pub fn collect() -> EnvReport {
                     },
                     (false, _) => "needs CUDA: libtorch_cuda and a GPU".into(),
                     (true, false) => format!(
-                        "plugin not built: run launcher/build_nccl_plugin.sh (looked for {})",
+                        "plugin not built: run scripts/build_nccl_plugin.sh (looked for {})",
                         nccl_plugin.display()
                     ),
                 },

@@ -2,10 +2,12 @@
 //! LLM through cross-attention), across GPUs and trials.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod dist;
 pub mod env_report;
+pub mod ffi;
 pub mod fsutil;
 pub mod gpu_info;
 pub mod launch;
@@ -15,6 +17,7 @@ pub mod rng;
 pub mod rundir;
 pub mod serve;
 pub mod sweep;
+pub mod task;
 pub mod tb;
 pub mod torch_runtime;
 pub mod train;

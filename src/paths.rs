@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 /// Marker that identifies a uorch checkout.
-const MARKER: &str = "launcher/setup.sh";
+const MARKER: &str = "scripts/setup.sh";
 
 /// The uorch project folder: `$UORCH_HOME` if set, else the checkout that holds
 /// the running binary (`<root>/target/<profile>/uorch`), else the current folder.
@@ -36,7 +36,7 @@ pub fn smollm2_gguf() -> PathBuf {
     assets_dir().join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// Where a NCCL plugin built by `launcher/build_nccl_plugin.sh` is looked for.
+/// Where a NCCL plugin built by `scripts/build_nccl_plugin.sh` is looked for.
 pub fn nccl_plugin() -> PathBuf {
     if let Some(p) = std::env::var_os("UORCH_NCCL_PLUGIN") {
         return PathBuf::from(p);

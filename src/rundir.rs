@@ -1,79 +1,171 @@
-//! A run's folder: the resolved config it ran with, the environment it ran in,
-//! and its TensorBoard log (hyperparameters, config text, session status).
+//! A run's folder, `<output_root>/<name>`: the one place that names its files.
+//!
+//! ```text
+//! config.yaml                      the resolved config the run executes (workers read it)
+//! env.json                         `uorch env` of the machine that launched it
+//! tb/                              TensorBoard events: HParams session, config and env text,
+//!                                  training scalars, results and samples
+//! train_log.jsonl                  pretraining, one line per step: step, loss, lr, grad_norm, elapsed_s
+//! metrics.json                     pretraining's final loss and test metrics (its presence = done)
+//! checkpoints/                     pretraining checkpoints
+//!   step-00001500/                   one complete checkpoint (the newest `keep_checkpoints` stay)
+//!     model.safetensors                parameters (f32)
+//!     optimizer.safetensors            AdamW moments and step
+//!     state.json                       step, config hash, world size, loss, SHA-256 of each file
+//!   .step-00001500.tmp/              a checkpoint being written (never read; replaced)
+//! finetune_log.jsonl               finetuning, one line per step (as train_log.jsonl)
+//! finetune_baselines.json          baselines evaluated before finetuning (reused on resume)
+//! finetune_checkpoints/            finetuning checkpoints, laid out as checkpoints/ except:
+//!   step-N/model.safetensors         the trained tensors only
+//!   step-N/optimizer-rank-R.safetensors  rank R's optimizer shard
+//! finetune_weights.safetensors     everything but the frozen base LLM (the finetuned model)
+//! finetune_predictions.jsonl       the finetuned model's answer to every test question
+//! finetune_metrics.json            finetuning results against the baselines (its presence = done)
+//! ```
+//!
+//! Every file is written to a temporary name and renamed, so a crash never
+//! leaves a half file that a resume or a sweep would trust.
 
 use crate::config::{emit, RunConfig};
 use crate::fsutil::write_atomic;
-use crate::tb::{EventWriter, HValue, SessionStatus};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+/// Names inside one checkpoint folder (`step-N/`).
+pub mod checkpoint {
+    pub const MODEL: &str = "model.safetensors";
+    pub const OPTIMIZER: &str = "optimizer.safetensors";
+    pub const STATE: &str = "state.json";
+
+    /// One rank's optimizer shard (finetuning).
+    pub fn optimizer_shard(rank: usize) -> String {
+        format!("optimizer-rank-{rank}.safetensors")
+    }
+
+    /// The folder of the checkpoint after `step` steps.
+    pub fn step_dir(step: u64) -> String {
+        format!("step-{step:08}")
+    }
+
+    /// The staging folder of that checkpoint while it is written.
+    pub fn staging_dir(step: u64) -> String {
+        format!(".step-{step:08}.tmp")
+    }
+
+    /// The step of a complete checkpoint folder's name.
+    pub fn step_of(name: &str) -> Option<u64> {
+        name.strip_prefix("step-")?.parse().ok()
+    }
+}
 
 pub const CONFIG_FILE: &str = "config.yaml";
 pub const ENV_FILE: &str = "env.json";
 pub const TB_DIR: &str = "tb";
 
-/// Leaf values of a JSON tree as `a.b.c` → value, for the HParams dashboard.
-pub fn flatten(value: &serde_json::Value) -> Vec<(String, HValue)> {
-    fn go(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, HValue)>) {
-        use serde_json::Value as J;
-        let leaf = match v {
-            J::Object(m) => {
-                for (k, v) in m {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    go(v, &key, out);
-                }
-                return;
-            }
-            J::Null => return,
-            J::Bool(b) => HValue::Bool(*b),
-            J::Number(n) => HValue::Num(n.as_f64().unwrap_or(f64::NAN)),
-            J::String(s) => HValue::Str(s.clone()),
-            J::Array(_) => HValue::Str(v.to_string()),
-        };
-        out.push((prefix.to_string(), leaf));
-    }
-    let mut out = Vec::new();
-    go(value, "", &mut out);
-    out
+/// The two training stages a run folder can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageFiles {
+    Pretrain,
+    Finetune,
 }
 
-/// Create the run folder and record what the run is. Returns the folder.
-pub fn prepare(config: &RunConfig, env: &crate::env_report::EnvReport) -> Result<PathBuf> {
-    let dir = config.run_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
-    let json = serde_json::to_value(config)?;
-    let yaml = emit::to_yaml(&json, None);
-    write_atomic(&dir.join(CONFIG_FILE), yaml.as_bytes())
-        .with_context(|| format!("writing {}", dir.join(CONFIG_FILE).display()))?;
-    write_atomic(&dir.join(ENV_FILE), serde_json::to_string_pretty(env)?.as_bytes())?;
-    Ok(dir)
+impl StageFiles {
+    /// One JSON line per optimizer step.
+    pub fn log(self) -> &'static str {
+        match self {
+            StageFiles::Pretrain => "train_log.jsonl",
+            StageFiles::Finetune => "finetune_log.jsonl",
+        }
+    }
+
+    /// Final metrics; the stage is complete when this file exists.
+    pub fn metrics(self) -> &'static str {
+        match self {
+            StageFiles::Pretrain => "metrics.json",
+            StageFiles::Finetune => "finetune_metrics.json",
+        }
+    }
+
+    pub fn checkpoints(self) -> &'static str {
+        match self {
+            StageFiles::Pretrain => "checkpoints",
+            StageFiles::Finetune => "finetune_checkpoints",
+        }
+    }
 }
 
-/// TensorBoard records that describe a run: its hyperparameters (HParams
-/// session), its resolved config and environment as text.
-pub fn log_run_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Result<()> {
-    let json = serde_json::to_value(config)?;
-    let hparams = flatten(&json);
-    // A sweep's experiment record is at its log root; its shared stages are no sessions.
-    if config.trial.is_empty() && config.hparams_session {
-        let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
-        tb.hparams_experiment(&infos, &[])?;
-    }
-    if config.hparams_session {
-        tb.hparams_session_start(&hparams, &config.name)?;
-    }
-    tb.text("config", 0, &format!("```yaml\n{}```", emit::to_yaml(&json, None)))?;
-    tb.text("env", 0, &format!("```\n{env_text}```"))?;
-    Ok(())
-}
+/// Everything of the finetuned model that is not the base LLM's frozen
+/// weights (safetensors, Hugging Face names for the LLM's): the model folder
+/// plus this file is the finetuned model.
+pub const FINETUNE_WEIGHTS: &str = "finetune_weights.safetensors";
+/// The finetuned model's answer to every test question, one JSON per line.
+pub const FINETUNE_PREDICTIONS: &str = "finetune_predictions.jsonl";
+/// Results before finetuning, kept so a resumed run does not redo them.
+pub const FINETUNE_BASELINES: &str = "finetune_baselines.json";
 
-pub fn log_run_end(tb: &mut EventWriter, config: &RunConfig, ok: bool) -> Result<()> {
-    if config.hparams_session {
-        tb.hparams_session_end(if ok { SessionStatus::Success } else { SessionStatus::Failure })?;
-    }
-    tb.flush()?;
-    Ok(())
-}
+/// A run folder's path, and the path of each file in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir(PathBuf);
 
-pub fn tb_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join(TB_DIR)
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+
+    /// The folder of a config's run.
+    pub fn of(config: &RunConfig) -> Self {
+        Self(config.run_dir())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.0.join(CONFIG_FILE)
+    }
+
+    pub fn env(&self) -> PathBuf {
+        self.0.join(ENV_FILE)
+    }
+
+    pub fn tb(&self) -> PathBuf {
+        self.0.join(TB_DIR)
+    }
+
+    pub fn log(&self, stage: StageFiles) -> PathBuf {
+        self.0.join(stage.log())
+    }
+
+    pub fn metrics(&self, stage: StageFiles) -> PathBuf {
+        self.0.join(stage.metrics())
+    }
+
+    pub fn checkpoints(&self, stage: StageFiles) -> PathBuf {
+        self.0.join(stage.checkpoints())
+    }
+
+    pub fn finetune_weights(&self) -> PathBuf {
+        self.0.join(FINETUNE_WEIGHTS)
+    }
+
+    pub fn finetune_predictions(&self) -> PathBuf {
+        self.0.join(FINETUNE_PREDICTIONS)
+    }
+
+    pub fn finetune_baselines(&self) -> PathBuf {
+        self.0.join(FINETUNE_BASELINES)
+    }
+
+    /// Create the folder and record what the run is: its resolved config and
+    /// the environment (as `uorch env --json`).
+    pub fn create(config: &RunConfig, env: &impl serde::Serialize) -> Result<Self> {
+        let dir = Self::of(config);
+        std::fs::create_dir_all(dir.path())
+            .with_context(|| format!("cannot create run folder {}", dir.path().display()))?;
+        let yaml = emit::to_yaml(&serde_json::to_value(config)?, None);
+        write_atomic(&dir.config(), yaml.as_bytes()).with_context(|| format!("writing {}", dir.config().display()))?;
+        write_atomic(&dir.env(), serde_json::to_string_pretty(env)?.as_bytes())?;
+        Ok(dir)
+    }
 }

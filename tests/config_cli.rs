@@ -1,8 +1,6 @@
 //! Config errors and dumps as a user sees them from the command line.
 
-mod common;
-
-use common::{stderr, stdout, uorch};
+use crate::common::{stderr, stdout, uorch};
 use std::path::{Path, PathBuf};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -1,9 +1,7 @@
 //! `uorch data prepare` / `stats` on the real MovieLens-100K and on small files
 //! in every supported format, including malformed ones.
 
-mod common;
-
-use common::{project_root, stderr, stdout, uorch};
+use crate::common::{project_root, stderr, stdout, uorch};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use uorch::data::store::Store;

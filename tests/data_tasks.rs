@@ -6,10 +6,10 @@ use uorch::data::catalog::Catalog;
 use uorch::data::formats::Format;
 use uorch::data::ingest::Filters;
 use uorch::data::prepare::{prepare, PrepareOptions};
-use uorch::data::prompt::{render_history, task_prompt, TokenCounter};
 use uorch::data::split::{epoch_batches, eval_cases, training_windows, Sharding, Split, WindowSpec};
 use uorch::data::store::Store;
 use uorch::data::tasks::{examples, favorite_category, Target, Task};
+use uorch::task::prompt::{render_history, task_prompt, TokenCounter};
 
 /// Movies 1..=10; user 1 rates all ten in order (time = 100 * id), user 2 two, user 3 one.
 fn movielens_store(dir: &Path) -> Store {

@@ -84,7 +84,7 @@ fn run(world: usize, scenario: &str) -> Vec<std::process::Output> {
     let children: Vec<_> = (0..world)
         .map(|rank| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_entry_point", "--nocapture", "--test-threads=1"])
+                .args(["--exact", "dist_gloo::child_entry_point", "--nocapture", "--test-threads=1"])
                 .env(ROLE, format!("{rank},{world},{port},{scenario}"))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

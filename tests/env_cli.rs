@@ -1,8 +1,6 @@
 //! `uorch env` on this machine, with no environment variables at all.
 
-mod common;
-
-use common::{stdout, uorch};
+use crate::common::{stdout, uorch};
 
 fn has_nvidia_gpu() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists()
@@ -26,7 +24,7 @@ fn env_reports_pinned_libtorch_gloo_and_cuda_state_without_any_variable_set() {
     assert_eq!(r["uorch_version"], env!("CARGO_PKG_VERSION"));
     // Paths point into this checkout, found from the binary's location.
     let root = std::path::Path::new(r["paths"]["project_root"].as_str().unwrap());
-    assert!(root.join("launcher/setup.sh").is_file());
+    assert!(root.join("scripts/setup.sh").is_file());
 }
 
 #[test]

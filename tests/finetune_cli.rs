@@ -3,9 +3,7 @@
 //! pretraining then favorite-genre finetuning on 2 workers, with every
 //! baseline evaluated on the same cases.
 
-mod common;
-
-use common::{prepare_ml100k, stderr, tiny_model, uorch};
+use crate::common::{prepare_ml100k, stderr, tiny_model, uorch};
 use std::path::Path;
 
 #[test]
@@ -260,7 +258,7 @@ fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_
     assert_eq!(preds.len(), 4);
     assert!(preds.iter().all(|p| p["answer"].is_string() && p["truth"].as_str().unwrap().starts_with("A fine")));
     // Sample generations are in TensorBoard's text tab.
-    let tb = common::read_tensorboard(&run.join("tb"));
+    let tb = crate::common::read_tensorboard(&run.join("tb"));
     let text = tb.to_string();
     assert!(text.contains("finetune/samples") && text.contains("truth:"), "{text}");
 

@@ -1,8 +1,6 @@
 //! `uorch launch` writes a run folder a later stage or a person can trust.
 
-mod common;
-
-use common::{read_tensorboard, stderr, uorch};
+use crate::common::{read_tensorboard, stderr, uorch};
 
 #[test]
 fn launch_records_resolved_config_env_and_tensorboard_hparams() {

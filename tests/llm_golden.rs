@@ -3,9 +3,7 @@
 //! greedy continuations against Hugging Face transformers + PyTorch
 //! (goldens made by tests/golden/make_goldens.py).
 
-mod common;
-
-use common::{project_root, stderr, stdout, uorch};
+use crate::common::{project_root, stderr, stdout, uorch};
 use safetensors::SafeTensors;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -35,6 +33,7 @@ fn ids(v: &serde_json::Value) -> Vec<i64> {
 
 #[test]
 fn dequantization_matches_the_gguf_package_for_every_supported_type() {
+    let _rng = crate::common::torch_rng();
     let g = Gguf::open(&golden("quants.gguf")).unwrap();
     let bytes = std::fs::read(golden("quants_expected.safetensors")).unwrap();
     let expected = SafeTensors::deserialize(&bytes).unwrap();
@@ -60,6 +59,7 @@ fn dequantization_matches_the_gguf_package_for_every_supported_type() {
 
 #[test]
 fn corrupt_and_truncated_gguf_files_are_clear_errors() {
+    let _rng = crate::common::torch_rng();
     let d = tempfile::tempdir().unwrap();
     let good = std::fs::read(golden("quants.gguf")).unwrap();
     let cut = d.path().join("cut.gguf");
@@ -80,6 +80,7 @@ fn corrupt_and_truncated_gguf_files_are_clear_errors() {
 
 #[test]
 fn tokenizer_ids_and_decoding_match_transformers_exactly() {
+    let _rng = crate::common::torch_rng();
     let tok = Tokenizer::from_dir(&smollm2()).unwrap();
     let g = goldens();
     for case in g["tokenize"].as_array().unwrap() {
@@ -97,6 +98,7 @@ const LOGIT_TOLERANCE: f64 = 2e-3;
 
 #[test]
 fn last_position_logits_match_transformers_within_tolerance() {
+    let _rng = crate::common::torch_rng();
     let model = load(&smollm2(), Device::Cpu, Kind::Float).unwrap();
     let g = goldens();
     let bytes = std::fs::read(golden("smollm2_logits.safetensors")).unwrap();
@@ -114,6 +116,7 @@ fn last_position_logits_match_transformers_within_tolerance() {
 
 #[test]
 fn greedy_continuations_with_the_kv_cache_equal_transformers() {
+    let _rng = crate::common::torch_rng();
     let dir = smollm2();
     let model = load(&dir, Device::Cpu, Kind::Float).unwrap();
     let g = goldens();
@@ -126,6 +129,7 @@ fn greedy_continuations_with_the_kv_cache_equal_transformers() {
 
 #[test]
 fn cli_generate_prints_the_same_continuation_as_transformers() {
+    let _rng = crate::common::torch_rng();
     let o = uorch()
         .args(["generate", "--model"])
         .arg(smollm2())
@@ -138,6 +142,7 @@ fn cli_generate_prints_the_same_continuation_as_transformers() {
 
 #[test]
 fn cached_decoding_equals_a_full_forward_pass() {
+    let _rng = crate::common::torch_rng();
     // Prefill in two chunks (the second attends to cached positions through a
     // mask), then one token: the logits equal those of one uncached pass.
     let model = load(&smollm2(), Device::Cpu, Kind::Float).unwrap();
@@ -158,6 +163,7 @@ fn cached_decoding_equals_a_full_forward_pass() {
 
 #[test]
 fn sampling_is_reproducible_per_seed_and_top_p_near_zero_is_greedy() {
+    let _rng = crate::common::torch_rng();
     let model = load(&smollm2(), Device::Cpu, Kind::Float).unwrap();
     let prompt = Tokenizer::from_dir(&smollm2()).unwrap().encode("Once upon a time").unwrap();
     let s = |seed| Sampling { temperature: 1.0, top_p: 0.95, seed };
@@ -170,6 +176,7 @@ fn sampling_is_reproducible_per_seed_and_top_p_near_zero_is_greedy() {
 
 #[test]
 fn model_info_and_tokenize_cli() {
+    let _rng = crate::common::torch_rng();
     let o = uorch().args(["model", "info"]).arg(smollm2()).arg("--json").output().unwrap();
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // SmolLM2-135M: 30 layers, hidden 576, 9 heads / 3 KV heads, 134,515,008 parameters.

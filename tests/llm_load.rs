@@ -1,8 +1,6 @@
 //! Loading model folders: every tensor must be present, expected and of the
 //! right shape, and errors name the tensor.
 
-mod common;
-
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::path::Path;
@@ -41,6 +39,7 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn a_complete_folder_loads_and_its_parameter_count_matches_the_config() {
+    let _rng = crate::common::torch_rng();
     let d = tempfile::tempdir().unwrap();
     folder(d.path(), |_| {});
     let m = load(d.path(), Device::Cpu, Kind::Float).unwrap();
@@ -52,6 +51,7 @@ fn a_complete_folder_loads_and_its_parameter_count_matches_the_config() {
 
 #[test]
 fn missing_unexpected_and_misshaped_tensors_are_named() {
+    let _rng = crate::common::torch_rng();
     let d = tempfile::tempdir().unwrap();
     folder(d.path(), |s| s.retain(|(n, _)| n != "model.layers.1.self_attn.k_proj.weight"));
     assert!(load_err(d.path()).contains("missing tensors: model.layers.1.self_attn.k_proj.weight"));
@@ -76,6 +76,7 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
 
 #[test]
 fn sharded_checkpoints_load_through_their_index() {
+    let _rng = crate::common::torch_rng();
     let d = tempfile::tempdir().unwrap();
     folder(d.path(), |_| {});
     // Split the single file into two shards with an index.

@@ -2,9 +2,7 @@
 //! and the launcher under faults (a killed worker, Ctrl-C and resume, a
 //! stalled peer).
 
-mod common;
-
-use common::{project_root, stderr, uorch};
+use crate::common::{project_root, stderr, uorch};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

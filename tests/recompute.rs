@@ -1,10 +1,9 @@
 //! Activation checkpointing: recomputed layers give the gradients of the plain
-//! forward, dropout included. (Its own test binary: the comparison replays the
-//! global random-number stream, which tests in other threads would draw from.)
+//! forward, dropout included. (The comparison replays the global
+//! random-number stream: the test holds `torch_rng` so no other test draws
+//! from it meanwhile.)
 
-mod common;
-
-use common::parts::{cfg, inputs, shape, tiny_llm};
+use crate::common::parts::{cfg, inputs, shape, tiny_llm};
 use tch::Tensor;
 use uorch::model::userllm::{Integration, Strategy, UserLlm};
 use uorch::model::xattn::Placement;
@@ -36,6 +35,7 @@ fn gradients(m: &UserLlm, checkpointing: bool, seed: i64) -> Vec<(String, Tensor
 
 #[test]
 fn activation_checkpointing_gives_the_same_gradients_with_dropout_replayed() {
+    let _rng = crate::common::torch_rng();
     for integration in [Integration::CrossAttention, Integration::SoftPrompt] {
         let mut c = cfg(integration, Strategy::Lora, false);
         // LoRA dropout draws random numbers in every layer: the recomputation must replay them.

@@ -4,9 +4,7 @@
 //! makes the job checkpoint and requeue itself, after which it resumes rather
 //! than restarts. Needs root (CI runs as root; set-up installs the packages).
 
-mod common;
-
-use common::{prepare_ml100k, project_root, stderr, tiny_model};
+use crate::common::{prepare_ml100k, project_root, stderr, tiny_model};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

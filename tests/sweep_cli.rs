@@ -5,9 +5,7 @@
 //! a rerun skips what is complete; a killed controller's interrupted trial
 //! resumes from its checkpoint.
 
-mod common;
-
-use common::{prepare_ml100k, read_tensorboard, stderr, stdout, tiny_model, uorch};
+use crate::common::{prepare_ml100k, read_tensorboard, stderr, stdout, tiny_model, uorch};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

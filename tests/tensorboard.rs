@@ -1,9 +1,7 @@
 //! TensorBoard round trip: what uorch writes, TensorBoard's own readers read back
 //! exactly (tags, steps, values), and the HParams dashboard lists the runs.
 
-mod common;
-
-use common::read_tensorboard;
+use crate::common::read_tensorboard;
 use serde_json::Value;
 use std::path::Path;
 use uorch::tb::{EventWriter, HParamType, HValue, SessionStatus};
@@ -166,7 +164,12 @@ fn a_writer_killed_mid_run_leaves_only_complete_records() {
     }
     let d = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_writer_killed_mid_run_leaves_only_complete_records", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "tensorboard::a_writer_killed_mid_run_leaves_only_complete_records",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, d.path())
         .stdout(std::process::Stdio::null())
         .spawn()

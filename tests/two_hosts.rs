@@ -4,9 +4,7 @@
 //! lockstep (every rank ends with the same parameters). Needs root and `ip`
 //! (set-up installs iproute2; CI runs as root).
 
-mod common;
-
-use common::{prepare_ml100k, stderr};
+use crate::common::{prepare_ml100k, stderr};
 use std::process::{Command, Output};
 
 /// Namespaces and the link, removed again on drop.

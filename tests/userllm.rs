@@ -1,16 +1,15 @@
 //! USER-LLM assembly: cross-attention leaves the LLM unchanged at
 //! initialisation, strategies freeze exactly what they say, LoRA merges.
 
-mod common;
-
 use tch::{nn, Device, Tensor};
 use uorch::model::userllm::{Integration, Part, Strategy, UserLlm};
 use uorch::train::adamw::AdamW;
 
-use common::parts::{cfg, inputs, shape, tiny_llm};
+use crate::common::parts::{cfg, inputs, shape, tiny_llm};
 
 #[test]
 fn cross_attention_at_initialisation_gives_exactly_the_base_llm_logits() {
+    let _rng = crate::common::torch_rng();
     let (tokens, feats) = inputs();
     for perceiver in [false, true] {
         let m =
@@ -30,6 +29,7 @@ fn cross_attention_at_initialisation_gives_exactly_the_base_llm_logits() {
 
 #[test]
 fn soft_prompt_prepends_user_tokens_and_returns_text_positions() {
+    let _rng = crate::common::torch_rng();
     let (tokens, feats) = inputs();
     let m = UserLlm::new(tiny_llm(2), shape(), &cfg(Integration::SoftPrompt, Strategy::Enc, true)).unwrap();
     let out = tch::no_grad(|| m.forward(&tokens, &feats, false));
@@ -67,6 +67,7 @@ fn train_two_steps(m: &UserLlm) {
 
 #[test]
 fn each_strategy_leaves_frozen_tensors_bitwise_unchanged_and_moves_the_rest() {
+    let _rng = crate::common::torch_rng();
     for strategy in [Strategy::Full, Strategy::Lora, Strategy::Enc, Strategy::Proj] {
         let m = UserLlm::new(tiny_llm(3), shape(), &cfg(Integration::CrossAttention, strategy, true)).unwrap();
         let before: Vec<(String, Tensor)> =
@@ -97,6 +98,7 @@ fn each_strategy_leaves_frozen_tensors_bitwise_unchanged_and_moves_the_rest() {
 
 #[test]
 fn merged_lora_weights_give_the_adapted_outputs() {
+    let _rng = crate::common::torch_rng();
     let (tokens, feats) = inputs();
     let mut m = UserLlm::new(tiny_llm(4), shape(), &cfg(Integration::CrossAttention, Strategy::Lora, false)).unwrap();
     // B = 0: the adapted model is still the base model.

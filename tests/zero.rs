@@ -80,7 +80,7 @@ fn two_sharded_ranks_match_unsharded_adamw() {
     let kids: Vec<_> = (0..2)
         .map(|rank| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_entry_point", "--nocapture", "--test-threads=1"])
+                .args(["--exact", "zero::child_entry_point", "--nocapture", "--test-threads=1"])
                 .env(ROLE, format!("{rank},{port},{}", out.display()))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

@@ -5,10 +5,10 @@
 //! prompt): tokens, FLOPs and measured latency per example.
 
 use crate::data::catalog::Catalog;
-use crate::data::prompt::{question, text_prompt};
 use crate::data::split::{eval_cases, Split};
 use crate::data::store::Store;
 use crate::data::tasks::Task;
+use crate::model::batches::{encoder_shape, eval_batch};
 use crate::model::cost;
 use crate::model::llama::load::load;
 use crate::model::llama::Llama;
@@ -16,7 +16,7 @@ use crate::model::lora::LoraConfig;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
 use crate::model::xattn::Placement;
-use crate::train::batches::{encoder_shape, eval_batch};
+use crate::task::prompt::{question, text_prompt};
 use anyhow::Result;
 use std::path::Path;
 use std::time::Instant;
@@ -97,7 +97,7 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
             });
             let user = latents.map(|k| k as f64).unwrap_or(history);
             let text = question.len() as f64;
-            let llm_tokens = text + if integration == Integration::SoftPrompt { user } else { 0.0 };
+            let llm_tokens = text + integration.mode().extra_positions(user);
             let gflops = cost::user_llm(&model, text, history) / 1e9;
             rows.push(Row { window, method: name.into(), llm_tokens, user_tokens: user, gflops, ms });
         }

@@ -7,10 +7,13 @@
 use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;
+use crate::model::assemble;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Part, Strategy};
-use crate::serve::ask::Asker;
-use crate::train::finetune::{self, examples};
+use crate::task::ask::Asker;
+use crate::task::ask::TaskSpec;
+use crate::task::examples;
+use crate::train::finetune;
 use crate::train::zero::ShardedAdamW;
 use anyhow::Result;
 use std::path::Path;
@@ -73,8 +76,8 @@ pub fn run(
     let mut rows = Vec::new();
     for strategy in [Strategy::Full, Strategy::Lora, Strategy::Enc, Strategy::Proj] {
         let cfg = config(store_dir, model_dir, strategy, batch)?;
-        let model = finetune::build_with(&cfg, &store, llm(model_dir, device, random_init)?, false)?;
-        let spec = finetune::task_spec(&cfg)?;
+        let model = assemble::for_run(&cfg, &store, llm(model_dir, device, random_init)?)?;
+        let spec = TaskSpec::from_config(&cfg)?;
         let d = cfg.data.as_ref().expect("bench config has data");
         let train = examples::training(&store, spec.task, d.window, d.stride)?;
         let trainable: Vec<_> =

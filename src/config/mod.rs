@@ -7,8 +7,11 @@
 //! unknown keys denied → run the struct's range checks. Any error is mapped back
 //! through its key path to the file, line and column that set the value.
 
+mod defaults;
 pub mod emit;
+pub mod encoder;
 mod error;
+pub mod finetune;
 mod merge;
 pub mod run;
 pub mod tree;

@@ -1,6 +1,11 @@
 //! The configuration of one run (a trial): what `uorch launch RUN.yaml` executes.
 //! Later stages add their sections here; every field is used by some code path.
 
+use super::defaults::*;
+pub use super::encoder::EncoderConfig;
+use super::encoder::Feature;
+pub use super::finetune::FinetuneConfig;
+use super::finetune::{Integration, Placement, Strategy};
 use super::{Checks, Validate, DEFAULT_OUTPUT_ROOT};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -50,118 +55,6 @@ fn is_true(b: &bool) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FinetuneConfig {
-    /// A Hugging Face model folder (e.g. the imported SmolLM2).
-    pub model: PathBuf,
-    /// The run folder whose pretraining checkpoint provides the encoder
-    /// (default: this run's own; a sweep shares one pretraining run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encoder_from: Option<PathBuf>,
-    /// favorite-category, next-item or review.
-    #[serde(default = "d_task")]
-    pub task: crate::data::tasks::Task,
-    #[serde(default = "d_integration")]
-    pub integration: crate::model::userllm::Integration,
-    #[serde(default = "d_layers_placement")]
-    pub cross_attention_layers: crate::model::xattn::Placement,
-    #[serde(default)]
-    pub perceiver: Option<crate::model::userllm::PerceiverConfig>,
-    #[serde(default = "d_projection")]
-    pub projection: crate::model::userllm::ProjectionKind,
-    #[serde(default = "d_strategy")]
-    pub strategy: crate::model::userllm::Strategy,
-    /// Used with `strategy: lora`.
-    #[serde(default)]
-    pub lora: crate::model::lora::LoraConfig,
-    pub steps: u64,
-    /// Examples per rank per micro-batch.
-    #[serde(default = "d_ft_batch")]
-    pub batch_size: usize,
-    /// Micro-batches accumulated per optimizer step.
-    #[serde(default = "d_one")]
-    pub grad_accum: usize,
-    /// Recompute each decoder layer in backward instead of storing its
-    /// activations (less memory, about one more forward per step).
-    #[serde(default)]
-    pub activation_checkpointing: bool,
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default = "d_ft_warmup")]
-    pub warmup_steps: u64,
-    #[serde(default = "d_clip")]
-    pub grad_clip: f64,
-    #[serde(default = "d_log")]
-    pub log_every: u64,
-    /// Steps between checkpoints (0 = only at the end and on interruption).
-    #[serde(default)]
-    pub checkpoint_every: u64,
-    /// Checkpoints kept (the newest).
-    #[serde(default = "d_keep")]
-    pub keep_checkpoints: usize,
-    /// Test cases evaluated (the first N users in store order).
-    #[serde(default = "d_eval_examples")]
-    pub eval_examples: usize,
-    /// Next item: candidates ranked per question (the held-out item + negatives).
-    #[serde(default = "d_candidates")]
-    pub candidates: usize,
-    /// Review: the longest generated (and trained) answer, in tokens.
-    #[serde(default = "d_max_new")]
-    pub max_new_tokens: usize,
-    /// Test questions shown with their answers in TensorBoard's text tab.
-    #[serde(default = "d_samples")]
-    pub samples: usize,
-    /// Also evaluate the TextPrompt baseline (history as text) on the same cases.
-    #[serde(default = "d_true")]
-    pub text_prompt_baseline: bool,
-    /// History length rendered for the TextPrompt baseline.
-    #[serde(default = "d_text_window")]
-    pub text_prompt_window: usize,
-}
-
-fn d_task() -> crate::data::tasks::Task {
-    crate::data::tasks::Task::FavoriteCategory
-}
-fn d_integration() -> crate::model::userllm::Integration {
-    crate::model::userllm::Integration::CrossAttention
-}
-fn d_layers_placement() -> crate::model::xattn::Placement {
-    crate::model::xattn::Placement::Named("all".into())
-}
-fn d_projection() -> crate::model::userllm::ProjectionKind {
-    crate::model::userllm::ProjectionKind::Linear
-}
-fn d_strategy() -> crate::model::userllm::Strategy {
-    crate::model::userllm::Strategy::Enc
-}
-fn d_ft_batch() -> usize {
-    8
-}
-fn d_ft_warmup() -> u64 {
-    10
-}
-fn d_eval_examples() -> usize {
-    200
-}
-fn d_true() -> bool {
-    true
-}
-fn d_candidates() -> usize {
-    20
-}
-fn d_max_new() -> usize {
-    48
-}
-fn d_samples() -> usize {
-    4
-}
-fn d_text_window() -> usize {
-    20
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// A store made by `uorch data prepare` (relative paths: from the working folder).
     pub store: PathBuf,
@@ -171,25 +64,6 @@ pub struct DataConfig {
     /// Interactions between consecutive training-window ends.
     #[serde(default = "d_window")]
     pub stride: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderConfig {
-    #[serde(default = "d_dim")]
-    pub dim: usize,
-    #[serde(default = "d_layers")]
-    pub layers: usize,
-    #[serde(default = "d_heads")]
-    pub heads: usize,
-    /// Feed-forward width as a multiple of `dim`.
-    #[serde(default = "d_ffn")]
-    pub ffn_mult: usize,
-    #[serde(default = "d_dropout")]
-    pub dropout: f64,
-    /// Which per-interaction features to embed (and predict in pretraining).
-    #[serde(default = "d_features")]
-    pub features: Vec<crate::model::encoder::Feature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,12 +114,6 @@ pub struct DistConfig {
     pub bucket_mb: usize,
 }
 
-impl Default for EncoderConfig {
-    fn default() -> Self {
-        serde_json::from_str("{}").expect("every encoder field has a default")
-    }
-}
-
 impl Default for DistConfig {
     fn default() -> Self {
         Self { nproc: 1, timeout_s: d_timeout(), bucket_mb: d_bucket() }
@@ -255,33 +123,8 @@ impl Default for DistConfig {
 fn d_window() -> usize {
     50
 }
-fn d_dim() -> usize {
-    64
-}
-fn d_layers() -> usize {
-    2
-}
-fn d_heads() -> usize {
-    4
-}
-fn d_ffn() -> usize {
-    4
-}
-fn d_dropout() -> f64 {
-    0.1
-}
-fn d_features() -> Vec<crate::model::encoder::Feature> {
-    use crate::model::encoder::Feature::*;
-    vec![Item, Category, Rating]
-}
 fn d_batch() -> usize {
     32
-}
-fn d_one() -> usize {
-    1
-}
-fn d_lr() -> f64 {
-    1e-3
 }
 fn d_wd() -> f64 {
     0.01
@@ -289,17 +132,8 @@ fn d_wd() -> f64 {
 fn d_warmup() -> u64 {
     100
 }
-fn d_clip() -> f64 {
-    1.0
-}
-fn d_log() -> u64 {
-    10
-}
 fn d_ckpt() -> u64 {
     500
-}
-fn d_keep() -> usize {
-    2
 }
 fn d_eval_batch() -> usize {
     256
@@ -363,9 +197,7 @@ impl Validate for RunConfig {
             seen.dedup();
             checks.check(
                 "encoder.features",
-                !e.features.is_empty()
-                    && e.features[0] == crate::model::encoder::Feature::Item
-                    && seen.len() == e.features.len(),
+                !e.features.is_empty() && e.features[0] == Feature::Item && seen.len() == e.features.len(),
                 "a list starting with item, without repeats",
             );
         }
@@ -386,7 +218,6 @@ impl Validate for RunConfig {
             checks.check("pretrain", self.data.is_some(), "a `data` section naming the store to train on");
         }
         if let Some(f) = &self.finetune {
-            use crate::model::userllm::{Integration, Strategy};
             checks.check(
                 "finetune.strategy",
                 f.integration != Integration::TextPrompt || matches!(f.strategy, Strategy::Full | Strategy::Lora),
@@ -412,7 +243,7 @@ impl Validate for RunConfig {
             checks.check("finetune.log_every", f.log_every >= 1, "at least 1");
             checks.check("finetune.lora.rank", f.lora.rank >= 1, "at least 1");
             checks.check("finetune", self.data.is_some(), "a `data` section naming the store");
-            if let crate::model::xattn::Placement::Named(n) = &f.cross_attention_layers {
+            if let Placement::Named(n) = &f.cross_attention_layers {
                 let known = matches!(n.as_str(), "all" | "upper_half" | "lower_half")
                     || n.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).is_some_and(|k| k >= 1);
                 checks.check(

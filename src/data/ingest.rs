@@ -1,6 +1,8 @@
 //! Collecting interactions from any format, then filtering (iterated k-core),
 //! ordering and numbering them into the arrays a timeline store holds.
 
+use super::store::Arrays;
+pub use super::store::{Filters, ItemMeta, Timelines};
 use anyhow::{bail, Context, Result};
 use rustc_hash::FxHashMap;
 use std::io::Write;
@@ -65,14 +67,6 @@ impl Interner {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
-}
-
-/// What a format knows about an item besides its id.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ItemMeta {
-    pub title: Option<String>,
-    /// Genres or categories, the primary one first.
-    pub categories: Vec<String>,
 }
 
 /// How malformed lines are treated: an error at the first one, or counted.
@@ -182,27 +176,6 @@ impl Collector {
         }
         Ok(())
     }
-}
-
-/// Interaction filters applied before numbering.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Filters {
-    pub min_user_interactions: u32,
-    pub min_item_interactions: u32,
-}
-
-/// The ordered, numbered arrays of a timeline store.
-pub struct Timelines {
-    pub users: Vec<String>,
-    pub items: Vec<String>,
-    pub item_meta: Vec<ItemMeta>,
-    /// `"<none>"` first, then every genre/category name, sorted.
-    pub categories: Vec<String>,
-    /// Distinct rating values, ascending, in canonical text form.
-    pub ratings: Vec<String>,
-    /// Review offsets point into the reviews file that `finish` wrote.
-    pub arrays: super::store::Arrays,
-    pub filter_rounds: u32,
 }
 
 pub const NO_CATEGORY: &str = "<none>";
@@ -413,7 +386,7 @@ impl Collector {
             item_meta,
             categories,
             ratings,
-            arrays: super::store::Arrays {
+            arrays: Arrays {
                 user_offsets,
                 item,
                 timestamp,

@@ -1,12 +1,11 @@
-//! Datasets: public formats → timeline store → splits, windows, shards, task
-//! examples and text prompts.
+//! Datasets: public formats → timeline store → splits, windows, shards and
+//! task examples.
 
 pub mod catalog;
 pub mod formats;
 pub mod ingest;
 pub mod lines;
 pub mod prepare;
-pub mod prompt;
 pub mod split;
 pub mod stats;
 pub mod store;

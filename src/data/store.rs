@@ -16,7 +16,6 @@
 //! A store is built in a hidden sibling folder and renamed into place when
 //! complete; `manifest.json` is written last, and readers require it.
 
-use super::ingest::{Filters, ItemMeta, Timelines};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -30,6 +29,35 @@ pub const ARRAYS: &str = "timelines.safetensors";
 pub const VOCAB: &str = "vocab.json";
 pub const ITEMS: &str = "items.jsonl";
 pub const REVIEWS: &str = "reviews.bin";
+
+/// Interaction filters applied before numbering.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Filters {
+    pub min_user_interactions: u32,
+    pub min_item_interactions: u32,
+}
+
+/// What a format knows about an item besides its id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemMeta {
+    pub title: Option<String>,
+    /// Genres or categories, the primary one first.
+    pub categories: Vec<String>,
+}
+
+/// The ordered, numbered arrays of a timeline store.
+pub struct Timelines {
+    pub users: Vec<String>,
+    pub items: Vec<String>,
+    pub item_meta: Vec<ItemMeta>,
+    /// `"<none>"` first, then every genre/category name, sorted.
+    pub categories: Vec<String>,
+    /// Distinct rating values, ascending, in canonical text form.
+    pub ratings: Vec<String>,
+    /// Review offsets point into the reviews file that `finish` wrote.
+    pub arrays: Arrays,
+    pub filter_rounds: u32,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceFile {
@@ -153,7 +181,7 @@ pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
 }
 
 /// The arrays of a store (see the module documentation for their layout),
-/// shared by the writer ([`Timelines`](super::ingest::Timelines)) and the reader ([`Store`]).
+/// shared by the writer ([`Timelines`]) and the reader ([`Store`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arrays {
     /// CSR offsets over interactions, `users + 1`.

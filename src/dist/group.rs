@@ -3,8 +3,8 @@
 //! handle; waiting on it fails with an error naming the operation, the rank
 //! and the timeout instead of hanging when a peer never arrives.
 
-use super::ffi;
 use super::store::Store;
+use crate::ffi::c10d as ffi;
 use anyhow::{bail, Result};
 use std::time::Duration;
 use tch::Tensor;

@@ -1,7 +1,6 @@
 //! Distributed training over PyTorch's c10d: the TCPStore rendezvous and
 //! process groups (Gloo on CPU; NCCL on GPU through a plugin built on GPU hosts).
 
-pub(crate) mod ffi;
 pub mod group;
 pub mod nccl;
 pub mod store;

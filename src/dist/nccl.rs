@@ -1,15 +1,13 @@
 //! The NCCL plugin (`csrc/nccl_plugin.cpp`, built on GPU hosts by
-//! `launcher/build_nccl_plugin.sh`), loaded at run time: a CPU build of uorch
+//! `scripts/build_nccl_plugin.sh`), loaded at run time: a CPU build of uorch
 //! carries no CUDA code, and the plugin brings c10d's ProcessGroupNCCL.
 
-use super::ffi;
+use crate::ffi::c10d as ffi;
+use crate::ffi::nccl_plugin::{LastError, NewGroup, ABI};
 use anyhow::{bail, Context, Result};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::OnceLock;
-
-type NewGroup = unsafe extern "C" fn(*mut ffi::CStore, c_int, c_int, i64, c_int) -> *mut ffi::CGroup;
-type LastError = unsafe extern "C" fn() -> *const c_char;
 
 pub struct Plugin {
     new_group: NewGroup,
@@ -18,23 +16,21 @@ pub struct Plugin {
 
 static PLUGIN: OnceLock<std::result::Result<Plugin, String>> = OnceLock::new();
 
-const ABI: c_int = 1;
-
 fn open(path: &Path) -> Result<Plugin> {
     if !path.exists() {
-        bail!("no NCCL plugin at {} (build it on this GPU host with launcher/build_nccl_plugin.sh)", path.display());
+        bail!("no NCCL plugin at {} (build it on this GPU host with scripts/build_nccl_plugin.sh)", path.display());
     }
     // SAFETY: loading our own plugin; its initialisers only register with libtorch.
     let lib = unsafe { libloading::Library::new(path) }.with_context(|| format!("loading {}", path.display()))?;
     // SAFETY: symbols with the signatures csrc/nccl_plugin.cpp defines.
     let plugin = unsafe {
-        let abi: libloading::Symbol<unsafe extern "C" fn() -> c_int> = lib.get(b"uorch_nccl_plugin_abi")?;
+        let abi: libloading::Symbol<unsafe extern "C" fn() -> c_int> = lib.get(crate::ffi::nccl_plugin::ABI_SYMBOL)?;
         if abi() != ABI {
             bail!("{}: plugin ABI {} but this uorch expects {ABI}: rebuild it", path.display(), abi());
         }
         Plugin {
-            new_group: *lib.get::<NewGroup>(b"uorch_pg_nccl_new")?,
-            last_error: *lib.get::<LastError>(b"uorch_nccl_last_error")?,
+            new_group: *lib.get::<NewGroup>(crate::ffi::nccl_plugin::NEW_GROUP_SYMBOL)?,
+            last_error: *lib.get::<LastError>(crate::ffi::nccl_plugin::LAST_ERROR_SYMBOL)?,
         }
     };
     std::mem::forget(lib); // used for the life of the process

@@ -1,7 +1,7 @@
 //! c10d's TCPStore: the key-value rendezvous every rank connects to (rank 0
 //! serves it), and prefixed views of it.
 
-use super::ffi;
+use crate::ffi::c10d as ffi;
 use anyhow::{bail, Result};
 use std::ffi::CString;
 use std::time::Duration;

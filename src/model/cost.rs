@@ -4,7 +4,7 @@
 //! (one answer step); attention scores and their weighted sums are counted.
 
 use super::llama::LlamaConfig;
-use super::userllm::{Integration, UserLlm};
+use super::userllm::UserLlm;
 
 /// The decoder over `tokens` positions.
 pub fn llm(c: &LlamaConfig, tokens: f64) -> f64 {
@@ -17,6 +17,10 @@ pub fn llm(c: &LlamaConfig, tokens: f64) -> f64 {
 /// interactions: encoder (and Perceiver) over the history, the decoder over the
 /// text (plus the user tokens of a soft prompt), the cross-attention blocks.
 pub fn user_llm(m: &UserLlm, text: f64, history: f64) -> f64 {
+    let mode = m.integration.mode();
+    if !mode.reads_user() {
+        return llm(&m.llm.config, text);
+    }
     let sum = |prefix: &str| -> f64 {
         m.vs.variables()
             .iter()
@@ -31,13 +35,5 @@ pub fn user_llm(m: &UserLlm, text: f64, history: f64) -> f64 {
         + latents.map(|k| 2.0 * sum("perceiver.") * (history + k)).unwrap_or(0.0)
         + 2.0 * sum("projection.") * user;
     let h = m.llm.config.hidden_size as f64;
-    match m.integration {
-        Integration::CrossAttention => {
-            // Per block: q and o projections of the text, k and v of the user tokens, scores and sums.
-            let block = 2.0 * 2.0 * h * h * (text + user) + 4.0 * text * user * h;
-            llm(&m.llm.config, text) + m.xattn.len() as f64 * block + encoder
-        }
-        Integration::SoftPrompt => llm(&m.llm.config, text + user) + encoder,
-        Integration::TextPrompt => llm(&m.llm.config, text),
-    }
+    llm(&m.llm.config, text + mode.extra_positions(user)) + mode.block_flops(m.xattn.len(), h, text, user) + encoder
 }

@@ -9,24 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
-/// The per-interaction features a timeline store provides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Feature {
-    Item,
-    Category,
-    Rating,
-}
-
-impl Feature {
-    pub fn name(self) -> &'static str {
-        match self {
-            Feature::Item => "item",
-            Feature::Category => "category",
-            Feature::Rating => "rating",
-        }
-    }
-}
+pub use crate::config::encoder::Feature;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderShape {

@@ -2,38 +2,9 @@
 //! `y = x Wᵀ + (alpha / r) · dropout(x) Aᵀ Bᵀ`, with `A` `(r, in)` random and
 //! `B` `(out, r)` zero, so the layer is unchanged until `B` learns.
 
-use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoraConfig {
-    #[serde(default = "d_rank")]
-    pub rank: usize,
-    #[serde(default = "d_alpha")]
-    pub alpha: f64,
-    #[serde(default)]
-    pub dropout: f64,
-    /// Linear layers to adapt, by their Hugging Face names.
-    #[serde(default = "d_targets")]
-    pub target_modules: Vec<String>,
-}
-
-fn d_rank() -> usize {
-    8
-}
-fn d_alpha() -> f64 {
-    16.0
-}
-fn d_targets() -> Vec<String> {
-    ["q_proj", "k_proj", "v_proj", "o_proj"].iter().map(|s| s.to_string()).collect()
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        serde_json::from_str("{}").expect("every LoRA field has a default")
-    }
-}
+pub use crate::config::finetune::LoraConfig;
 
 /// Names of the linear layers LoRA can adapt.
 pub const ADAPTABLE: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];

@@ -1,10 +1,13 @@
 //! Models: the Llama-family decoder, its loading from Hugging Face folders and
 //! GGUF files, and tokenization.
 
+pub mod assemble;
+pub mod batches;
 pub mod cost;
 pub mod encoder;
 pub mod generate;
 pub mod gguf;
+pub mod integration;
 pub mod llama;
 pub mod lora;
 pub mod perceiver;
@@ -12,4 +15,5 @@ pub mod recompute;
 pub mod scoring;
 pub mod tokenizer;
 pub mod userllm;
+pub mod weights;
 pub mod xattn;

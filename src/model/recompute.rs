@@ -1,24 +1,16 @@
 //! Activation checkpointing: a segment of the forward pass (one decoder
 //! layer with its cross-attention block) keeps only its inputs; backward
-//! recomputes it (csrc/checkpoint.cpp), trading about one extra forward for
+//! recomputes it (csrc/recompute.cpp), trading about one extra forward for
 //! not storing the segment's activations. The random-number state of the
 //! forward is replayed, so dropout masks match.
 
+use crate::ffi::recompute::{last_error, uorch_checkpoint};
 use std::cell::RefCell;
 use std::ffi::c_void;
 use tch::Tensor;
 use torch_sys::C_tensor;
 
 type Segment = dyn Fn(&Tensor, &Tensor) -> Tensor;
-
-extern "C" {
-    fn uorch_checkpoint(
-        h: *mut C_tensor,
-        u: *mut C_tensor,
-        f: extern "C" fn(*mut c_void, *mut C_tensor, *mut C_tensor) -> *mut C_tensor,
-        data: *mut c_void,
-    ) -> *mut C_tensor;
-}
 
 extern "C" fn call_segment(data: *mut c_void, h: *mut C_tensor, u: *mut C_tensor) -> *mut C_tensor {
     // SAFETY: `data` is a `Box<Segment>` owned by a live `Segments` (see `run`);
@@ -60,7 +52,7 @@ impl Segments {
         let (mut h, mut u) = (h, user.shallow_clone());
         let out = uorch_checkpoint(h.as_mut_ptr(), u.as_mut_ptr(), call_segment, data);
         if out.is_null() {
-            panic!("activation checkpointing failed: {}", crate::dist::ffi::last_error());
+            panic!("activation checkpointing failed: {}", last_error());
         }
         Tensor::from_ptr(out)
     }

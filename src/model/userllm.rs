@@ -10,51 +10,14 @@ use crate::model::lora::{LoraConfig, ADAPTABLE};
 use crate::model::perceiver::Perceiver;
 use crate::model::recompute::Segments;
 use crate::model::xattn::{GatedCrossAttention, Placement};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use tch::{nn, nn::Module, Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Integration {
-    CrossAttention,
-    SoftPrompt,
-    /// The baseline: no user embeddings, the history is written into the
-    /// prompt as text; only the LLM (or its LoRA adapters) can train.
-    TextPrompt,
-}
-
-/// What trains during finetuning (USER-LLM's strategies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// LLM, encoder, projection (and Perceiver, cross-attention): everything.
-    Full,
-    /// LLM frozen except LoRA adapters; encoder, projection, cross-attention train.
-    Lora,
-    /// LLM frozen; encoder, projection, cross-attention train.
-    Enc,
-    /// LLM and encoder frozen; projection (and Perceiver, cross-attention) train.
-    Proj,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerceiverConfig {
-    pub latents: usize,
-    pub layers: usize,
-    pub heads: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProjectionKind {
-    Linear,
-    /// Linear → GELU → linear.
-    Mlp,
-}
+use crate::config::finetune::FinetuneConfig;
+pub use crate::config::finetune::{Integration, PerceiverConfig, ProjectionKind, Strategy};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserLlmConfig {
@@ -64,6 +27,20 @@ pub struct UserLlmConfig {
     pub projection: ProjectionKind,
     pub strategy: Strategy,
     pub lora: LoraConfig,
+}
+
+impl UserLlmConfig {
+    /// The model half of a `finetune:` section.
+    pub fn from_finetune(f: &FinetuneConfig) -> Self {
+        Self {
+            integration: f.integration,
+            cross_attention_layers: f.cross_attention_layers.clone(),
+            perceiver: f.perceiver.clone(),
+            projection: f.projection,
+            strategy: f.strategy,
+            lora: f.lora.clone(),
+        }
+    }
 }
 
 /// The parts of the model, for freezing and parameter counts.
@@ -142,22 +119,21 @@ impl UserLlm {
             ),
         };
         let mut xattn = BTreeMap::new();
-        if cfg.integration == Integration::CrossAttention {
-            let layers = cfg
-                .cross_attention_layers
-                .layers(llm.layers.len())
-                .map_err(|e| anyhow::anyhow!("cross_attention_layers: {e}"))?;
-            for l in layers {
-                xattn.insert(
-                    l,
-                    GatedCrossAttention::new(
-                        &root / "xattn" / l,
-                        hidden,
-                        llm.config.num_attention_heads,
-                        llm.config.rms_norm_eps,
-                    ),
-                );
-            }
+        let layers = cfg
+            .integration
+            .mode()
+            .cross_attention_layers(&cfg.cross_attention_layers, llm.layers.len())
+            .map_err(|e| anyhow::anyhow!("cross_attention_layers: {e}"))?;
+        for l in layers {
+            xattn.insert(
+                l,
+                GatedCrossAttention::new(
+                    &root / "xattn" / l,
+                    hidden,
+                    llm.config.num_attention_heads,
+                    llm.config.rms_norm_eps,
+                ),
+            );
         }
         if cfg.strategy == Strategy::Lora {
             if let Some(bad) = cfg.lora.target_modules.iter().find(|m| !ADAPTABLE.contains(&m.as_str())) {
@@ -207,7 +183,7 @@ impl UserLlm {
     /// Every variable by name, the LLM's under their Hugging Face names (with
     /// TextPrompt, only the LLM's and its adapters').
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let text_only = self.integration == Integration::TextPrompt;
+        let text_only = !self.integration.mode().reads_user();
         let mut v: Vec<(String, Tensor)> = self
             .llm
             .vs
@@ -225,6 +201,35 @@ impl UserLlm {
         for (name, t) in self.named_parameters() {
             let _ = t.shallow_clone().set_requires_grad(Part::of(&name).trains(self.strategy));
         }
+    }
+
+    /// What a finetuned model saves: every tensor but the frozen base LLM's
+    /// (all of them with the Full strategy).
+    pub fn trained_weights(&self) -> Vec<(String, Tensor)> {
+        self.named_parameters()
+            .into_iter()
+            .filter(|(n, _)| Part::of(n) != Part::Llm || self.strategy == Strategy::Full)
+            .collect()
+    }
+
+    /// Copy the tensors of a safetensors file (as [`trained_weights`](Self::trained_weights)
+    /// wrote them) into this model; returns how many there were.
+    pub fn load_weights(&self, path: &std::path::Path) -> Result<usize> {
+        let saved = super::weights::read_tensors(path)?;
+        let named: BTreeMap<String, Tensor> = self.named_parameters().into_iter().collect();
+        tch::no_grad(|| -> Result<()> {
+            for (name, src) in &saved {
+                let p = named.get(name).with_context(|| {
+                    format!("{}: tensor {name} is not part of this model (another configuration?)", path.display())
+                })?;
+                if p.size() != src.size() {
+                    bail!("{}: tensor {name} has shape {:?}, the model {:?}", path.display(), src.size(), p.size());
+                }
+                p.shallow_clone().copy_(&src.to_device(p.device()).to_kind(p.kind()));
+            }
+            Ok(())
+        })?;
+        Ok(saved.len())
     }
 
     /// (trainable, total) parameter counts.
@@ -277,23 +282,22 @@ impl UserLlm {
         if cache.is_none() && self.training.get() && self.activation_checkpointing.get() {
             return self.checkpointed_logits(&embeds, user, mask);
         }
-        match self.integration {
-            Integration::CrossAttention => {
-                let user = user.to_kind(embeds.kind());
-                let h = self.llm.hidden_states_with(&embeds, cache, &mut |layer, h| match self.xattn.get(&layer) {
-                    Some(block) => block.forward(&h, &user, mask),
-                    None => h,
-                });
-                self.llm.logits(&h)
-            }
-            Integration::TextPrompt => self.llm.logits(&self.llm.hidden_states(&embeds, cache)),
-            Integration::SoftPrompt => {
-                if cache.as_ref().is_some_and(|c| c.seen > 0) {
-                    return self.llm.logits(&self.llm.hidden_states(&embeds, cache));
-                }
-                let h = self.llm.hidden_states(&soft_prompt_input(&embeds, user, mask), cache);
-                self.llm.logits(&h.narrow(1, user.size()[1], token_ids.size()[1]))
-            }
+        let continuing = cache.as_ref().is_some_and(|c| c.seen > 0);
+        let input = self.integration.mode().decoder_input(&embeds, user, mask, continuing);
+        let h = self.llm.hidden_states_with(&input.hidden, cache, &mut |layer, h| match self.xattn.get(&layer) {
+            Some(block) => block.forward(&h, &input.user, mask),
+            None => h,
+        });
+        self.text_logits(&h, input.skip, embeds.size()[1])
+    }
+
+    /// Logits of the `t` text positions after the first `skip` of the
+    /// decoder's output `h`.
+    fn text_logits(&self, h: &Tensor, skip: i64, t: i64) -> Tensor {
+        if skip > 0 {
+            self.llm.logits(&h.narrow(1, skip, t))
+        } else {
+            self.llm.logits(h)
         }
     }
 
@@ -306,15 +310,8 @@ impl UserLlm {
     /// The training forward with each decoder layer (and its cross-attention
     /// block) as a recomputed segment.
     fn checkpointed_logits(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
-        let (mut h, user, k) = match self.integration {
-            Integration::CrossAttention => (embeds.shallow_clone(), user.to_kind(embeds.kind()), 0),
-            Integration::SoftPrompt => (
-                soft_prompt_input(embeds, user, mask),
-                Tensor::zeros([0], (Kind::Float, embeds.device())),
-                user.size()[1],
-            ),
-            Integration::TextPrompt => (embeds.shallow_clone(), Tensor::zeros([0], (Kind::Float, embeds.device())), 0),
-        };
+        let input = self.integration.mode().decoder_input(embeds, user, mask, false);
+        let (mut h, user) = (input.hidden, input.user);
         for (i, layer) in self.llm.layers.iter().enumerate() {
             let block = self.xattn.get(&i);
             let rope = &self.llm.rope;
@@ -331,8 +328,7 @@ impl UserLlm {
             };
         }
         let h = self.llm.norm.forward(&h);
-        let t = embeds.size()[1];
-        self.llm.logits(&h.narrow(1, k, t))
+        self.text_logits(&h, input.skip, embeds.size()[1])
     }
 
     /// Free the recomputation segments of earlier training forwards; call
@@ -363,11 +359,4 @@ impl UserLlm {
             lin.merge_lora();
         }
     }
-}
-
-/// A soft prompt's input: the user embeddings (padded positions as zero
-/// vectors) before the token embeddings.
-fn soft_prompt_input(embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
-    let user = (user * mask.unsqueeze(-1).to_kind(Kind::Float)).to_kind(embeds.kind());
-    Tensor::cat(&[&user, embeds], 1)
 }

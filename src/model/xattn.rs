@@ -5,7 +5,6 @@
 
 use crate::model::llama::linear::Linear;
 use crate::model::llama::rms_norm::RmsNorm;
-use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 #[derive(Debug)]
@@ -58,61 +57,4 @@ impl GatedCrossAttention {
     }
 }
 
-/// Which decoder layers get a cross-attention block: `all`, `upper_half`,
-/// `lower_half`, `every_K` (layers 0, K, 2K, ...), or an explicit list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Placement {
-    Named(String),
-    List(Vec<usize>),
-}
-
-impl Placement {
-    /// The layer indices for a model of `n` layers, or what is wrong.
-    pub fn layers(&self, n: usize) -> Result<Vec<usize>, String> {
-        let v: Vec<usize> = match self {
-            Placement::List(l) => {
-                if let Some(bad) = l.iter().find(|&&i| i >= n) {
-                    return Err(format!("layer {bad} does not exist (the model has {n}: 0..{})", n - 1));
-                }
-                let mut l = l.clone();
-                l.sort();
-                l.dedup();
-                l
-            }
-            Placement::Named(s) => match s.as_str() {
-                "all" => (0..n).collect(),
-                "upper_half" => (n / 2..n).collect(),
-                "lower_half" => (0..n / 2).collect(),
-                other => match other.strip_prefix("every_").and_then(|k| k.parse::<usize>().ok()).filter(|&k| k >= 1) {
-                    Some(k) => (0..n).step_by(k).collect(),
-                    None => return Err(format!(
-                        "{other:?} is not a placement: use all, upper_half, lower_half, every_K or a list of layers"
-                    )),
-                },
-            },
-        };
-        if v.is_empty() {
-            return Err("no layer selected".into());
-        }
-        Ok(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placements_select_the_documented_layers() {
-        let p = |s: &str| Placement::Named(s.into());
-        assert_eq!(p("upper_half").layers(30).unwrap(), (15..30).collect::<Vec<_>>());
-        assert_eq!(p("lower_half").layers(4).unwrap(), vec![0, 1]);
-        assert_eq!(p("every_10").layers(30).unwrap(), vec![0, 10, 20]);
-        assert_eq!(p("all").layers(3).unwrap(), vec![0, 1, 2]);
-        assert_eq!(Placement::List(vec![5, 1, 5]).layers(6).unwrap(), vec![1, 5]);
-        assert!(Placement::List(vec![6]).layers(6).unwrap_err().contains("layer 6 does not exist"));
-        assert!(p("upper").layers(6).is_err());
-        assert!(p("every_0").layers(6).is_err());
-    }
-}
+pub use crate::config::finetune::Placement;

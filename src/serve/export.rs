@@ -12,17 +12,19 @@
 //! - `catalog.json`: item ids, titles, genres/categories and ratings, to turn
 //!   a history of raw item ids into encoder inputs and prompt text.
 
-use super::ask::TaskSpec;
 use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;
+use crate::model::assemble;
 use crate::model::encoder::EncoderShape;
 use crate::model::llama::load::load;
 use crate::model::lora::LoraConfig;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, Part, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
+use crate::model::weights::save_tensors;
 use crate::model::xattn::Placement;
-use crate::train::finetune;
+use crate::rundir::RunDir;
+use crate::task::ask::TaskSpec;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -54,7 +56,8 @@ pub struct IntegrationFile {
 
 /// Write the export of a finished finetuning run.
 pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
-    let cfg_path = run_dir.join(crate::rundir::CONFIG_FILE);
+    let run = RunDir::new(run_dir);
+    let cfg_path = run.config();
     let cfg: RunConfig = crate::config::load::<RunConfig>(&cfg_path, &[])
         .with_context(|| format!("{} is not a run folder", run_dir.display()))?
         .config;
@@ -62,18 +65,18 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
         .finetune
         .as_ref()
         .with_context(|| format!("{}: the run has no finetune section: nothing to export", cfg_path.display()))?;
-    let weights = run_dir.join(finetune::WEIGHTS_FILE);
+    let weights = run.finetune_weights();
     if !weights.exists() {
         bail!(
             "{}: no {} (has finetuning finished? run `uorch launch {}` to finish it)",
             run_dir.display(),
-            finetune::WEIGHTS_FILE,
+            crate::rundir::FINETUNE_WEIGHTS,
             cfg_path.display()
         );
     }
     let store = Store::open(&cfg.data.as_ref().context("no data section")?.store)?;
-    let mut model = finetune::build(&cfg, &store, Device::Cpu, false)?;
-    finetune::load_weights(&model, &weights)?;
+    let mut model = assemble::for_run(&cfg, &store, assemble::load_llm(f, Device::Cpu)?)?;
+    model.load_weights(&weights)?;
     model.merge_lora();
 
     let tmp = out.with_file_name(format!(
@@ -92,13 +95,13 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
         }
         let mut llm: Vec<_> = model.llm.vs.variables().into_iter().collect();
         llm.sort_by(|a, b| a.0.cmp(&b.0));
-        crate::train::checkpoint::save_tensors(&tmp.join("model.safetensors"), &llm)?;
+        save_tensors(&tmp.join("model.safetensors"), &llm)?;
         let user: Vec<_> = model
             .named_parameters()
             .into_iter()
             .filter(|(n, _)| !matches!(Part::of(n), Part::Llm | Part::Lora))
             .collect();
-        crate::train::checkpoint::save_tensors(&tmp.join(USER_WEIGHTS), &user)?;
+        save_tensors(&tmp.join(USER_WEIGHTS), &user)?;
         Catalog::of_store(&store).save(&tmp.join(CATALOG_FILE))?;
         let spec = IntegrationFile {
             export_version: EXPORT_VERSION,
@@ -109,7 +112,7 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
             encoder: model.encoder.shape.clone(),
             llm_hidden_size: model.llm.config.hidden_size,
             llm_layers: model.llm.layers.len(),
-            task: finetune::task_spec(&cfg)?,
+            task: TaskSpec::from_config(&cfg)?,
             source: serde_json::json!({"run": run_dir, "strategy": f.strategy, "steps": f.steps, "uorch_commit": env!("UORCH_GIT_COMMIT")}),
         };
         crate::fsutil::write_atomic(&tmp.join(INTEGRATION_FILE), &serde_json::to_vec_pretty(&spec)?)?;
@@ -161,8 +164,8 @@ pub fn load_export(dir: &Path, device: Device) -> Result<Loaded> {
         lora: LoraConfig::default(),
     };
     let model = UserLlm::new(llm, spec.encoder.clone(), &cfg)?;
-    if spec.integration != Integration::TextPrompt {
-        let n = finetune::load_weights(&model, &dir.join(USER_WEIGHTS))?;
+    if spec.integration.mode().reads_user() {
+        let n = model.load_weights(&dir.join(USER_WEIGHTS))?;
         let expected = model.named_parameters().iter().filter(|(n, _)| Part::of(n) != Part::Llm).count();
         if n != expected {
             bail!("{}: {n} tensors, the integration needs {expected}", dir.join(USER_WEIGHTS).display());

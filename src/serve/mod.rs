@@ -1,7 +1,7 @@
-//! Asking a finetuned USER-LLM about a user, and the export that serves it
-//! without the training run: one code path for training-time evaluation and
-//! for `uorch generate --model EXPORT`, so both give the same answers.
+//! Serving a finetuned USER-LLM without the training run: the export folder
+//! and questions put to it from the command line. It asks through the task
+//! layer's [`crate::task::ask::Asker`], as evaluation does, so both give the
+//! same answers.
 
-pub mod ask;
 pub mod export;
 pub mod query;

@@ -2,14 +2,14 @@
 //! history comes from a prepared store (the user's test question, exactly as
 //! evaluation asked it) or from a JSON file of raw item ids and ratings.
 
-use super::ask::{Asker, Question};
 use super::export::Loaded;
 use crate::data::catalog::{Catalog, Interaction};
 use crate::data::split::{eval_cases, Split};
 use crate::data::store::Store;
 use crate::data::tasks::Task;
-use crate::train::finetune::evaluate::prediction_json;
-use crate::train::finetune::examples::{eval_example, Truth};
+use crate::task::ask::{Asker, Question};
+use crate::task::evaluate::prediction_json;
+use crate::task::examples::{eval_example, Truth};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 //! this machine's GPUs or CPU slots, and reports results; `uorch sweep status
 //! DIR` shows where an experiment stands at any time.
 
+pub mod controller;
 pub mod plan;
 pub mod results;
 pub mod run;

@@ -5,7 +5,7 @@
 
 use super::spec::{SweepSpec, TrialSpec};
 use crate::config::{self, emit, RunConfig};
-use crate::model::userllm::Integration;
+use crate::rundir::StageFiles;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,16 @@ pub const RUNS_DIR: &str = "runs";
 pub enum StageKind {
     Pretrain,
     Finetune,
+}
+
+impl StageKind {
+    /// Which of the run folder's stage files this stage writes.
+    pub fn files(self) -> StageFiles {
+        match self {
+            StageKind::Pretrain => StageFiles::Pretrain,
+            StageKind::Finetune => StageFiles::Finetune,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,7 +136,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
         let cfg = trial_config(&base, &t, &runs, gpus, sweep.gpus_per_trial)
             .with_context(|| format!("{}: trial {}", path.display(), t.name))?;
         let needs_encoder =
-            cfg.finetune.as_ref().is_some_and(|f| f.integration != Integration::TextPrompt && f.encoder_from.is_none());
+            cfg.finetune.as_ref().is_some_and(|f| f.integration.mode().reads_user() && f.encoder_from.is_none());
         let stage = match (&cfg.pretrain, &cfg.finetune) {
             (Some(_), Some(_)) if !needs_encoder => {
                 let mut f = cfg.clone();

@@ -3,7 +3,8 @@
 //! folder holds its metrics file: a crash between finishing and recording
 //! still counts as done, and nothing complete runs again.
 
-use super::plan::{Stage, StageKind};
+use super::plan::Stage;
+use crate::rundir::RunDir;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -57,10 +58,7 @@ pub fn write(dir: &Path, stage: &str, s: &Status) -> Result<()> {
 
 /// The file a finished stage leaves in its run folder.
 pub fn metrics_file(stage: &Stage) -> PathBuf {
-    match stage.kind {
-        StageKind::Pretrain => crate::train::pretrain::metrics_path(&stage.run_dir),
-        StageKind::Finetune => stage.run_dir.join(crate::train::finetune::METRICS_FILE),
-    }
+    RunDir::new(&stage.run_dir).metrics(stage.kind.files())
 }
 
 pub fn complete(stage: &Stage) -> bool {
@@ -70,10 +68,7 @@ pub fn complete(stage: &Stage) -> bool {
 /// (step, loss, seconds since the stage's training began) from the last line
 /// of its training log, for the live view.
 pub fn progress(stage: &Stage) -> Option<(u64, f64, f64)> {
-    let log = match stage.kind {
-        StageKind::Pretrain => stage.run_dir.join(crate::train::pretrain::TRAIN_LOG),
-        StageKind::Finetune => stage.run_dir.join(crate::train::finetune::TRAIN_LOG),
-    };
+    let log = RunDir::new(&stage.run_dir).log(stage.kind.files());
     let text = std::fs::read_to_string(log).ok()?;
     let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
     Some((last["step"].as_u64()?, last["loss"].as_f64().unwrap_or(f64::NAN), last["elapsed_s"].as_f64().unwrap_or(0.0)))

@@ -4,21 +4,14 @@
 //! verifies the checksums and refuses a checkpoint of a different config.
 
 use super::adamw::AdamW;
+use crate::model::weights::{read_tensors, sha256_file, write_tensors};
+pub use crate::rundir::checkpoint::{optimizer_shard, MODEL};
+use crate::rundir::checkpoint::{staging_dir, step_dir, step_of, OPTIMIZER, STATE};
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
-
-pub const DIR: &str = "checkpoints";
-/// Finetuning's checkpoints, beside pretraining's in the run folder.
-pub const FINETUNE_DIR: &str = "finetune_checkpoints";
-pub const MODEL: &str = "model.safetensors";
-const OPTIMIZER: &str = "optimizer.safetensors";
-const STATE: &str = "state.json";
+use tch::Tensor;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
@@ -31,69 +24,11 @@ pub struct TrainState {
     pub files: BTreeMap<String, String>,
 }
 
-fn to_bytes(t: &Tensor) -> (Vec<usize>, Vec<u8>) {
-    let t = t.detach().to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
-    let shape = t.size().iter().map(|&d| d as usize).collect();
-    let v = Vec::<f32>::try_from(t.reshape([-1])).expect("float tensor");
-    (shape, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-}
-
-/// SHA-256 (first 16 hex digits) of tensors' names, shapes and f32 values:
-/// equal on every rank of a data-parallel run that trains in lockstep.
-pub fn digest(tensors: &[(String, Tensor)]) -> String {
-    let mut h = Sha256::new();
-    for (name, t) in tensors {
-        let (shape, bytes) = to_bytes(t);
-        h.update(name.as_bytes());
-        h.update(format!("{shape:?}").as_bytes());
-        h.update(&bytes);
-    }
-    format!("{:x}", h.finalize())[..16].to_string()
-}
-
-/// SHA-256 of a file, as hex.
-fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
-
-/// Write `tensors` as f32 safetensors and sync the file.
-fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            let (s, b) = to_bytes(t);
-            (n.clone(), s, b)
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = data
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path)?;
-    std::fs::File::open(path)?.sync_all()?;
-    Ok(())
-}
-
-/// Pretraining's checkpoints folder in a run folder.
-pub fn pretrain_root(run: &Path) -> PathBuf {
-    run.join(DIR)
-}
-
-/// Finetuning's checkpoints folder in a run folder.
-pub fn finetune_root(run: &Path) -> PathBuf {
-    run.join(FINETUNE_DIR)
-}
-
-fn step_dir(root: &Path, step: u64) -> PathBuf {
-    root.join(format!("step-{step:08}"))
-}
-
 /// An empty staging folder for the checkpoint of `step` (its files are
 /// written there, possibly by several ranks, then [`commit`]ted).
 pub fn staging(root: &Path, step: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(root)?;
-    let tmp = root.join(format!(".step-{step:08}.tmp"));
+    let tmp = root.join(staging_dir(step));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp)?;
     Ok(tmp)
@@ -116,7 +51,7 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
         }
         std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(&state)?)?;
         std::fs::File::open(staging.join(STATE))?.sync_all()?;
-        let dest = step_dir(root, state.step);
+        let dest = root.join(step_dir(state.step));
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(staging, &dest)?;
         std::fs::File::open(root)?.sync_all()?;
@@ -161,7 +96,7 @@ fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse().ok()?;
+            let step = step_of(&name)?;
             Some((step, e.path()))
         })
         .collect();
@@ -193,39 +128,6 @@ pub fn latest(root: &Path) -> Result<Option<(PathBuf, TrainState)>> {
         }
     }
     Ok(None)
-}
-
-pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path)?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
-    Ok(st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
-            (n, Tensor::from_data_size(v.data(), &shape, Kind::Float))
-        })
-        .collect())
-}
-
-/// Write `tensors` to `path` through a temporary file renamed into place;
-/// returns the file's SHA-256.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<String> {
-    let dir = path.parent().context("a file path")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    match write_tensors(&tmp, tensors).and_then(|_| sha256_file(&tmp)) {
-        Ok(sha) => {
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(sha)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
 }
 
 /// Copy the checkpoint's tensors whose names start with `prefix` into the

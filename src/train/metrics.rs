@@ -1,82 +1,60 @@
-//! Next-item ranking metrics over all items: Recall@K and NDCG@10, and the
-//! popularity baseline scored by the same code.
+//! The metrics files a finished stage leaves in its run folder
+//! (`metrics.json`, `finetune_metrics.json`; see [`crate::rundir`]), typed:
+//! the stages write them, the launcher's summary and the sweep read them.
 
-use crate::data::split::leave_last_out;
-use crate::data::store::Store;
-use serde::Serialize;
-use tch::{Kind, Tensor};
+use crate::config::finetune::{Integration, Strategy};
+use crate::data::tasks::Task;
+use crate::task::evaluate::Evaluated;
+use crate::task::ranking::RankingMetrics;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::Path;
 
-/// 0-based rank of each row's target among all items by score, descending;
-/// ties go to the smaller item id. `scores` `(batch, items)`, `targets` `(batch)`.
-pub fn ranks(scores: &Tensor, targets: &Tensor) -> Vec<i64> {
-    let scores = scores.to_kind(Kind::Float);
-    let target_scores = scores.gather(1, &targets.unsqueeze(1), false);
-    let higher = scores.gt_tensor(&target_scores).sum_dim_intlist(1, false, Kind::Int64);
-    let items = Tensor::arange(scores.size()[1], (Kind::Int64, scores.device())).unsqueeze(0);
-    let tied_before = scores
-        .eq_tensor(&target_scores)
-        .logical_and(&items.lt_tensor(&targets.unsqueeze(1)))
-        .sum_dim_intlist(1, false, Kind::Int64);
-    Vec::<i64>::try_from((higher + tied_before).to_device(tch::Device::Cpu)).expect("int64 ranks")
+/// `metrics.json`: pretraining's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainMetrics {
+    pub steps: u64,
+    /// NaN (written as null) when no step ran in this process.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub final_loss: f64,
+    /// The encoder's next-item metrics on the test split.
+    pub encoder: RankingMetrics,
+    /// Item popularity on the same cases.
+    pub popularity: RankingMetrics,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RankingMetrics {
-    pub cases: usize,
-    #[serde(rename = "recall@1")]
-    pub recall_1: f64,
-    #[serde(rename = "recall@5")]
-    pub recall_5: f64,
-    #[serde(rename = "recall@10")]
-    pub recall_10: f64,
-    #[serde(rename = "ndcg@10")]
-    pub ndcg_10: f64,
+/// `finetune_metrics.json`: finetuning's result against the baselines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneMetrics {
+    pub task: Task,
+    pub integration: Integration,
+    pub strategy: Strategy,
+    pub steps: u64,
+    pub trainable_parameters: i64,
+    pub parameters: i64,
+    pub optimizer_state_bytes_per_rank: i64,
+    pub world_size: usize,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub final_loss: f64,
+    /// `tanh(gate)` per cross-attention layer.
+    pub gates: Vec<(usize, f64)>,
+    /// The model before finetuning, the finetuned model, then the baselines.
+    pub results: Vec<Evaluated>,
 }
 
-pub fn summarize(ranks: &[i64]) -> RankingMetrics {
-    let n = ranks.len().max(1) as f64;
-    let recall = |k: i64| ranks.iter().filter(|&&r| r < k).count() as f64 / n;
-    let ndcg = ranks.iter().filter(|&&r| r < 10).map(|&r| 1.0 / ((r + 2) as f64).log2()).sum::<f64>() / n;
-    RankingMetrics {
-        cases: ranks.len(),
-        recall_1: recall(1),
-        recall_5: recall(5),
-        recall_10: recall(10),
-        ndcg_10: ndcg,
-    }
+/// JSON has no NaN: serde_json writes it as null; read null back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// Each item's interaction count over every user's training part.
-pub fn popularity_scores(store: &Store) -> Tensor {
-    let mut counts = vec![0f32; store.manifest.counts.items];
-    for u in 0..store.users() {
-        for k in leave_last_out(store.range(u)).train {
-            counts[store.arrays.item[k] as usize] += 1.0;
-        }
-    }
-    Tensor::from_slice(&counts)
+/// Write a metrics file (pretty JSON, atomically).
+pub fn write(path: &Path, metrics: &impl Serialize) -> Result<()> {
+    crate::fsutil::write_atomic(path, serde_json::to_string_pretty(metrics)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranks_count_higher_scores_and_earlier_ties() {
-        let s = Tensor::from_slice(&[0.1f32, 0.9, 0.5, 0.9, 0.2, 0.3]).view([2, 3]);
-        // Row 0: target item 2 (0.5), one higher → rank 1. Row 1: target 2 (0.3); 0.9 higher → 1.
-        assert_eq!(ranks(&s, &Tensor::from_slice(&[2i64, 2])), vec![1, 1]);
-        // Row 0 target item 1 (0.9): best → 0. Row 1 target 0 (0.9): best → 0.
-        assert_eq!(ranks(&s, &Tensor::from_slice(&[1i64, 0])), vec![0, 0]);
-        let tie = Tensor::from_slice(&[1.0f32, 1.0, 1.0]).view([1, 3]);
-        assert_eq!(ranks(&tie, &Tensor::from_slice(&[2i64])), vec![2]);
-    }
-
-    #[test]
-    fn recall_and_ndcg_by_hand() {
-        let m = summarize(&[0, 3, 9, 10]);
-        assert_eq!((m.recall_1, m.recall_5, m.recall_10), (0.25, 0.5, 0.75));
-        let want = (1.0 + 1.0 / 5f64.log2() + 1.0 / 11f64.log2()) / 4.0;
-        assert!((m.ndcg_10 - want).abs() < 1e-12);
-    }
+/// Read a metrics file.
+pub fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: not a metrics file of this uorch", path.display()))
 }

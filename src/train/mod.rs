@@ -1,14 +1,13 @@
-//! Training: schedules, AdamW, data parallelism, batches, metrics,
-//! checkpoints, the worker context and encoder pretraining.
+//! Training: schedules, AdamW, data parallelism (DDP, sharded optimizer),
+//! checkpoints, the worker context, encoder pretraining and finetuning.
 
 pub mod adamw;
-pub mod batches;
 pub mod checkpoint;
 pub mod ddp;
 pub mod finetune;
 pub mod metrics;
 pub mod pretrain;
-pub mod rouge;
 pub mod schedule;
+pub mod skeleton;
 pub mod worker;
 pub mod zero;

@@ -2,25 +2,26 @@
 //! takes rank 0's parameters, trains on its shard of the training windows,
 //! sums gradients across ranks (the loss is normalised by the global number of
 //! targets, so N ranks at batch B follow 1 rank at batch N·B), clips, and
-//! steps AdamW. Rank 0 logs, checkpoints, evaluates and writes metrics.
+//! steps AdamW. Rank 0 logs, checkpoints, evaluates and writes metrics. The
+//! run follows the shared skeleton ([`super::skeleton`]).
 
 use super::adamw::AdamW;
-use super::batches::{encoder_shape, eval_batch, train_batch, window_targets};
 use super::checkpoint::{self, TrainState};
 use super::ddp;
-use super::metrics::{popularity_scores, ranks, summarize, RankingMetrics};
-use super::schedule::lr_at;
+use super::metrics::{self, PretrainMetrics};
+use super::skeleton::{Loop, Stage};
 use super::worker::Worker;
 use crate::config::run::{EncoderConfig, PretrainConfig};
 use crate::config::RunConfig;
-use crate::data::split::{epoch_batches, eval_cases, steps_per_epoch, training_windows, Sharding, Split, WindowSpec};
+use crate::data::split::{eval_cases, training_windows, Split, Window, WindowSpec};
 use crate::data::store::Store;
-use crate::model::encoder::UserEncoder;
+use crate::model::batches::{encoder_shape, eval_batch, train_batch, window_targets};
+use crate::model::encoder::{Feature, UserEncoder};
+use crate::rundir::{RunDir, StageFiles};
+use crate::task::ranking::{popularity_scores, ranks, summarize, RankingMetrics};
 use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Tensor};
 
@@ -34,211 +35,215 @@ pub fn config_hash(cfg: &RunConfig, enc: &EncoderConfig, p: &PretrainConfig) -> 
     crate::fsutil::config_digest(&key, 16)
 }
 
-#[derive(Debug, Serialize)]
+/// How pretraining ended on this rank.
 pub struct Outcome {
     pub steps: u64,
     pub final_loss: f64,
     pub interrupted: bool,
-    pub encoder: Option<RankingMetrics>,
-    pub popularity: Option<RankingMetrics>,
 }
 
-pub const METRICS_FILE: &str = "metrics.json";
-pub const TRAIN_LOG: &str = "train_log.jsonl";
+/// Pretraining as the skeleton runs it: the encoder, its optimizer, this
+/// rank's shard of the training windows.
+struct Pretraining<'a> {
+    p: &'a PretrainConfig,
+    w: &'a Worker,
+    store: &'a Store,
+    window: usize,
+    windows: Vec<Window>,
+    encoder: UserEncoder,
+    features: Vec<Feature>,
+    named: Vec<(String, Tensor)>,
+    params: Vec<Tensor>,
+    buckets: Vec<Vec<usize>>,
+    opt: AdamW,
+    root: PathBuf,
+    hash: String,
+    micro: Vec<Vec<usize>>,
+    /// Windows and targets since the last logging step, and when it was.
+    seen: (i64, i64),
+    clock: Instant,
+}
+
+impl Stage for Pretraining<'_> {
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load(dir, &self.named, &mut self.opt)
+    }
+
+    fn save(&mut self, step: u64, loss: f64) -> Result<()> {
+        if self.w.rank == 0 {
+            let state = TrainState {
+                step,
+                config_hash: self.hash.clone(),
+                world_size: self.w.world,
+                loss,
+                files: Default::default(),
+            };
+            checkpoint::save(&self.root, &self.named, &self.opt, state, self.p.keep_checkpoints)?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64> {
+        let local: i64 = micro.iter().flatten().map(|&i| window_targets(&self.windows[i], self.window)).sum();
+        self.micro = micro;
+        Ok(local as f64)
+    }
+
+    fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)> {
+        let mut loss_sum = 0.0;
+        for batch in std::mem::take(&mut self.micro).iter().filter(|b| !b.is_empty()) {
+            let ws: Vec<_> = batch.iter().map(|&i| &self.windows[i]).collect();
+            let b = train_batch(self.store, &ws, &self.features, self.window, self.w.device);
+            let (sum, _) = crate::torch_runtime::with_autocast(self.w.device, || {
+                self.encoder.pretrain_loss_sum(&b.inputs, &b.targets, true)
+            });
+            (&sum / global).backward();
+            loss_sum += sum.double_value(&[]);
+            self.seen.0 += ws.len() as i64;
+            self.seen.1 += b.count;
+        }
+        let group = self.w.group.as_ref();
+        let grad_norm =
+            ddp::apply_gradients(group, &self.params, &self.named, &self.buckets, self.p.grad_clip, &mut self.opt, lr)?;
+        Ok((loss_sum, grad_norm))
+    }
+
+    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()> {
+        let counts = self.w.sum(&[self.seen.0 as f64, self.seen.1 as f64])?;
+        let secs = self.clock.elapsed().as_secs_f64().max(1e-9);
+        if let Some(tb) = tb {
+            let (seq_s, tok_s) = (counts[0] / secs, counts[1] / secs);
+            tb.scalars(
+                done as i64,
+                &[
+                    ("pretrain/loss", loss as f32),
+                    ("pretrain/lr", lr as f32),
+                    ("pretrain/grad_norm", grad_norm as f32),
+                    ("pretrain/sequences_per_s", seq_s as f32),
+                    ("pretrain/tokens_per_s", tok_s as f32),
+                ],
+            )?;
+            eprintln!(
+                "step {done}/{} loss {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {seq_s:.0} seq/s {tok_s:.0} tok/s",
+                self.p.steps
+            );
+        }
+        self.clock = Instant::now();
+        self.seen = (0, 0);
+        Ok(())
+    }
+}
 
 pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let p = cfg.pretrain.as_ref().context("no pretrain section")?;
     let d = cfg.data.as_ref().context("pretrain needs a data section")?;
     let enc_cfg = cfg.encoder.clone().unwrap_or_default();
     let store = Store::open(&d.store)?;
-    let run_dir = cfg.run_dir();
+    let run = RunDir::of(cfg);
     let lead = w.rank == 0;
 
-    let features = enc_cfg.features.clone();
-    let shape = encoder_shape(&store, &enc_cfg, d.window);
+    // Build.
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(w.device);
-    let encoder = UserEncoder::new(&(vs.root() / "encoder"), shape);
+    let encoder = UserEncoder::new(&(vs.root() / "encoder"), encoder_shape(&store, &enc_cfg, d.window));
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut opt = AdamW::new(p.weight_decay);
-    let hash = config_hash(cfg, &enc_cfg, p);
-
-    let mut start = 0u64;
-    if let Some((dir, state)) = checkpoint::latest(&checkpoint::pretrain_root(&run_dir))? {
-        if state.config_hash != hash {
-            bail!(
-                "{} was written by a run with a different configuration (hash {} vs {hash}): use a new run name, or delete {} to start over",
-                dir.display(),
-                state.config_hash,
-                checkpoint::pretrain_root(&run_dir).display()
-            );
-        }
-        if state.world_size != w.world {
-            bail!("{} was written with {} workers, this run has {}: the data order would change; resume with the same --nproc", dir.display(), state.world_size, w.world);
-        }
-        checkpoint::load(&dir, &named, &mut opt)?;
-        start = state.step;
-        if lead {
-            eprintln!("resuming from {} (step {start})", dir.display());
-        }
-    }
-    let buckets = ddp::buckets(&params, cfg.dist.bucket_mb << 20);
-    if let Some(pg) = &w.group {
-        ddp::broadcast_parameters(pg, &params, &buckets)?;
-    }
-
     let windows = training_windows(&store, WindowSpec { length: d.window, stride: d.stride });
     if windows.is_empty() {
         bail!("{}: no training windows (every user has fewer than 4 interactions?)", d.store.display());
     }
-    let micro_per_epoch = steps_per_epoch(windows.len(), w.world, p.batch_size) as u64;
-    let shard = Sharding { world: w.world, rank: w.rank, batch_size: p.batch_size, seed: cfg.seed, shuffle: true };
-    let mut epoch_cache: Option<(u64, Vec<Vec<usize>>)> = None;
-
-    let mut tb = if lead { Some(EventWriter::create(&run_dir.join("tb"))?) } else { None };
-    let mut log = if lead {
-        Some(std::fs::OpenOptions::new().create(true).append(true).open(run_dir.join(TRAIN_LOG))?)
-    } else {
-        None
+    let examples = windows.len();
+    let mut stage = Pretraining {
+        p,
+        w,
+        store: &store,
+        window: d.window,
+        windows,
+        encoder,
+        features: enc_cfg.features.clone(),
+        buckets: ddp::buckets(&params, cfg.dist.bucket_mb << 20),
+        named,
+        params,
+        opt: AdamW::new(p.weight_decay),
+        root: run.checkpoints(StageFiles::Pretrain),
+        hash: config_hash(cfg, &enc_cfg, p),
+        micro: Vec::new(),
+        seen: (0, 0),
+        clock: Instant::now(),
     };
-    let mut last_loss = f64::NAN;
-    let mut clock = Instant::now();
-    let began = Instant::now();
-    let mut window_count = 0i64;
-    let mut target_count = 0i64;
-    let mut interrupted = false;
-    let save = |step: u64, loss: f64, opt: &AdamW| -> Result<()> {
-        if lead {
-            let state =
-                TrainState { step, config_hash: hash.clone(), world_size: w.world, loss, files: Default::default() };
-            checkpoint::save(&checkpoint::pretrain_root(&run_dir), &named, opt, state, p.keep_checkpoints)?;
-        }
-        Ok(())
+    let skeleton = Loop {
+        worker: w,
+        run: run.clone(),
+        files: StageFiles::Pretrain,
+        config_hash: stage.hash.clone(),
+        prefix: "",
+        world_reason: "the data order would change",
+        seed: cfg.seed,
+        seed_salt: 0,
+        steps: p.steps,
+        grad_accum: p.grad_accum,
+        lr: p.lr,
+        warmup_steps: p.warmup_steps,
+        log_every: p.log_every,
+        checkpoint_every: p.checkpoint_every,
+        examples,
+        batch_size: p.batch_size,
     };
 
-    for step in start..p.steps {
-        tch::manual_seed((cfg.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64);
-        let lr = lr_at(step, p.steps, p.warmup_steps, p.lr);
-        // This step's micro-batches, and the global number of targets.
-        let mut micro = Vec::with_capacity(p.grad_accum);
-        for a in 0..p.grad_accum as u64 {
-            let m = step * p.grad_accum as u64 + a;
-            let (epoch, idx) = (m / micro_per_epoch, (m % micro_per_epoch) as usize);
-            if epoch_cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
-                epoch_cache = Some((epoch, epoch_batches(windows.len(), shard, epoch)));
-            }
-            micro.push(epoch_cache.as_ref().expect("filled").1[idx].clone());
+    // Resume, then take rank 0's parameters.
+    let start = skeleton.resume(&mut stage)?;
+    if let Some(pg) = &w.group {
+        ddp::broadcast_parameters(pg, &stage.params, &stage.buckets)?;
+    }
+
+    // Step loop.
+    let mut tb = if lead { Some(EventWriter::create(&run.tb())?) } else { None };
+    stage.clock = Instant::now();
+    let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
+    if trained.interrupted {
+        return Ok(Outcome { steps: trained.steps, final_loss: trained.last_loss, interrupted: true });
+    }
+
+    // Finish: the loss of a run that had already finished, every rank's
+    // parameter digest (equal when the ranks trained in lockstep), and rank
+    // 0's evaluation on the held-out last interactions (popularity by the same code).
+    let mut last_loss = trained.last_loss;
+    if start >= p.steps {
+        if let Some((_, s)) = checkpoint::latest(&stage.root)? {
+            last_loss = s.loss;
         }
-        let local: i64 = micro.iter().flatten().map(|&i| window_targets(&windows[i], d.window)).sum();
-        let (stop, counts) = w.stop_and_sum(&[local as f64])?;
-        if stop {
-            save(step, last_loss, &opt)?;
-            interrupted = true;
-            break;
-        }
-        let global = counts[0].max(1.0);
-        let mut loss_sum = 0.0;
-        for batch in &micro {
-            if batch.is_empty() {
-                continue;
-            }
-            let ws: Vec<_> = batch.iter().map(|&i| &windows[i]).collect();
-            let b = train_batch(&store, &ws, &features, d.window, w.device);
-            let (sum, _) = crate::torch_runtime::with_autocast(w.device, || {
-                encoder.pretrain_loss_sum(&b.inputs, &b.targets, true)
-            });
-            let loss = &sum / global;
-            loss.backward();
-            loss_sum += sum.double_value(&[]);
-            window_count += ws.len() as i64;
-            target_count += b.count;
-        }
-        let grad_norm = ddp::apply_gradients(w.group.as_ref(), &params, &named, &buckets, p.grad_clip, &mut opt, lr)?;
-        last_loss = w.sum(&[loss_sum])?[0] / global;
-        if let Some(f) = &mut log {
-            writeln!(
-                f,
-                "{}",
-                serde_json::json!({"step": step + 1, "loss": last_loss, "lr": lr, "grad_norm": grad_norm, "elapsed_s": began.elapsed().as_secs_f64()})
+    }
+    eprintln!("rank {} of {}: parameters {}", w.rank, w.world, crate::model::weights::digest(&stage.named));
+    if let Some(tb) = &mut tb {
+        let (e, pop) = evaluate(&stage.encoder, &store, &stage.features, d.window, p.eval_batch_size, w.device);
+        let out =
+            PretrainMetrics { steps: p.steps, final_loss: last_loss, encoder: e.clone(), popularity: pop.clone() };
+        metrics::write(&run.metrics(StageFiles::Pretrain), &out)?;
+        for (who, m) in [("encoder", &e), ("popularity", &pop)] {
+            tb.scalars(
+                p.steps as i64,
+                &[
+                    (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
+                    (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
+                    (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
+                    (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
+                ],
             )?;
         }
-        let done = step + 1;
-        if done % p.log_every == 0 || done == p.steps {
-            let counts = w.sum(&[window_count as f64, target_count as f64])?;
-            let secs = clock.elapsed().as_secs_f64().max(1e-9);
-            if let Some(tb) = &mut tb {
-                let (seq_s, tok_s) = (counts[0] / secs, counts[1] / secs);
-                tb.scalars(
-                    done as i64,
-                    &[
-                        ("pretrain/loss", last_loss as f32),
-                        ("pretrain/lr", lr as f32),
-                        ("pretrain/grad_norm", grad_norm as f32),
-                        ("pretrain/sequences_per_s", seq_s as f32),
-                        ("pretrain/tokens_per_s", tok_s as f32),
-                    ],
-                )?;
-                eprintln!("step {done}/{} loss {last_loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {seq_s:.0} seq/s {tok_s:.0} tok/s", p.steps);
-            }
-            clock = Instant::now();
-            window_count = 0;
-            target_count = 0;
-        }
-        if p.checkpoint_every > 0 && done % p.checkpoint_every == 0 && done < p.steps {
-            save(done, last_loss, &opt)?;
-        }
+        tb.flush()?;
     }
-    let steps_done = if interrupted {
-        checkpoint::latest(&checkpoint::pretrain_root(&run_dir))?.map(|(_, s)| s.step).unwrap_or(0)
-    } else {
-        p.steps
-    };
-    if interrupted {
-        return Ok(Outcome { steps: steps_done, final_loss: last_loss, interrupted, encoder: None, popularity: None });
-    }
-    if start < p.steps {
-        save(p.steps, last_loss, &opt)?;
-    } else if let Some((_, s)) = checkpoint::latest(&checkpoint::pretrain_root(&run_dir))? {
-        last_loss = s.loss;
-    }
-    // Every rank's parameters, to see that the ranks trained in lockstep.
-    eprintln!("rank {} of {}: parameters {}", w.rank, w.world, checkpoint::digest(&named));
-    // Evaluation on the held-out last interactions (rank 0), popularity by the same code.
-    let (enc_m, pop_m) = if lead {
-        let (e, pop) = evaluate(&encoder, &store, &features, d.window, p.eval_batch_size, w.device);
-        let out = serde_json::json!({"steps": p.steps, "final_loss": last_loss, "encoder": e, "popularity": pop});
-        crate::fsutil::write_atomic(&run_dir.join(METRICS_FILE), serde_json::to_string_pretty(&out)?.as_bytes())?;
-        if let Some(tb) = &mut tb {
-            for (who, m) in [("encoder", &e), ("popularity", &pop)] {
-                tb.scalars(
-                    p.steps as i64,
-                    &[
-                        (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
-                        (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
-                        (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
-                        (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
-                    ],
-                )?;
-            }
-            tb.flush()?;
-        }
-        (Some(e), Some(pop))
-    } else {
-        (None, None)
-    };
     if let Some(pg) = &w.group {
         pg.barrier()?.wait()?;
     }
-    Ok(Outcome { steps: p.steps, final_loss: last_loss, interrupted: false, encoder: enc_m, popularity: pop_m })
+    Ok(Outcome { steps: p.steps, final_loss: last_loss, interrupted: false })
 }
 
 /// Test-split next-item metrics of the encoder and of item popularity.
 pub fn evaluate(
     encoder: &UserEncoder,
     store: &Store,
-    features: &[crate::model::encoder::Feature],
+    features: &[Feature],
     window: usize,
     batch: usize,
     device: tch::Device,
@@ -261,9 +266,4 @@ pub fn evaluate(
         }
     });
     (summarize(&enc_ranks), summarize(&pop_ranks))
-}
-
-/// Where a run's pretraining metrics are, if it finished.
-pub fn metrics_path(run_dir: &Path) -> std::path::PathBuf {
-    run_dir.join(METRICS_FILE)
 }

@@ -6,6 +6,14 @@ pub mod parts;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Held by every test that draws from libtorch's global random-number
+/// generator (seeding, random initialisation, dropout), so that a test which
+/// replays the stream from a seed sees it undisturbed by other threads.
+pub fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn uorch() -> Command {
     Command::new(env!("CARGO_BIN_EXE_uorch"))
 }
@@ -45,17 +53,21 @@ pub fn tiny_model(dir: &Path) {
     )
     .unwrap();
     let c: uorch::model::llama::LlamaConfig = serde_json::from_value(config).unwrap();
+    let _rng = torch_rng();
     tch::manual_seed(0);
     let m = uorch::model::llama::Llama::new(c, tch::Device::Cpu, tch::Kind::Float);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> =
-        m.vs.variables()
-            .into_iter()
-            .map(|(n, t)| {
-                let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
-                let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
-                (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            })
-            .collect();
+    // In name order: `variables()` is a hash map, whose order changes from one
+    // process to the next, and the weights must not.
+    let mut vars: Vec<(String, tch::Tensor)> = m.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = vars
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
+            let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+            (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
         .map(|(n, s, b)| {

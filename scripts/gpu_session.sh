@@ -21,9 +21,9 @@ TORCH_DIR=$(python3 -c 'import importlib.util as u; print(u.find_spec("torch").s
 export LD_LIBRARY_PATH="$TORCH_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 log "== 1. env"
-bash launcher/gpu_check.sh "$BIN" >> "$REPORT" 2>&1 || log "gpu_check FAILED"
+bash scripts/gpu_check.sh "$BIN" >> "$REPORT" 2>&1 || log "gpu_check FAILED"
 log "== 2. NCCL plugin"
-bash launcher/build_nccl_plugin.sh >> "$REPORT" 2>&1 || log "NCCL plugin build FAILED"
+bash scripts/build_nccl_plugin.sh >> "$REPORT" 2>&1 || log "NCCL plugin build FAILED"
 "$BIN" env | grep -E "CUDA|GPU|nccl|gloo" | tee -a "$REPORT"
 log "== 3. 1-GPU pretraining"
 "$BIN" data prepare assets/ml-100k --out .gpu/ml-100k --force >> "$REPORT" 2>&1

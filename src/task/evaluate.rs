@@ -4,11 +4,11 @@
 //! time), and every prediction (for `finetune_predictions.jsonl`, which
 //! `uorch generate --model EXPORT` reproduces).
 
-use super::examples::{EvalExample, Truth};
 use crate::data::catalog::Catalog;
 use crate::data::tasks::Task;
-use crate::serve::ask::{Answer, Cost};
-use crate::train::rouge;
+use crate::task::ask::{Answer, Cost};
+use crate::task::examples::{EvalExample, Truth};
+use crate::task::rouge;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -137,10 +137,9 @@ pub fn describe(r: &Evaluated) -> String {
     )
 }
 
-/// The results of a `finetune_metrics.json` as a table: one row per model or
-/// baseline, the task's metrics, then the cost per example.
-pub fn table(metrics: &serde_json::Value) -> String {
-    let rows: Vec<Evaluated> = serde_json::from_value(metrics["results"].clone()).unwrap_or_default();
+/// Results as a table: one row per model or baseline, the task's metrics,
+/// then the cost per example.
+pub fn table(task: Task, rows: &[Evaluated]) -> String {
     let keys: Vec<String> = rows
         .iter()
         .flat_map(|r| r.metrics.keys().cloned())
@@ -148,12 +147,12 @@ pub fn table(metrics: &serde_json::Value) -> String {
         .into_iter()
         .collect();
     let width = rows.iter().map(|r| r.who.len()).max().unwrap_or(10).max(10);
-    let mut s = format!("  {:<width$}", format!("{}, test", metrics["task"].as_str().unwrap_or("task")));
+    let mut s = format!("  {:<width$}", format!("{}, test", crate::config::value_name(&task)));
     for k in &keys {
         s.push_str(&format!(" {k:>9}"));
     }
     s.push_str(&format!(" {:>7} {:>6} {:>8} {:>10}\n", "prompt", "user", "GFLOPs", "ms/example"));
-    for r in &rows {
+    for r in rows {
         s.push_str(&format!("  {:<width$}", r.who));
         for k in &keys {
             match r.metrics.get(k) {

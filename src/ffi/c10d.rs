@@ -1,4 +1,5 @@
-//! Declarations of csrc/c10d_shim.cpp (and the NCCL plugin's constructor).
+//! Declarations of csrc/c10d_shim.cpp: the TCPStore, process groups and
+//! collectives, with their thread-local error message.
 
 use std::os::raw::{c_char, c_int, c_void};
 
@@ -56,6 +57,5 @@ extern "C" {
 /// that c10 appends.
 pub fn last_error() -> String {
     // SAFETY: the shim returns a pointer to a thread-local NUL-terminated string.
-    let full = unsafe { std::ffi::CStr::from_ptr(uorch_last_error()).to_string_lossy().into_owned() };
-    full.split("\nException raised from").next().unwrap_or("").trim().to_string()
+    unsafe { super::message(uorch_last_error()) }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the release binary built on a CPU machine against a GPU host's own
 # libtorch (the torch wheel of its python3) and check that it sees CUDA.
-# Usage (on the GPU host, from the repo root): bash launcher/gpu_check.sh [BINARY]
+# Usage (on the GPU host, from the repo root): bash scripts/gpu_check.sh [BINARY]
 # Writes env.txt / env.json to $OUT (or .gpu/) and exits non-zero if no GPU is seen.
 set -euo pipefail
 cd "$(dirname "$0")/.."

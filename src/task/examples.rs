@@ -7,7 +7,8 @@ use crate::data::catalog::{Catalog, Interaction};
 use crate::data::split::{eval_cases, training_windows, EvalCase, Split, WindowSpec};
 use crate::data::store::Store;
 use crate::data::tasks::{favorite_category, Task};
-use crate::serve::ask::{next_item_candidates, Question, TargetText, TaskSpec};
+use crate::task::ask::{Question, TargetText, TaskSpec};
+use crate::task::candidates::next_item_candidates;
 use anyhow::{bail, Result};
 use std::ops::Range;
 

@@ -3,7 +3,8 @@
 // backward re-runs it with gradients on, from the saved inputs, with the
 // random-number and autocast state of the forward pass, and backpropagates
 // through the recomputation (parameter gradients accumulate as usual).
-// Exceptions never cross into Rust.
+// Exceptions never cross into Rust: they are caught and their message kept
+// for uorch_recompute_last_error().
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -11,7 +12,7 @@
 #include <mutex>
 #include <string>
 
-void uorch_set_error(const std::string& msg);
+static thread_local std::string g_error;
 
 // (data, hidden, user) -> new tensor owned by the caller.
 typedef at::Tensor* (*uorch_segment_fn)(void* data, at::Tensor* hidden, at::Tensor* user);
@@ -84,13 +85,15 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
 
 }  // namespace
 
+extern "C" const char* uorch_recompute_last_error() { return g_error.c_str(); }
+
 extern "C" at::Tensor* uorch_checkpoint(at::Tensor* h, at::Tensor* u, uorch_segment_fn fn, void* data) {
   try {
     return new at::Tensor(Checkpoint::apply(*h, *u, reinterpret_cast<int64_t>(fn), reinterpret_cast<int64_t>(data)));
   } catch (const std::exception& e) {
-    uorch_set_error(e.what());
+    g_error = e.what();
   } catch (...) {
-    uorch_set_error("unknown C++ exception");
+    g_error = "unknown C++ exception";
   }
   return nullptr;
 }

@@ -3,9 +3,9 @@
 //! against, where the history is written out as text, e.g.
 //! `Toy Story (1995) [Animation, Children's, Comedy] rated 4/5; ...`.
 
-use super::catalog::{Catalog, Interaction};
-use super::store::Store;
-use super::tasks::{Example, Target, Task};
+use crate::data::catalog::{Catalog, Interaction};
+use crate::data::store::Store;
+use crate::data::tasks::{Example, Target, Task};
 
 /// One interaction: title, genres/categories in brackets (when known), rating.
 pub fn render_interaction(cat: &Catalog, x: Interaction) -> String {

@@ -4,16 +4,17 @@
 //! likelihood (genre/category, next item) or a greedy generation (review).
 //! Training builds its sequences with the same prompts and answer texts.
 
+use super::candidates::rank;
+use super::prompt::{question, text_prompt};
+use crate::config::RunConfig;
 use crate::data::catalog::{Catalog, Interaction};
-use crate::data::prompt::{question, text_prompt};
 use crate::data::tasks::Task;
+use crate::model::batches::{catalog_history, history_inputs};
 use crate::model::generate::{generate_with, Sampling};
 use crate::model::scoring::score_candidates;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, UserLlm};
-use crate::rng::SplitMix64;
-use crate::train::batches::{catalog_history, history_inputs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -32,6 +33,22 @@ pub struct TaskSpec {
     pub max_new_tokens: usize,
     /// Seeds the draw of next-item negatives.
     pub seed: u64,
+}
+
+impl TaskSpec {
+    /// How a run's `finetune:` and `data:` sections ask their task.
+    pub fn from_config(cfg: &RunConfig) -> Result<Self> {
+        let f = cfg.finetune.as_ref().context("no finetune section")?;
+        let d = cfg.data.as_ref().context("finetune needs a data section")?;
+        Ok(TaskSpec {
+            task: f.task,
+            window: d.window,
+            text_window: f.text_prompt_window,
+            candidates: f.candidates,
+            max_new_tokens: f.max_new_tokens,
+            seed: cfg.seed,
+        })
+    }
 }
 
 /// A question about one user.
@@ -110,11 +127,10 @@ impl<'a> Asker<'a> {
             _ => None,
         };
         let text = question(self.cat, self.spec.task, target);
-        let text = match self.integration {
-            Integration::TextPrompt => {
-                text_prompt(self.cat, &history[history.len().saturating_sub(self.spec.text_window)..], &text)
-            }
-            _ => text,
+        let text = if self.integration.mode().history_in_prompt() {
+            text_prompt(self.cat, &history[history.len().saturating_sub(self.spec.text_window)..], &text)
+        } else {
+            text
         };
         self.tok.encode(&text)
     }
@@ -154,7 +170,7 @@ impl<'a> Asker<'a> {
         }
         let prompt = self.prompt(history, q)?;
         let m = self.model;
-        let text_only = self.integration == Integration::TextPrompt;
+        let text_only = !self.integration.mode().reads_user();
         let (user, mask) = if text_only {
             (Tensor::zeros([1], tch::kind::FLOAT_CPU), Tensor::zeros([1], tch::kind::FLOAT_CPU))
         } else {
@@ -219,28 +235,4 @@ pub enum TargetText {
     Category(usize),
     Item(usize),
     Review(String),
-}
-
-/// Best first; ties go to the smaller id, so the order is reproducible.
-pub fn rank(mut v: Vec<(usize, f64)>) -> Vec<(usize, f64)> {
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v
-}
-
-/// Next-item candidates for a question: the held-out item and `n - 1`
-/// negatives drawn uniformly from items neither in the history nor the target,
-/// by a generator seeded from `seed` and the target, returned in item order.
-pub fn next_item_candidates(items: usize, history: &[Interaction], target: usize, n: usize, seed: u64) -> Vec<usize> {
-    let seen: std::collections::HashSet<usize> = history.iter().map(|x| x.item).chain([target]).collect();
-    let available = items.saturating_sub(seen.len());
-    let want = (n.max(1) - 1).min(available);
-    let mut rng = SplitMix64::new(seed ^ (target as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut out: std::collections::BTreeSet<usize> = [target].into();
-    while out.len() < want + 1 {
-        let i = (rng.next_u64() % items as u64) as usize;
-        if !seen.contains(&i) {
-            out.insert(i);
-        }
-    }
-    out.into_iter().collect()
 }

@@ -1,0 +1,149 @@
+//! `uorch bench ...`: each benchmark prints its figures beside a reference
+//! measured in the same run.
+
+use crate::data::ingest::Filters;
+use crate::data::prepare::{self, PrepareOptions};
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// `data prepare` on a synthetic MovieLens-20M-shaped ratings.csv, against
+    /// pandas and pyarrow reading and sorting the same file.
+    Ingest {
+        /// Ratings to generate.
+        #[arg(long, default_value_t = crate::bench::ingest::ML20M_ROWS)]
+        rows: u64,
+        /// Where the synthetic data is kept (reused while --rows is unchanged).
+        #[arg(long, default_value = "checkpoints/bench-ingest")]
+        dir: PathBuf,
+    },
+    /// Encoder pretraining throughput with 1 and 2 CPU workers on the real
+    /// MovieLens-100K, against the plain PyTorch encoder when available.
+    Pretrain {
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        /// Windows per optimizer step across all workers.
+        #[arg(long, default_value_t = 64)]
+        global_batch: usize,
+        #[arg(long, default_value = "checkpoints/bench-pretrain")]
+        dir: PathBuf,
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+    },
+    /// The efficiency table: TextPrompt vs USER-LLM per example (tokens, FLOPs,
+    /// measured latency) for several history lengths, on real data and tokenizer.
+    Efficiency {
+        /// A prepared timeline store.
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long = "window", default_values_t = vec![50usize, 100, 200])]
+        windows: Vec<usize>,
+        /// Test cases timed per window.
+        #[arg(long, default_value_t = 16)]
+        cases: usize,
+    },
+    /// Finetuning throughput of each strategy (Full, LoRA, Enc, Proj) with
+    /// cross-attention on a store and an LLM; ratios against Full, MFU on a GPU.
+    Finetune {
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available).
+        #[arg(long)]
+        device: Option<String>,
+        /// Random weights of the model's shape (only config.json and tokenizer.json are read).
+        #[arg(long)]
+        random_init: bool,
+    },
+    /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
+    /// against Hugging Face transformers in the same run when available.
+    Llm {
+        /// smollm2-135m, llama-1b (repeatable).
+        #[arg(long = "shape", default_values_t = vec!["smollm2-135m".to_string()])]
+        shapes: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available).
+        #[arg(long)]
+        device: Option<String>,
+        /// A Python with torch + transformers for the reference (skipped if it has none).
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+    },
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Finetune { store, model, steps, batch, device, random_init } => {
+            let device = super::parse_device(device.as_deref())?;
+            let rows = crate::bench::finetune::run(&store, &model, steps.max(1), batch.max(1), device, random_init)?;
+            println!(
+                "favorite-genre finetuning step (cross-attention every 3rd layer, batch {batch}, window 50) on {}, {} steps after a warm-up:",
+                if device.is_cuda() { "GPU (bf16 autocast)".to_string() } else { format!("CPU ({} threads)", tch::get_num_threads()) },
+                steps
+            );
+            print!("{}", crate::bench::finetune::report(&rows, device));
+        }
+        BenchCmd::Llm { shapes, steps, warmup, device, reference_python } => {
+            use crate::bench::llm;
+            let device = super::parse_device(device.as_deref())?;
+            for name in &shapes {
+                let s = llm::shape(name, device)?;
+                eprintln!("{}: running uorch ...", s.name);
+                let mut rows = vec![llm::run_ours(&s, device, steps, warmup)?];
+                eprintln!("{}: running the transformers reference ...", s.name);
+                match llm::run_reference(&reference_python, &s, device, steps, warmup)? {
+                    Some(r) => rows.push(r),
+                    None => eprintln!("  no torch + transformers at {}: reference skipped", reference_python.display()),
+                }
+                print!("{}", llm::report(&s, &rows, device));
+            }
+        }
+        BenchCmd::Pretrain { steps, global_batch, dir, reference_python } => {
+            if global_batch % 2 != 0 || steps < 4 {
+                anyhow::bail!("--global-batch must be even and --steps at least 4");
+            }
+            let store = dir.join("ml-100k");
+            if !store.join("manifest.json").exists() {
+                let opts = PrepareOptions {
+                    inputs: vec![crate::paths::movielens_100k_dir()],
+                    out: store.clone(),
+                    format: None,
+                    filters: Filters { min_user_interactions: 5, min_item_interactions: 5 },
+                    skip_bad_lines: false,
+                    force: true,
+                    progress: false,
+                };
+                prepare::prepare(&opts)?;
+            }
+            let rows = crate::bench::pretrain::bench(&dir, &store, steps, global_batch, &reference_python)?;
+            println!("encoder pretraining on MovieLens-100K (dim 64, 2 layers, window 50, global batch {global_batch}), {} logical cores:", super::cores());
+            print!("{}", crate::bench::pretrain::report(&rows));
+        }
+        BenchCmd::Efficiency { store, model, windows, cases } => {
+            let rows = crate::bench::efficiency::run(&store, &model, &windows, cases.max(1))?;
+            println!(
+                "per example, one forward over the user's context (CPU, {} threads); ratios against TextPrompt:",
+                tch::get_num_threads()
+            );
+            print!("{}", crate::bench::efficiency::report(&rows));
+        }
+        BenchCmd::Ingest { rows, dir } => {
+            let results = crate::bench::ingest::bench(&dir, rows, &crate::paths::venv_python())?;
+            println!("ingest benchmark, {} logical cores:", super::cores());
+            print!("{}", crate::bench::ingest::report(&results));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! `uorch config show|check|presets`, and how every command names a config
+//! file with its overrides.
+
+use crate::config::{self, emit, ConfigErrors, RunConfig};
+use crate::sweep::plan;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Print the fully resolved config (presets merged, overrides applied, defaults filled).
+    Show {
+        #[command(flatten)]
+        src: ConfigSource,
+        /// JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+        /// Comment each value with the file:line:col or override that set it.
+        #[arg(long)]
+        origins: bool,
+    },
+    /// Check a config and report every problem found; exit status 2 if any.
+    Check {
+        #[command(flatten)]
+        src: ConfigSource,
+    },
+    /// List the presets under configs/ that `include:` can name.
+    Presets,
+}
+
+#[derive(Args)]
+pub struct ConfigSource {
+    /// The run config (YAML).
+    pub file: PathBuf,
+    /// Override a value: `--set finetune.lr=3e-4` (repeatable; the value is YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<config::Resolved<RunConfig>, ConfigErrors> {
+        config::load::<RunConfig>(&self.file, &self.set)
+    }
+}
+
+pub fn run(cmd: ConfigCmd) -> Result<()> {
+    match cmd {
+        ConfigCmd::Show { src, json, origins } => {
+            let (resolved, sweep) = plan::load_base(&src.file, &src.set)?;
+            let mut value = serde_json::to_value(&resolved.config)?;
+            if json {
+                if let Some(s) = &sweep {
+                    value["sweep"] = serde_json::to_value(s)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", emit::to_yaml(&value, origins.then_some(&resolved.tree)));
+                if let Some(s) = &sweep {
+                    print!("{}", emit::to_yaml(&serde_json::json!({ "sweep": s }), None));
+                }
+            }
+        }
+        ConfigCmd::Check { src } => {
+            if plan::is_experiment(&src.file)? {
+                let plan = plan::build(&src.file, &src.set, 0)?;
+                println!(
+                    "{}: ok (an experiment: {} trial(s), {} stage(s))",
+                    src.file.display(),
+                    plan.trials.len(),
+                    plan.stages.len()
+                );
+            } else {
+                src.load()?;
+                println!("{}: ok", src.file.display());
+            }
+        }
+        ConfigCmd::Presets => {
+            for name in config::preset_names() {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `uorch launch` (a run config, or an experiment's sweep), `uorch sweep
+//! status`, and the hidden `uorch worker` that the launcher starts.
+
+use super::config::ConfigSource;
+use crate::launch::{run_config, worker as worker_process, Ended, Topology};
+use crate::sweep::run::Outcome;
+use crate::sweep::{self, controller, plan};
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct LaunchArgs {
+    #[command(flatten)]
+    src: ConfigSource,
+    /// Print what would run, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Worker processes on this machine (sets dist.nproc).
+    #[arg(long)]
+    nproc: Option<usize>,
+    /// Machines taking part (one launcher on each).
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    /// This machine's index among them.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Address of the machine with node rank 0 (it serves the rendezvous).
+    #[arg(long, default_value = "127.0.0.1")]
+    master_addr: String,
+    /// Rendezvous port (0: a free one; give the same one to every machine).
+    #[arg(long, default_value_t = 0)]
+    master_port: u16,
+}
+
+#[derive(Subcommand)]
+pub enum SweepCmd {
+    /// Where an experiment stands: every trial's state, metrics and cost
+    /// (read from its folder; safe while the sweep runs).
+    Status {
+        /// The experiment folder (`<output_root>/<name>`).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Exit status 130 (as after SIGINT) when the run stopped on request.
+const INTERRUPTED: u8 = 130;
+
+pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
+    let mut src = a.src;
+    if let Some(n) = a.nproc {
+        src.set.push(format!("dist.nproc={n}"));
+    }
+    let topo = Topology {
+        nproc: 1,
+        nnodes: a.nnodes,
+        node_rank: a.node_rank,
+        master_addr: a.master_addr,
+        master_port: a.master_port,
+    };
+    if plan::is_experiment(&src.file)? {
+        return launch_sweep(&src, a.dry_run, topo);
+    }
+    let cfg = src.load()?.config;
+    if a.dry_run {
+        print!("{}", run_config::describe(&cfg));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match run_config::run(&cfg, topo)? {
+        Ended::Completed => Ok(ExitCode::SUCCESS),
+        Ended::Interrupted => {
+            println!("interrupted: checkpoint written; run the same command again to resume");
+            Ok(ExitCode::from(INTERRUPTED))
+        }
+    }
+}
+
+/// `uorch launch EXPERIMENT.yaml`: plan the trials, run what is not complete,
+/// report the results.
+fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology) -> Result<ExitCode> {
+    let (plan, description) = controller::plan(&src.file, &src.set)?;
+    print!("{description}");
+    if dry_run {
+        print!("{}", controller::trials_text(&plan));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match controller::run(&plan, topo)? {
+        Outcome::Interrupted => {
+            println!("interrupted: running stages checkpointed; run the same command again to resume");
+            Ok(ExitCode::from(INTERRUPTED))
+        }
+        Outcome::Completed { failed, .. } if failed > 0 => {
+            eprintln!("error: {failed} stage(s) failed (see the table and {})", controller::logs_dir(&plan).display());
+            Ok(ExitCode::from(1))
+        }
+        Outcome::Completed { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub fn sweep(cmd: SweepCmd) -> Result<()> {
+    let SweepCmd::Status { dir } = cmd;
+    let plan = plan::Plan::load(&dir)?;
+    let rows = sweep::results::rows(&plan);
+    use sweep::state::State;
+    let count = |s: State| rows.iter().filter(|r| r.state == s).count();
+    println!(
+        "experiment `{}` ({} trials): {} done, {} running, {} failed, {} interrupted, {} pending",
+        plan.experiment,
+        rows.len(),
+        count(State::Done),
+        count(State::Running),
+        count(State::Failed),
+        count(State::Interrupted),
+        count(State::Pending)
+    );
+    print!("{}", sweep::results::table(&plan, &rows));
+    Ok(())
+}
+
+pub fn worker(a: WorkerArgs) -> Result<()> {
+    worker_process::run(&a.config)
+}

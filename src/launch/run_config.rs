@@ -1,0 +1,179 @@
+//! Running one config (`uorch launch RUN.yaml`): create the run folder,
+//! open the run's TensorBoard session (HParams, config and environment text;
+//! its end status), split this machine's cores among the workers, start and
+//! supervise them, and summarise the stages' metrics.
+
+use super::supervise::{launch, Ended};
+use super::topology::Topology;
+use crate::config::{emit, value_name, RunConfig};
+use crate::env_report;
+use crate::rundir::{RunDir, StageFiles};
+use crate::tb::{EventWriter, HValue, SessionStatus};
+use crate::train::metrics::{self, FinetuneMetrics, PretrainMetrics};
+use anyhow::Result;
+
+/// What `--dry-run` prints and the run then does.
+pub fn describe(cfg: &RunConfig) -> String {
+    format!(
+        "run `{}` would be written to {}\nseed {}, cpu threads {}, {} worker(s) per machine\nstages: {}\n",
+        cfg.name,
+        cfg.run_dir().display(),
+        cfg.seed,
+        threads_text(cfg.cpu_threads),
+        cfg.dist.nproc,
+        stages(cfg)
+    )
+}
+
+/// Run `cfg` on this machine's part of `topo` (its `nproc` is the config's).
+pub fn run(cfg: &RunConfig, topo: Topology) -> Result<Ended> {
+    tch::manual_seed(cfg.seed as i64);
+    let env = env_report::collect();
+    let fresh = !RunDir::of(cfg).tb().exists();
+    let dir = RunDir::create(cfg, &env)?;
+    let mut events = EventWriter::create(&dir.tb())?;
+    if fresh {
+        session_start(&mut events, cfg, &env_report::render(&env))?;
+    }
+    println!("run `{}` in {}", cfg.name, dir.path().display());
+    println!("stages: {}", stages(cfg));
+    if cfg.pretrain.is_none() && cfg.finetune.is_none() {
+        session_end(&mut events, cfg, true)?;
+        return Ok(Ended::Completed);
+    }
+    let topo = Topology { nproc: cfg.dist.nproc, ..topo }.resolve()?;
+    let threads = threads_per_worker(cfg.cpu_threads, topo.nproc);
+    match launch(&dir.config(), &topo, threads) {
+        Ok(Ended::Completed) => {
+            session_end(&mut events, cfg, true)?;
+            if topo.node_rank != 0 {
+                // Rank 0 (on the first machine) writes the metrics.
+                println!("done: machine {} of {}; results are written on machine 0", topo.node_rank, topo.nnodes);
+            } else {
+                print!("{}", summary(cfg, &dir)?);
+            }
+            Ok(Ended::Completed)
+        }
+        Ok(Ended::Interrupted) => Ok(Ended::Interrupted),
+        Err(e) => {
+            session_end(&mut events, cfg, false)?;
+            Err(e)
+        }
+    }
+}
+
+/// CPU threads per worker: the config's, or this machine's cores shared by
+/// the workers (and by the trials a sweep runs at once).
+fn threads_per_worker(configured: u32, workers: usize) -> usize {
+    if configured > 0 {
+        return configured as usize;
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let trials: usize = std::env::var("UORCH_CONCURRENT_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(1).max(1);
+    (cores / (workers * trials)).max(1)
+}
+
+/// The finished stages' results, as the launcher prints them.
+fn summary(cfg: &RunConfig, dir: &RunDir) -> Result<String> {
+    let mut s = String::new();
+    if cfg.pretrain.is_some() {
+        let m: PretrainMetrics = metrics::read(&dir.metrics(StageFiles::Pretrain))?;
+        s += &format!("pretraining done: final loss {:.4}\n", m.final_loss);
+        s += &format!("  {:<12} {:>9} {:>9} {:>9} {:>9}\n", "test", "recall@1", "recall@5", "recall@10", "ndcg@10");
+        for (who, r) in [("encoder", &m.encoder), ("popularity", &m.popularity)] {
+            s += &format!(
+                "  {:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}\n",
+                who, r.recall_1, r.recall_5, r.recall_10, r.ndcg_10
+            );
+        }
+    }
+    if cfg.finetune.is_some() {
+        let m: FinetuneMetrics = metrics::read(&dir.metrics(StageFiles::Finetune))?;
+        s += &format!("finetuning done ({} of {} parameters trained):\n", m.trainable_parameters, m.parameters);
+        s += &crate::task::evaluate::table(m.task, &m.results);
+    }
+    Ok(s)
+}
+
+fn stages(cfg: &RunConfig) -> String {
+    let mut v = Vec::new();
+    if let Some(p) = &cfg.pretrain {
+        v.push(format!(
+            "encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation",
+            p.steps, p.batch_size, cfg.dist.nproc
+        ));
+    }
+    if let Some(f) = &cfg.finetune {
+        v.push(format!(
+            "{} finetuning ({} integration, {} strategy, {} steps) and evaluation against baselines",
+            value_name(&f.task),
+            value_name(&f.integration),
+            value_name(&f.strategy),
+            f.steps
+        ));
+    }
+    if v.is_empty() {
+        "none (the config has no pretrain or finetune section)".into()
+    } else {
+        v.join(", then ")
+    }
+}
+
+fn threads_text(n: u32) -> String {
+    if n == 0 {
+        format!("libtorch default ({})", tch::get_num_threads())
+    } else {
+        n.to_string()
+    }
+}
+
+/// Leaf values of a JSON tree as `a.b.c` → value, for the HParams dashboard.
+fn flatten(value: &serde_json::Value) -> Vec<(String, HValue)> {
+    fn go(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, HValue)>) {
+        use serde_json::Value as J;
+        let leaf = match v {
+            J::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    go(v, &key, out);
+                }
+                return;
+            }
+            J::Null => return,
+            J::Bool(b) => HValue::Bool(*b),
+            J::Number(n) => HValue::Num(n.as_f64().unwrap_or(f64::NAN)),
+            J::String(s) => HValue::Str(s.clone()),
+            J::Array(_) => HValue::Str(v.to_string()),
+        };
+        out.push((prefix.to_string(), leaf));
+    }
+    let mut out = Vec::new();
+    go(value, "", &mut out);
+    out
+}
+
+/// TensorBoard records that describe a run: its hyperparameters (HParams
+/// session), its resolved config and environment as text.
+fn session_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Result<()> {
+    let json = serde_json::to_value(config)?;
+    let hparams = flatten(&json);
+    // A sweep's experiment record is at its log root; its shared stages are no sessions.
+    if config.trial.is_empty() && config.hparams_session {
+        let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
+        tb.hparams_experiment(&infos, &[])?;
+    }
+    if config.hparams_session {
+        tb.hparams_session_start(&hparams, &config.name)?;
+    }
+    tb.text("config", 0, &format!("```yaml\n{}```", emit::to_yaml(&json, None)))?;
+    tb.text("env", 0, &format!("```\n{env_text}```"))?;
+    Ok(())
+}
+
+fn session_end(tb: &mut EventWriter, config: &RunConfig, ok: bool) -> Result<()> {
+    if config.hparams_session {
+        tb.hparams_session_end(if ok { SessionStatus::Success } else { SessionStatus::Failure })?;
+    }
+    tb.flush()?;
+    Ok(())
+}

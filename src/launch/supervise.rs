@@ -1,0 +1,284 @@
+//! Supervising the workers of one launch: start one `uorch worker` per local
+//! rank with torchrun's environment, prefix their output with the rank, and
+//! act on what happens ([`decide`]): when one dies the others are stopped
+//! within seconds and the launcher names the rank, its exit status or signal
+//! and its last lines of stderr; Ctrl-C / SIGTERM ask the workers to
+//! checkpoint and stop, a second Ctrl-C kills them. Workers die with the
+//! launcher (PR_SET_PDEATHSIG), so none is ever orphaned.
+
+use super::topology::Topology;
+use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Running {
+    rank: usize,
+    child: Child,
+    last_stderr: Arc<Mutex<VecDeque<String>>>,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+const TAIL: usize = 20;
+
+fn pump(
+    stream: impl std::io::Read + Send + 'static,
+    rank: usize,
+    to_stderr: bool,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(t) = &tail {
+                let mut t = t.lock().expect("tail lock");
+                if t.len() == TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line.clone());
+            }
+            if to_stderr {
+                let _ = writeln!(std::io::stderr(), "[rank {rank}] {line}");
+            } else {
+                let _ = writeln!(std::io::stdout(), "[rank {rank}] {line}");
+            }
+        }
+    })
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("signal {s} ({})", signal_name(s)),
+        _ => "unknown status".into(),
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}
+
+fn signal(children: &mut [Running], sig: i32) {
+    for r in children.iter_mut() {
+        if r.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: sending a signal to our own child's pid.
+            unsafe { libc::kill(r.child.id() as i32, sig) };
+        }
+    }
+}
+
+/// Stop every worker still running: SIGTERM, then SIGKILL after `grace`.
+fn stop_all(children: &mut [Running], grace: Duration) {
+    signal(children, libc::SIGTERM);
+    let t0 = Instant::now();
+    while t0.elapsed() < grace && children.iter_mut().any(|r| r.child.try_wait().ok().flatten().is_none()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(children, libc::SIGKILL);
+    for r in children.iter_mut() {
+        let _ = r.child.wait();
+    }
+}
+
+/// How a launch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Completed,
+    /// Stopped on request (Ctrl-C / SIGTERM) after the workers checkpointed.
+    Interrupted,
+}
+
+/// Run `uorch worker --config CONFIG` on every local rank and supervise them.
+pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Result<Ended> {
+    let exe = std::env::current_exe()?;
+    // Ignore the error when a handler exists (a second launch in one process, as in tests).
+    let interrupts = super::signals::interrupt_counter().unwrap_or_else(|_| Arc::new(AtomicUsize::new(0)));
+    let mut children = Vec::new();
+    for local in 0..topo.nproc {
+        let rank = topo.node_rank * topo.nproc + local;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker")
+            .arg("--config")
+            .arg(config)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", local.to_string())
+            .env("WORLD_SIZE", topo.world().to_string())
+            .env("LOCAL_WORLD_SIZE", topo.nproc.to_string())
+            .env("MASTER_ADDR", &topo.master_addr)
+            .env("MASTER_PORT", topo.master_port.to_string())
+            .env("UORCH_THREADS", threads_per_worker.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl in the forked child before exec: die with the launcher.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting worker {rank}"))?;
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let pumps = vec![
+            pump(child.stdout.take().expect("piped"), rank, false, None),
+            pump(child.stderr.take().expect("piped"), rank, true, Some(tail.clone())),
+        ];
+        children.push(Running { rank, child, last_stderr: tail, pumps });
+    }
+
+    let mut forwarded = false;
+    loop {
+        let seen = interrupts.load(Ordering::SeqCst);
+        let states: Vec<WorkerState> =
+            children.iter_mut().map(|r| r.child.try_wait().map(WorkerState::of)).collect::<std::io::Result<_>>()?;
+        match decide(seen, forwarded, &states) {
+            Action::Wait => std::thread::sleep(Duration::from_millis(100)),
+            Action::Forward => {
+                // A terminal's Ctrl-C reaches the workers too; SIGTERM from elsewhere does not.
+                eprintln!("interrupt: asking the workers to checkpoint and stop (again to kill them)");
+                signal(&mut children, libc::SIGTERM);
+                forwarded = true;
+            }
+            Action::KillAll => {
+                signal(&mut children, libc::SIGKILL);
+                for r in children.iter_mut() {
+                    let _ = r.child.wait();
+                }
+                bail!("stopped at once on a second interrupt: workers killed without a checkpoint");
+            }
+            Action::Fail(i) => {
+                let (rank, WorkerState::Failed(status)) = (children[i].rank, states[i]) else {
+                    unreachable!("decide names a failed worker")
+                };
+                for p in std::mem::take(&mut children[i].pumps) {
+                    let _ = p.join();
+                }
+                let tail: Vec<String> = children[i].last_stderr.lock().expect("tail").iter().cloned().collect();
+                stop_all(&mut children, Duration::from_secs(3));
+                bail!(
+                    "worker rank {rank} failed ({}); the other workers were stopped.\nlast lines of its stderr:\n{}",
+                    describe(status),
+                    if tail.is_empty() {
+                        "  (none)".to_string()
+                    } else {
+                        tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+                    }
+                );
+            }
+            Action::Finished(ended) => {
+                for r in &mut children {
+                    for p in std::mem::take(&mut r.pumps) {
+                        let _ = p.join();
+                    }
+                }
+                return Ok(ended);
+            }
+        }
+    }
+}
+
+/// What the supervisor knows of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Running,
+    Succeeded,
+    Failed(ExitStatus),
+}
+
+impl WorkerState {
+    fn of(status: Option<ExitStatus>) -> Self {
+        match status {
+            None => WorkerState::Running,
+            Some(s) if s.success() => WorkerState::Succeeded,
+            Some(s) => WorkerState::Failed(s),
+        }
+    }
+}
+
+/// What the supervisor does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do yet: look again shortly.
+    Wait,
+    /// First interrupt: SIGTERM every worker (they checkpoint and stop).
+    Forward,
+    /// Second interrupt: SIGKILL every worker, no checkpoint.
+    KillAll,
+    /// Worker `i` failed on its own: stop the others and report it.
+    Fail(usize),
+    /// Every worker has exited.
+    Finished(Ended),
+}
+
+/// The supervisor's decision, from the interrupts counted so far, whether the
+/// first was already forwarded, and each worker's state. After an interrupt a
+/// worker's failure is expected (it was asked to stop), so only failures
+/// without one stop the group; the first such worker in rank order is named.
+pub fn decide(interrupts: usize, forwarded: bool, workers: &[WorkerState]) -> Action {
+    if interrupts >= 2 {
+        return Action::KillAll;
+    }
+    if interrupts == 1 && !forwarded {
+        return Action::Forward;
+    }
+    if interrupts == 0 {
+        if let Some(i) = workers.iter().position(|w| matches!(w, WorkerState::Failed(_))) {
+            return Action::Fail(i);
+        }
+    }
+    if workers.iter().all(|w| *w != WorkerState::Running) {
+        return Action::Finished(if interrupts > 0 { Ended::Interrupted } else { Ended::Completed });
+    }
+    Action::Wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use Action::*;
+    use WorkerState::*;
+
+    fn failed() -> WorkerState {
+        Failed(ExitStatus::from_raw(libc::SIGKILL))
+    }
+
+    #[test]
+    fn each_row_of_the_decision_table_gives_its_action() {
+        let rows: Vec<(usize, bool, Vec<WorkerState>, Action)> = vec![
+            // running, nothing happened
+            (0, false, vec![Running, Running], Wait),
+            // one finished early, the other still running
+            (0, false, vec![Succeeded, Running], Wait),
+            // all finished
+            (0, false, vec![Succeeded, Succeeded], Finished(Ended::Completed)),
+            // a failure stops the group, even while others run; the first failed rank is named
+            (0, false, vec![Running, failed(), failed()], Fail(1)),
+            (0, false, vec![failed(), Succeeded], Fail(0)),
+            // first interrupt: forwarded once
+            (1, false, vec![Running, Running], Forward),
+            (1, true, vec![Running, Running], Wait),
+            // after an interrupt, failures are the requested stop
+            (1, true, vec![failed(), Running], Wait),
+            (1, true, vec![failed(), Succeeded], Finished(Ended::Interrupted)),
+            (1, true, vec![Succeeded, Succeeded], Finished(Ended::Interrupted)),
+            // a second interrupt kills at once, forwarded or not
+            (2, true, vec![Running, Running], KillAll),
+            (3, false, vec![Succeeded, Running], KillAll),
+        ];
+        for (interrupts, forwarded, workers, want) in rows {
+            assert_eq!(decide(interrupts, forwarded, &workers), want, "{interrupts} {forwarded} {workers:?}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! One worker process of a launch: its rank and process group come from the
+//! launcher's torchrun-style environment; it runs the config's stages
+//! (pretraining, then finetuning) and checkpoints when asked to stop.
+
+use crate::config::{self, RunConfig};
+use crate::train::worker::Worker;
+use anyhow::Result;
+use std::path::Path;
+
+/// The body of `uorch worker --config CONFIG`.
+pub fn run(config: &Path) -> Result<()> {
+    let cfg = config::load::<RunConfig>(config, &[])?.config;
+    let threads: i32 =
+        std::env::var("UORCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cfg.cpu_threads as i32);
+    if threads > 0 {
+        tch::set_num_threads(threads);
+    }
+    let w = Worker::from_env(std::time::Duration::from_secs(cfg.dist.timeout_s))?;
+    {
+        let stop = w.stop.clone();
+        ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?;
+    }
+    if cfg.pretrain.is_some() {
+        let out = crate::train::pretrain::run(&cfg, &w)?;
+        if out.interrupted {
+            return Ok(());
+        }
+        if w.rank == 0 {
+            eprintln!("finished {} steps, final loss {:.6}", out.steps, out.final_loss);
+        }
+    }
+    if cfg.finetune.is_some() {
+        crate::train::finetune::run(&cfg, &w)?;
+    }
+    Ok(())
+}

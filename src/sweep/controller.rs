@@ -1,0 +1,83 @@
+//! The controller of `uorch launch EXPERIMENT.yaml`: plan the trials on this
+//! machine's GPUs (or CPU slots), hold the experiment folder, run what is not
+//! complete, and report the results.
+
+use super::plan::{self, Plan};
+use super::run::{self, Outcome};
+use super::{describe, lock, report, results, state};
+use crate::launch::signals::interrupt_counter;
+use crate::launch::Topology;
+use anyhow::Result;
+use std::path::Path;
+use std::time::Duration;
+
+/// Rendezvous ports of multi-machine stages start here unless given.
+const BASE_PORT: u16 = 29400;
+
+fn visible_gpus() -> usize {
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    }
+}
+
+/// The experiment's plan for this machine, and its description.
+pub fn plan(file: &Path, overrides: &[String]) -> Result<(Plan, String)> {
+    let plan = plan::build(file, overrides, visible_gpus())?;
+    let text = describe(&plan);
+    Ok((plan, text))
+}
+
+/// What `--dry-run` adds: every trial with its axis values.
+pub fn trials_text(plan: &Plan) -> String {
+    let mut s = String::from("trials:\n");
+    for t in &plan.trials {
+        let axes: Vec<String> = t.axes.iter().map(|(a, l)| format!("{a}={l}")).collect();
+        s += &format!("  {:<40} {:<40} results from {}\n", t.name, axes.join(" "), t.stage);
+    }
+    s
+}
+
+/// Run the plan's incomplete stages; machine 0 then prints the results.
+pub fn run(plan: &Plan, topo: Topology) -> Result<Outcome> {
+    let master_port = if topo.master_port == 0 { BASE_PORT } else { topo.master_port };
+    let topo = Topology { master_port, ..topo }.resolve()?;
+    let _lock = if topo.node_rank == 0 { Some(lock(plan)?) } else { None };
+    if topo.node_rank == 0 {
+        plan.write()?;
+    }
+    let interrupts = interrupt_counter()?;
+    let o = run::Options {
+        exe: std::env::current_exe()?,
+        gpus: (0..visible_gpus()).collect(),
+        nnodes: topo.nnodes,
+        node_rank: topo.node_rank,
+        master_addr: topo.master_addr.clone(),
+        master_port: topo.master_port,
+        progress_every: Duration::from_secs(
+            std::env::var("UORCH_PROGRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20),
+        ),
+    };
+    let outcome = run::run(plan, &o, interrupts)?;
+    if topo.node_rank == 0 {
+        println!();
+        print!("{}", report(plan)?);
+        println!(
+            "results: {} and {}",
+            plan.dir.join(results::CSV_FILE).display(),
+            plan.dir.join(results::MD_FILE).display()
+        );
+        println!(
+            "TensorBoard: {} --logdir {}",
+            crate::paths::venv_python().with_file_name("tensorboard").display(),
+            plan.dir.join(plan::RUNS_DIR).display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// Where a failed stage's log is.
+pub fn logs_dir(plan: &Plan) -> std::path::PathBuf {
+    plan.dir.join(state::LOGS_DIR)
+}

@@ -1,0 +1,166 @@
+//! The training-run skeleton that pretraining and finetuning share:
+//!
+//! 1. build (the stage's own code: model, data, optimizer);
+//! 2. [`Loop::resume`]: the newest complete checkpoint, refused when another
+//!    config or world size wrote it;
+//! 3. [`Loop::train`]: the step loop: per-step seeds, this rank's shard of
+//!    micro-batches, the stop flag riding on the step's count all-reduce, the
+//!    loss normalised by the global count, one JSON line per step,
+//!    TensorBoard at `log_every`, checkpoints at `checkpoint_every`, at the
+//!    end and on a stop;
+//! 4. finish (the stage's own code: evaluation and metrics).
+//!
+//! A stage plugs in through [`Stage`].
+
+use super::checkpoint;
+use super::schedule::lr_at;
+use super::worker::Worker;
+use crate::data::split::{epoch_batches, steps_per_epoch, Sharding};
+use crate::rundir::{RunDir, StageFiles};
+use crate::tb::EventWriter;
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// What a training stage does at each point of the skeleton.
+pub trait Stage {
+    /// Restore the model and optimizer from a verified checkpoint folder.
+    fn load(&mut self, checkpoint: &Path) -> Result<()>;
+    /// Checkpoint after `step` steps (called on every rank at the same step).
+    fn save(&mut self, step: u64, loss: f64) -> Result<()>;
+    /// Take this rank's micro-batches (example indices) for the next step;
+    /// returns their share of the count the loss is normalised by.
+    fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64>;
+    /// Forward and backward of the prepared micro-batches with the loss
+    /// divided by `global`, then the optimizer step at `lr`; returns this
+    /// rank's summed loss and the gradient norm.
+    fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)>;
+    /// At a logging step (every rank; `tb` on rank 0): scalars and a line.
+    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()>;
+}
+
+/// The loop's settings, from a `pretrain:` or `finetune:` section.
+pub struct Loop<'a> {
+    pub worker: &'a Worker,
+    pub run: RunDir,
+    pub files: StageFiles,
+    /// What decides the trajectory: only a checkpoint with this hash resumes.
+    pub config_hash: String,
+    /// How the stage's lines start (`finetune: `).
+    pub prefix: &'static str,
+    /// Why a checkpoint of another world size cannot resume this stage.
+    pub world_reason: &'static str,
+    pub seed: u64,
+    /// Mixed into the per-step seeds, so stages draw different numbers.
+    pub seed_salt: i64,
+    pub steps: u64,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    /// Training examples, and examples per rank per micro-batch.
+    pub examples: usize,
+    pub batch_size: usize,
+}
+
+/// How the step loop ended.
+pub struct Trained {
+    /// Steps completed (with those of earlier runs).
+    pub steps: u64,
+    /// The last step's loss (NaN when no step ran here).
+    pub last_loss: f64,
+    /// Stopped on request, checkpointed.
+    pub interrupted: bool,
+}
+
+impl Loop<'_> {
+    /// Resume from the newest complete checkpoint, if any; returns the step
+    /// to start from.
+    pub fn resume(&self, stage: &mut impl Stage) -> Result<u64> {
+        let root = self.run.checkpoints(self.files);
+        let Some((dir, state)) = checkpoint::latest(&root)? else { return Ok(0) };
+        if state.config_hash != self.config_hash {
+            bail!(
+                "{} was written by a run with a different configuration (hash {} vs {}): use a new run name, or delete {} to start over",
+                dir.display(),
+                state.config_hash,
+                self.config_hash,
+                root.display()
+            );
+        }
+        if state.world_size != self.worker.world {
+            bail!(
+                "{} was written with {} workers, this run has {}: {}; resume with the same --nproc",
+                dir.display(),
+                state.world_size,
+                self.worker.world,
+                self.world_reason
+            );
+        }
+        stage.load(&dir)?;
+        if self.worker.rank == 0 {
+            eprintln!("{}resuming from {} (step {})", self.prefix, dir.display(), state.step);
+        }
+        Ok(state.step)
+    }
+
+    /// Run steps `start..steps`; `tb` is rank 0's TensorBoard writer.
+    pub fn train(&self, stage: &mut impl Stage, start: u64, mut tb: Option<&mut EventWriter>) -> Result<Trained> {
+        let w = self.worker;
+        let lead = w.rank == 0;
+        let mut log = if lead {
+            Some(std::fs::OpenOptions::new().create(true).append(true).open(self.run.log(self.files))?)
+        } else {
+            None
+        };
+        let per_epoch = steps_per_epoch(self.examples, w.world, self.batch_size) as u64;
+        let shard =
+            Sharding { world: w.world, rank: w.rank, batch_size: self.batch_size, seed: self.seed, shuffle: true };
+        let mut epoch: Option<(u64, Vec<Vec<usize>>)> = None;
+        let began = Instant::now();
+        let mut last_loss = f64::NAN;
+        for step in start..self.steps {
+            tch::manual_seed((self.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64 ^ self.seed_salt);
+            let lr = lr_at(step, self.steps, self.warmup_steps, self.lr);
+            let mut micro = Vec::with_capacity(self.grad_accum);
+            for a in 0..self.grad_accum as u64 {
+                let m = step * self.grad_accum as u64 + a;
+                let (e, i) = (m / per_epoch, (m % per_epoch) as usize);
+                if epoch.as_ref().map(|(k, _)| *k) != Some(e) {
+                    epoch = Some((e, epoch_batches(self.examples, shard, e)));
+                }
+                micro.push(epoch.as_ref().expect("filled").1[i].clone());
+            }
+            let local = stage.prepare(micro)?;
+            let (stop, counts) = w.stop_and_sum(&[local])?;
+            if stop {
+                stage.save(step, last_loss)?;
+                if lead {
+                    eprintln!("interrupted after step {step}: checkpoint written");
+                }
+                return Ok(Trained { steps: step, last_loss, interrupted: true });
+            }
+            let global = counts[0].max(1.0);
+            let (loss_sum, grad_norm) = stage.step(global, lr)?;
+            last_loss = w.sum(&[loss_sum])?[0] / global;
+            let done = step + 1;
+            if let Some(f) = &mut log {
+                let line = serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
+                    "elapsed_s": began.elapsed().as_secs_f64()});
+                writeln!(f, "{line}")?;
+            }
+            if done % self.log_every == 0 || done == self.steps {
+                stage.log(done, last_loss, lr, grad_norm, tb.as_deref_mut())?;
+            }
+            if self.checkpoint_every > 0 && done % self.checkpoint_every == 0 && done < self.steps {
+                stage.save(done, last_loss)?;
+            }
+        }
+        if start < self.steps {
+            stage.save(self.steps, last_loss)?;
+        }
+        Ok(Trained { steps: self.steps, last_loss, interrupted: false })
+    }
+}

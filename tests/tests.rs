@@ -1,0 +1,25 @@
+//! The integration tests: one test binary (libtorch is linked once), one
+//! module per area. Tests that draw from libtorch's global random-number
+//! generator hold [`common::torch_rng`], so tests in other threads cannot
+//! draw between a seed and its use.
+
+mod common;
+
+mod architecture;
+mod config_cli;
+mod data_prepare;
+mod data_tasks;
+mod dist_gloo;
+mod env_cli;
+mod finetune_cli;
+mod launch_cli;
+mod llm_golden;
+mod llm_load;
+mod pretrain_dist;
+mod recompute;
+mod slurm;
+mod sweep_cli;
+mod tensorboard;
+mod two_hosts;
+mod userllm;
+mod zero;
