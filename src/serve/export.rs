@@ -12,8 +12,6 @@
 //! - `catalog.json`: item ids, titles, genres/categories and ratings, to turn
 //!   a history of raw item ids into encoder inputs and prompt text.
 
-#[allow(unused_imports)]
-use crate::train::metrics::FinetuneMetrics;
 use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;

@@ -6,8 +6,6 @@
 //! Rank 0 evaluates the model before and after finetuning and the baselines
 //! on the same test questions, with the cost of each.
 
-#[allow(unused_imports)]
-use crate::serve::export::INTEGRATION_FILE;
 use super::checkpoint::{self, TrainState};
 use super::ddp;
 use super::metrics::{self, FinetuneMetrics};
