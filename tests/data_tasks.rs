@@ -30,7 +30,7 @@ fn movielens_store(dir: &Path) -> Store {
     prepare(&PrepareOptions {
         inputs: vec![dir.to_path_buf()],
         out: out.clone(),
-        format: Some(Format::MovielensCsv),
+        format: Some(Format::named("movielens-csv").expect("a registered format")),
         filters: Filters { min_user_interactions: 1, min_item_interactions: 1 },
         skip_bad_lines: false,
         force: false,

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum DataCmd {
-    /// Read a public dataset (MovieLens, RecBole, Amazon 2018, Google Local 2021;
-    /// plain or .gz) into a timeline store.
+    /// Read a public dataset (any format listed under --format; plain or .gz)
+    /// into a timeline store.
     Prepare {
         /// Dataset files or folders holding them.
         #[arg(required = true)]

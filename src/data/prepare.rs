@@ -91,7 +91,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         timings.push((name, clock.elapsed().as_secs_f64()));
         clock = std::time::Instant::now();
     };
-    formats::read(format, &inputs, &mut collector, &mut bad, &mut progress)?;
+    format.read(&inputs, &mut collector, &mut bad, &mut progress)?;
     progress.bar.finish_and_clear();
     let rows_read = collector.len();
     if rows_read == 0 {
@@ -137,7 +137,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
         store_version: store::STORE_VERSION,
         format: format.name().into(),
         category_label: format.category_label().into(),
-        category_structure: if format == Format::Amazon { "path" } else { "set" }.into(),
+        category_structure: format.category_structure().as_str().into(),
         sources,
         filters: opts.filters,
         filter_rounds: t.filter_rounds,
