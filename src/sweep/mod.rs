@@ -4,6 +4,7 @@
 //! DIR` shows where an experiment stands at any time.
 
 pub mod controller;
+pub mod decide;
 pub mod plan;
 pub mod results;
 pub mod run;

@@ -8,6 +8,7 @@
 //! only this controller, which forwards it exactly once) and dies with the
 //! controller (SIGTERM: checkpoint and stop).
 
+use super::decide::{self, AfterExit, Ended};
 use super::plan::{Plan, Stage};
 use super::state::{self, State, Status};
 use anyhow::{Context, Result};
@@ -113,10 +114,13 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
     for (i, s) in plan.stages.iter().enumerate() {
         status[i].error = None;
         status[i].attempts = 0;
-        status[i].state = if state::complete(s) { State::Done } else { State::Pending };
+        status[i].state = decide::on_open(state::complete(s));
         persist(o, &plan.dir, &s.name, &status[i])?;
     }
     let index: HashMap<&str, usize> = plan.stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let needs: Vec<Vec<usize>> =
+        plan.stages.iter().map(|s| s.needs.iter().map(|d| index[d.as_str()]).collect()).collect();
+    let states = |status: &[Status]| status.iter().map(|s| s.state).collect::<Vec<_>>();
     let per_trial = plan.sweep.gpus_per_trial.max(1);
     let mut slots: Vec<Slot> = if o.gpus.is_empty() {
         (0..if o.nnodes > 1 { 1 } else { plan.sweep.cpu_slots })
@@ -163,58 +167,53 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
             let st = &mut status[i];
             st.wall_s += secs;
             st.gpus = slot.gpus.len();
-            if exit.success() && state::complete(s) {
-                st.state = State::Done;
-                println!("[{}] done     {} ({:.0} s)", stamp(), s.name, secs);
-            } else if stopping {
-                st.state = State::Interrupted;
-                println!("[{}] stopped  {} (checkpointed; rerun to resume)", stamp(), s.name);
-            } else {
-                st.attempts += 1;
-                let why = format!(
-                    "{} ({})",
-                    if exit.success() {
-                        "ended without its results".to_string()
-                    } else {
-                        format!("exited with {exit}")
-                    },
-                    state::log_path(&plan.dir, &s.name).display()
-                );
-                if st.attempts <= plan.sweep.retries {
-                    st.state = State::Pending;
-                    println!(
-                        "[{}] failed   {}: {why}; retrying ({} of {} retries)",
-                        stamp(),
-                        s.name,
-                        st.attempts,
-                        plan.sweep.retries
+            let ended =
+                Ended { success: exit.success(), complete: state::complete(s), stopping, attempts: st.attempts };
+            match decide::after_exit(ended, plan.sweep.retries) {
+                AfterExit::Done => {
+                    st.state = State::Done;
+                    println!("[{}] done     {} ({:.0} s)", stamp(), s.name, secs);
+                }
+                AfterExit::Interrupted => {
+                    st.state = State::Interrupted;
+                    println!("[{}] stopped  {} (checkpointed; rerun to resume)", stamp(), s.name);
+                }
+                failed => {
+                    st.attempts += 1;
+                    let why = format!(
+                        "{} ({})",
+                        if exit.success() {
+                            "ended without its results".to_string()
+                        } else {
+                            format!("exited with {exit}")
+                        },
+                        state::log_path(&plan.dir, &s.name).display()
                     );
-                } else {
-                    st.state = State::Failed;
-                    let error = format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8));
-                    println!("[{}] FAILED   {}: {error}", stamp(), s.name);
-                    st.error = Some(error);
+                    if let AfterExit::Retry { attempt } = failed {
+                        st.state = State::Pending;
+                        println!(
+                            "[{}] failed   {}: {why}; retrying ({attempt} of {} retries)",
+                            stamp(),
+                            s.name,
+                            plan.sweep.retries
+                        );
+                    } else {
+                        st.state = State::Failed;
+                        let error = format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8));
+                        println!("[{}] FAILED   {}: {error}", stamp(), s.name);
+                        st.error = Some(error);
+                    }
                 }
             }
             persist(o, &plan.dir, &s.name, st)?;
         }
         // What needs a failed stage fails too.
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for i in 0..n {
-                if status[i].state == State::Pending {
-                    if let Some(bad) =
-                        plan.stages[i].needs.iter().find(|d| status[index[d.as_str()]].state == State::Failed)
-                    {
-                        status[i].state = State::Failed;
-                        status[i].error = Some(format!("needs {bad}, which failed"));
-                        println!("[{}] FAILED   {}: needs {bad}, which failed", stamp(), plan.stages[i].name);
-                        persist(o, &plan.dir, &plan.stages[i].name, &status[i])?;
-                        changed = true;
-                    }
-                }
-            }
+        for (i, bad) in decide::propagate_failures(&states(&status), &needs) {
+            let (name, bad) = (&plan.stages[i].name, &plan.stages[bad].name);
+            status[i].state = State::Failed;
+            status[i].error = Some(format!("needs {bad}, which failed"));
+            println!("[{}] FAILED   {name}: needs {bad}, which failed", stamp());
+            persist(o, &plan.dir, name, &status[i])?;
         }
         // Start what is ready on free slots.
         if !stopping {
@@ -223,12 +222,7 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                     continue;
                 }
                 let running: Vec<usize> = slots.iter().filter_map(|s| s.running.as_ref().map(|r| r.0)).collect();
-                let ready = (0..n).find(|&i| {
-                    status[i].state == State::Pending
-                        && !running.contains(&i)
-                        && plan.stages[i].needs.iter().all(|d| status[index[d.as_str()]].state == State::Done)
-                });
-                let Some(i) = ready else { break };
+                let Some(i) = decide::next_ready(&states(&status), &needs, &running) else { break };
                 let child = spawn(plan, &plan.stages[i], i, &slots[slot_i], n_slots, o)?;
                 status[i].state = State::Running;
                 persist(o, &plan.dir, &plan.stages[i].name, &status[i])?;
