@@ -24,6 +24,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The first `digits` hex digits of the SHA-256 of a JSON value's text: a
+/// short, stable name for a configuration (checkpoint compatibility, shared
+/// stage names).
+pub fn config_digest(key: &serde_json::Value, digits: usize) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))[..digits].to_string()
+}
+
+/// `compute()`'s value, kept at `path` as JSON with `key`: a later call with
+/// the same key reads it back instead; another key, or a file that does not
+/// parse, computes it again and replaces the file (atomically).
+pub fn cached_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    key: &str,
+    compute: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let kept = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<(String, T)>(&b).ok());
+    if let Some((_, value)) = kept.filter(|(k, _)| k == key) {
+        return Ok(value);
+    }
+    let value = compute()?;
+    write_atomic(path, &serde_json::to_vec_pretty(&(key, &value))?)?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,12 +63,24 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
     }
-}
 
-/// The first `digits` hex digits of the SHA-256 of a JSON value's text: a
-/// short, stable name for a configuration (checkpoint compatibility, shared
-/// stage names).
-pub fn config_digest(key: &serde_json::Value, digits: usize) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))[..digits].to_string()
+    #[test]
+    fn a_cached_value_is_computed_once_per_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cache.json");
+        let mut calls = 0;
+        let mut get = |key: &str, v: u32| {
+            cached_json(&p, key, || {
+                calls += 1;
+                Ok(v)
+            })
+            .unwrap()
+        };
+        assert_eq!(get("a", 1), 1);
+        assert_eq!(get("a", 2), 1, "same key: read back, not computed");
+        assert_eq!(get("b", 3), 3, "another key: computed again");
+        assert_eq!(calls, 2);
+        std::fs::write(&p, b"not json").unwrap();
+        assert_eq!(cached_json(&p, "b", || Ok(4u32)).unwrap(), 4, "a broken file is recomputed");
+    }
 }

@@ -79,6 +79,20 @@ pub fn with_autocast<T>(device: tch::Device, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The machine's logical cores.
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Run `f` with libtorch's intra-op thread count at `n`, then set it back.
+pub fn with_threads<T>(n: usize, f: impl FnOnce() -> T) -> T {
+    let before = tch::get_num_threads();
+    tch::set_num_threads(n as i32);
+    let out = f();
+    tch::set_num_threads(before);
+    out
+}
+
 /// Folder of the `libtorch_cpu.so` mapped into this process.
 pub fn lib_dir() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;

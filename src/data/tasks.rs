@@ -16,6 +16,20 @@ pub enum Task {
     Review,
 }
 
+impl Task {
+    /// Refuse a task the store cannot pose: review generation needs review text.
+    pub fn check_store(self, store: &Store) -> Result<()> {
+        if self == Task::Review && store.arrays.review_offsets.is_none() {
+            bail!(
+                "{}: review generation needs review text, and this {} store has none",
+                store.dir.display(),
+                store.manifest.format
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     Item(i32),
@@ -63,13 +77,7 @@ pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
 /// Examples for `task` on the validation or test targets, with up to `length`
 /// interactions of history each.
 pub fn examples(store: &Store, task: Task, split: Split, length: usize) -> Result<Vec<Example>> {
-    if task == Task::Review && store.arrays.review_offsets.is_none() {
-        bail!(
-            "{}: review generation needs review text, and this {} store has none",
-            store.dir.display(),
-            store.manifest.format
-        );
-    }
+    task.check_store(store)?;
     let mut out = Vec::new();
     for case in eval_cases(store, split, length) {
         let target = match task {

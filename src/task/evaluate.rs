@@ -5,8 +5,9 @@
 //! `uorch generate --model EXPORT` reproduces).
 
 use crate::data::catalog::Catalog;
+use crate::data::store::Store;
 use crate::data::tasks::Task;
-use crate::task::ask::{Answer, Cost};
+use crate::task::ask::{Answer, Asker, Cost};
 use crate::task::examples::{EvalExample, Truth};
 use crate::task::rouge;
 use anyhow::Result;
@@ -163,4 +164,37 @@ pub fn table(task: Task, rows: &[Evaluated]) -> String {
         s.push_str(&format!(" {:>7.0} {:>6.0} {:>8.3} {:>10.1}\n", r.prompt_tokens, r.user_tokens, r.gflops, r.ms));
     }
     s
+}
+
+/// The first `n` test questions with the finetuned model's answer and the truth, as Markdown.
+pub fn samples(
+    asker: &Asker,
+    store: &Store,
+    cases: &[EvalExample],
+    predictions: &[serde_json::Value],
+    n: usize,
+) -> Result<String> {
+    let mut out = Vec::new();
+    for (c, p) in cases.iter().zip(predictions).take(n) {
+        let prompt = asker.tok.decode(&asker.prompt(&c.history, &c.question)?)?;
+        let truth = match &c.truth {
+            Truth::Category(x) => asker.cat.categories[*x].clone(),
+            Truth::Item(i) => asker.cat.title(*i).to_string(),
+            Truth::Review(t) => t.clone(),
+        };
+        let answer = match p["answer"].as_str() {
+            Some(a) if matches!(c.truth, Truth::Item(_)) => {
+                asker.cat.item_index(a).map(|i| asker.cat.title(i).to_string()).unwrap_or_default()
+            }
+            Some(a) => a.to_string(),
+            None => String::new(),
+        };
+        out.push(format!(
+            "**user {}** ({} interactions)\n\n    {}\n\n**answer:** {answer}\n\n**truth:** {truth}",
+            store.vocab.user[c.user],
+            c.history.len(),
+            prompt.replace('\n', "\n    ")
+        ));
+    }
+    Ok(out.join("\n\n---\n\n"))
 }

@@ -19,13 +19,7 @@ pub struct TrainExample {
 }
 
 pub fn training(store: &Store, task: Task, window: usize, stride: usize) -> Result<Vec<TrainExample>> {
-    if task == Task::Review && store.arrays.review_offsets.is_none() {
-        bail!(
-            "{}: review generation needs review text, and this {} store has none",
-            store.dir.display(),
-            store.manifest.format
-        );
-    }
+    task.check_store(store)?;
     let mut out = Vec::new();
     for w in training_windows(store, WindowSpec { length: window, stride }) {
         let last = w.end - 1;

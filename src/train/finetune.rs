@@ -16,6 +16,7 @@ use crate::config::finetune::FinetuneConfig;
 use crate::config::{value_name, RunConfig};
 use crate::data::catalog::{Catalog, Interaction};
 use crate::data::store::Store;
+use crate::fsutil;
 use crate::model::assemble;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Part, UserLlm};
@@ -23,11 +24,12 @@ use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
 use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate, Evaluated};
-use crate::task::examples::{self, EvalExample, TrainExample, Truth};
+use crate::task::evaluate::{describe, evaluate, samples, Evaluated};
+use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
+use crate::torch_runtime::{all_cores, with_threads};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// The run's USER-LLM before finetuning: the base LLM, new integration
@@ -126,23 +128,38 @@ fn answer_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
     pred.reshape([-1, v]).cross_entropy_loss::<Tensor>(&target.reshape([-1]), None, tch::Reduction::Sum, -100, 0.0)
 }
 
+/// What one finetuning run works on: the task, its data and examples, the
+/// tokenizer, the run folder.
+struct Job<'a> {
+    f: &'a FinetuneConfig,
+    store: Store,
+    cat: Catalog,
+    tok: Tokenizer,
+    spec: TaskSpec,
+    train: Vec<TrainExample>,
+    cases: Vec<EvalExample>,
+    run: RunDir,
+    hash: String,
+}
+
 /// Finetuning as the skeleton runs it: the model and what trains, the
 /// sharded optimizer, the training examples as questions and answers.
 struct Finetuning<'a> {
-    f: &'a FinetuneConfig,
+    job: &'a Job<'a>,
     w: &'a Worker,
-    store: &'a Store,
     model: &'a UserLlm,
     asker: Asker<'a>,
-    train: &'a [TrainExample],
     trainable: Vec<(String, Tensor)>,
     opt: ShardedAdamW,
-    root: PathBuf,
-    hash: String,
     micro: Vec<Batch>,
 }
 
 impl Stage for Finetuning<'_> {
+    const FILES: StageFiles = StageFiles::Finetune;
+    const PREFIX: &'static str = "finetune: ";
+    const WORLD_REASON: &'static str = "the optimizer shards would not match";
+    const SEED_SALT: i64 = 0x5eed;
+
     fn load(&mut self, dir: &Path) -> Result<()> {
         self.model.load_weights(&dir.join(checkpoint::MODEL))?;
         self.opt.load_state(&read_tensors(&dir.join(checkpoint::optimizer_shard(self.w.rank)))?)
@@ -157,9 +174,10 @@ impl Stage for Finetuning<'_> {
             }
             Ok(())
         };
-        let tmp = self.root.join(crate::rundir::checkpoint::staging_dir(step));
+        let root = self.job.run.checkpoints(StageFiles::Finetune);
+        let tmp = root.join(crate::rundir::checkpoint::staging_dir(step));
         if lead {
-            checkpoint::staging(&self.root, step)?;
+            checkpoint::staging(&root, step)?;
         }
         barrier()?;
         checkpoint::write_file(&tmp, &checkpoint::optimizer_shard(w.rank), &self.opt.state_tensors())?;
@@ -170,12 +188,12 @@ impl Stage for Finetuning<'_> {
         if lead {
             let state = TrainState {
                 step,
-                config_hash: self.hash.clone(),
+                config_hash: self.job.hash.clone(),
                 world_size: w.world,
                 loss,
                 files: Default::default(),
             };
-            checkpoint::commit(&self.root, &tmp, state, self.f.keep_checkpoints)?;
+            checkpoint::commit(&root, &tmp, state, self.job.f.keep_checkpoints)?;
         }
         barrier()
     }
@@ -186,7 +204,7 @@ impl Stage for Finetuning<'_> {
         self.micro = micro
             .iter()
             .filter(|idx| !idx.is_empty())
-            .map(|idx| make_batch(&self.asker, self.store, self.train, idx, self.w.device))
+            .map(|idx| make_batch(&self.asker, &self.job.store, &self.job.train, idx, self.w.device))
             .collect::<Result<_>>()?;
         Ok(self.micro.iter().map(|b| b.answer_tokens).sum::<i64>() as f64)
     }
@@ -196,7 +214,7 @@ impl Stage for Finetuning<'_> {
         for b in std::mem::take(&mut self.micro) {
             loss_sum += forward_backward(self.model, &self.asker, &b, global, self.w.device)?;
         }
-        let grad_norm = self.opt.step(self.w.group.as_ref(), lr, self.f.grad_clip)?;
+        let grad_norm = self.opt.step(self.w.group.as_ref(), lr, self.job.f.grad_clip)?;
         Ok((loss_sum, grad_norm))
     }
 
@@ -212,24 +230,86 @@ impl Stage for Finetuning<'_> {
         }
         let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         tb.scalars(done as i64, &refs)?;
-        eprintln!("finetune step {done}/{} loss {loss:.4} lr {lr:.2e}", self.f.steps);
+        eprintln!("finetune step {done}/{} loss {loss:.4} lr {lr:.2e}", self.job.f.steps);
         Ok(())
     }
 }
 
 pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
-    let f = cfg.finetune.as_ref().context("no finetune section")?;
-    let d = cfg.data.as_ref().context("finetune needs a data section")?;
-    let store = Store::open(&d.store)?;
-    let cat = Catalog::of_store(&store);
-    let run = RunDir::of(cfg);
-    let lead = w.rank == 0;
+    let job = Job::open(cfg)?;
+    let f = job.f;
 
-    // Build: the model, what trains (rank 0's values), the examples.
-    let tok = Tokenizer::from_dir(&f.model)?;
-    let spec = TaskSpec::from_config(cfg)?;
-    let mut model = build(cfg, &store, w.device, true)?;
+    // Build: the model, what trains (rank 0's values).
+    let mut model = build(cfg, &job.store, w.device, true)?;
     model.activation_checkpointing.set(f.activation_checkpointing);
+    let trainable = trainable(&model, f)?;
+    if let Some(pg) = &w.group {
+        let params: Vec<Tensor> = trainable.iter().map(|(_, t)| t.shallow_clone()).collect();
+        ddp::broadcast_parameters(pg, &params, &ddp::buckets(&params, cfg.dist.bucket_mb << 20))?;
+    }
+    if w.rank == 0 {
+        job.announce(&model);
+    }
+    let mut stage = Finetuning {
+        job: &job,
+        w,
+        model: &model,
+        asker: Asker::new(&model, &job.tok, &job.cat, job.spec.clone())?,
+        opt: ShardedAdamW::new(&trainable, w.rank, w.world, f.weight_decay),
+        trainable,
+        micro: Vec::new(),
+    };
+    let (run, config_hash, examples) = (job.run.clone(), job.hash.clone(), job.train.len());
+    let skeleton = Loop { worker: w, run, config_hash, seed: cfg.seed, schedule: f.into(), examples };
+
+    // Resume; the baselines (once, rank 0).
+    let start = skeleton.resume(&mut stage)?;
+    let mut results: Vec<Evaluated> = Vec::new();
+    if w.rank == 0 {
+        model.set_training(false);
+        results = job.baselines(&model)?;
+        let mib = stage.opt.state_bytes() as f64 / (1 << 20) as f64;
+        eprintln!("finetune: optimizer state {mib:.1} MiB per rank ({} rank(s))", w.world);
+    }
+
+    // Step loop.
+    let mut tb = if w.rank == 0 { Some(EventWriter::create(&job.run.tb())?) } else { None };
+    model.set_training(true);
+    let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
+    if trained.interrupted {
+        return Ok(results);
+    }
+    let optimizer_state_bytes_per_rank = stage.opt.state_bytes();
+    drop(stage);
+    model.set_training(false);
+
+    // Finish (rank 0): the weights, the evaluation of what the export will
+    // hold, predictions, metrics and TensorBoard.
+    if let Some(tb) = &mut tb {
+        let (trainable_parameters, parameters) = model.parameter_counts();
+        let partial = FinetuneMetrics {
+            task: f.task,
+            integration: f.integration,
+            strategy: f.strategy,
+            steps: f.steps,
+            trainable_parameters,
+            parameters,
+            optimizer_state_bytes_per_rank,
+            world_size: w.world,
+            final_loss: trained.last_loss,
+            gates: Vec::new(),
+            results,
+        };
+        results = job.finish(&mut model, partial, tb)?;
+    }
+    if let Some(pg) = &w.group {
+        pg.barrier()?.wait()?;
+    }
+    Ok(results)
+}
+
+/// The parameters the strategy trains; none is an error.
+fn trainable(model: &UserLlm, f: &FinetuneConfig) -> Result<Vec<(String, Tensor)>> {
     let trainable: Vec<(String, Tensor)> =
         model.named_parameters().into_iter().filter(|(n, _)| Part::of(n).trains(f.strategy)).collect();
     if trainable.is_empty() {
@@ -239,115 +319,72 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
             value_name(&f.integration)
         );
     }
-    let params: Vec<Tensor> = trainable.iter().map(|(_, t)| t.shallow_clone()).collect();
-    if let Some(pg) = &w.group {
-        ddp::broadcast_parameters(pg, &params, &ddp::buckets(&params, cfg.dist.bucket_mb << 20))?;
+    Ok(trainable)
+}
+
+impl<'a> Job<'a> {
+    fn open(cfg: &'a RunConfig) -> Result<Self> {
+        let f = cfg.finetune.as_ref().context("no finetune section")?;
+        let d = cfg.data.as_ref().context("finetune needs a data section")?;
+        let store = Store::open(&d.store)?;
+        let cat = Catalog::of_store(&store);
+        let spec = TaskSpec::from_config(cfg)?;
+        let train = examples::training(&store, f.task, d.window, d.stride)?;
+        let cases = examples::evaluation(&store, &cat, &spec, f.eval_examples);
+        let tok = Tokenizer::from_dir(&f.model)?;
+        Ok(Job { f, store, cat, tok, spec, train, cases, run: RunDir::of(cfg), hash: config_hash(cfg) })
     }
-    let (n_train, n_all) = model.parameter_counts();
-    let train = examples::training(&store, f.task, d.window, d.stride)?;
-    let cases = examples::evaluation(&store, &cat, &spec, f.eval_examples);
-    if lead {
+
+    fn announce(&self, model: &UserLlm) {
+        let (n_train, n_all) = model.parameter_counts();
         eprintln!(
             "finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions",
-            value_name(&f.task),
-            value_name(&f.integration),
-            value_name(&f.strategy),
-            train.len(),
-            cases.len()
+            value_name(&self.f.task),
+            value_name(&self.f.integration),
+            value_name(&self.f.strategy),
+            self.train.len(),
+            self.cases.len()
         );
     }
-    // Evaluation runs on rank 0 alone (the others wait): give it every core.
-    let cores = std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1);
-    let hash = config_hash(cfg);
-    let mut stage = Finetuning {
-        f,
-        w,
-        store: &store,
-        model: &model,
-        asker: Asker::new(&model, &tok, &cat, spec.clone())?,
-        train: &train,
-        opt: ShardedAdamW::new(&trainable, w.rank, w.world, f.weight_decay),
-        trainable,
-        root: run.checkpoints(StageFiles::Finetune),
-        hash: hash.clone(),
-        micro: Vec::new(),
-    };
-    let skeleton = Loop {
-        worker: w,
-        run: run.clone(),
-        files: StageFiles::Finetune,
-        config_hash: hash.clone(),
-        prefix: "finetune: ",
-        world_reason: "the optimizer shards would not match",
-        seed: cfg.seed,
-        seed_salt: 0x5eed,
-        steps: f.steps,
-        grad_accum: f.grad_accum,
-        lr: f.lr,
-        warmup_steps: f.warmup_steps,
-        log_every: f.log_every,
-        checkpoint_every: f.checkpoint_every,
-        examples: train.len(),
-        batch_size: f.batch_size,
-    };
 
-    // Resume; the baselines (once, rank 0).
-    let start = skeleton.resume(&mut stage)?;
-    let mut results: Vec<Evaluated> = Vec::new();
-    if lead {
-        model.set_training(false);
-        results = baseline_results(&model, &tok, &cat, &spec, &store, &train, &cases, f, &hash, &run, cores)?;
+    /// The baselines' results, evaluated with every core (the other ranks
+    /// wait) and kept in the run folder for reruns of this config.
+    fn baselines(&self, model: &UserLlm) -> Result<Vec<Evaluated>> {
+        let results = fsutil::cached_json(&self.run.finetune_baselines(), &self.hash, || {
+            with_threads(all_cores(), || {
+                let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
+                baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline)
+            })
+        })?;
         for r in &results {
             eprintln!("{}", describe(r));
         }
-        eprintln!(
-            "finetune: optimizer state {:.1} MiB per rank ({} rank(s))",
-            stage.opt.state_bytes() as f64 / (1 << 20) as f64,
-            w.world
-        );
+        Ok(results)
     }
 
-    // Step loop.
-    let mut tb = if lead { Some(EventWriter::create(&run.tb())?) } else { None };
-    model.set_training(true);
-    let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
-    if trained.interrupted {
-        return Ok(results);
-    }
-    let optimizer_bytes = stage.opt.state_bytes();
-    drop(stage);
-    model.set_training(false);
-
-    // Finish (rank 0): the weights, then the evaluation of what the export
-    // will hold (LoRA merged), predictions, metrics and TensorBoard.
-    if let Some(tb) = &mut tb {
+    /// Rank 0, after the last step: the weights; then what the export will
+    /// hold (LoRA merged) evaluated, its predictions and samples; the metrics
+    /// file (`out` with the gates and the finetuned model's results, second
+    /// after the model before finetuning); TensorBoard. Returns the results.
+    fn finish(&self, model: &mut UserLlm, mut out: FinetuneMetrics, tb: &mut EventWriter) -> Result<Vec<Evaluated>> {
+        let (f, run) = (self.f, &self.run);
         let path = run.finetune_weights();
         let sha = save_tensors(&path, &model.trained_weights())?;
         eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
         model.merge_lora();
-        tch::set_num_threads(cores);
-        let asker = Asker::new(&model, &tok, &cat, spec.clone())?;
-        let (finetuned, predictions) = evaluate(&cat, f.task, &store.vocab.user, &cases, "USER-LLM finetuned", |c| {
+        tch::set_num_threads(all_cores() as i32);
+        let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
+        let users = &self.store.vocab.user;
+        let (finetuned, predictions) = evaluate(&self.cat, f.task, users, &self.cases, "USER-LLM finetuned", |c| {
             asker.ask(&c.history, &c.question)
         })?;
         eprintln!("{}", describe(&finetuned));
         let lines: String = predictions.iter().map(|p| format!("{p}\n")).collect();
-        crate::fsutil::write_atomic(&run.finetune_predictions(), lines.as_bytes())?;
-        results.insert(1, finetuned);
-        let out = FinetuneMetrics {
-            task: f.task,
-            integration: f.integration,
-            strategy: f.strategy,
-            steps: f.steps,
-            trainable_parameters: n_train,
-            parameters: n_all,
-            optimizer_state_bytes_per_rank: optimizer_bytes,
-            world_size: w.world,
-            final_loss: trained.last_loss,
-            gates: model.gates(),
-            results: results.clone(),
-        };
+        fsutil::write_atomic(&run.finetune_predictions(), lines.as_bytes())?;
+        out.results.insert(1, finetuned);
+        out.gates = model.gates();
         metrics::write(&run.metrics(StageFiles::Finetune), &out)?;
+        let results = out.results;
         let mut s: Vec<(String, f32)> =
             results[1].metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
         s.push(("finetune/test/gflops_per_example".into(), results[1].gflops as f32));
@@ -355,73 +392,9 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         tb.scalars(f.steps as i64, &refs)?;
         let table: Vec<String> = results.iter().map(|r| format!("- {}", describe(r))).collect();
         tb.text("finetune/results", f.steps as i64, &table.join("\n"))?;
-        tb.text("finetune/samples", f.steps as i64, &samples(&asker, &store, &cases, &predictions, f.samples)?)?;
+        let samples = samples(&asker, &self.store, &self.cases, &predictions, f.samples)?;
+        tb.text("finetune/samples", f.steps as i64, &samples)?;
         tb.flush()?;
+        Ok(results)
     }
-    if let Some(pg) = &w.group {
-        pg.barrier()?.wait()?;
-    }
-    Ok(results)
-}
-
-/// The baselines' results: from `finetune_baselines.json` when this config
-/// wrote it, else evaluated now (with every core) and kept there.
-#[allow(clippy::too_many_arguments)]
-fn baseline_results(
-    model: &UserLlm,
-    tok: &Tokenizer,
-    cat: &Catalog,
-    spec: &TaskSpec,
-    store: &Store,
-    train: &[TrainExample],
-    cases: &[EvalExample],
-    f: &FinetuneConfig,
-    hash: &str,
-    run: &RunDir,
-    cores: i32,
-) -> Result<Vec<Evaluated>> {
-    let path = run.finetune_baselines();
-    let kept = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<(String, Vec<Evaluated>)>(&b).ok());
-    if let Some((_, r)) = kept.filter(|(h, _)| h == hash) {
-        return Ok(r);
-    }
-    let train_threads = tch::get_num_threads();
-    tch::set_num_threads(cores);
-    let r = baselines(Asker::new(model, tok, cat, spec.clone())?, store, cat, train, cases, f.text_prompt_baseline)?;
-    tch::set_num_threads(train_threads);
-    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&(hash, &r))?)?;
-    Ok(r)
-}
-
-/// The first `n` test questions with the finetuned model's answer and the truth, as Markdown.
-fn samples(
-    asker: &Asker,
-    store: &Store,
-    cases: &[EvalExample],
-    predictions: &[serde_json::Value],
-    n: usize,
-) -> Result<String> {
-    let mut out = Vec::new();
-    for (c, p) in cases.iter().zip(predictions).take(n) {
-        let prompt = asker.tok.decode(&asker.prompt(&c.history, &c.question)?)?;
-        let truth = match &c.truth {
-            Truth::Category(x) => asker.cat.categories[*x].clone(),
-            Truth::Item(i) => asker.cat.title(*i).to_string(),
-            Truth::Review(t) => t.clone(),
-        };
-        let answer = match p["answer"].as_str() {
-            Some(a) if matches!(c.truth, Truth::Item(_)) => {
-                asker.cat.item_index(a).map(|i| asker.cat.title(i).to_string()).unwrap_or_default()
-            }
-            Some(a) => a.to_string(),
-            None => String::new(),
-        };
-        out.push(format!(
-            "**user {}** ({} interactions)\n\n    {}\n\n**answer:** {answer}\n\n**truth:** {truth}",
-            store.vocab.user[c.user],
-            c.history.len(),
-            prompt.replace('\n', "\n    ")
-        ));
-    }
-    Ok(out.join("\n\n---\n\n"))
 }

@@ -65,6 +65,11 @@ struct Pretraining<'a> {
 }
 
 impl Stage for Pretraining<'_> {
+    const FILES: StageFiles = StageFiles::Pretrain;
+    const PREFIX: &'static str = "";
+    const WORLD_REASON: &'static str = "the data order would change";
+    const SEED_SALT: i64 = 0;
+
     fn load(&mut self, dir: &Path) -> Result<()> {
         checkpoint::load(dir, &self.named, &mut self.opt)
     }
@@ -140,9 +145,9 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     let enc_cfg = cfg.encoder.clone().unwrap_or_default();
     let store = Store::open(&d.store)?;
     let run = RunDir::of(cfg);
-    let lead = w.rank == 0;
 
-    // Build.
+    // Build: the encoder (same seed on every rank), its parameters in name
+    // order, the training windows.
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(w.device);
     let encoder = UserEncoder::new(&(vs.root() / "encoder"), encoder_shape(&store, &enc_cfg, d.window));
@@ -153,7 +158,15 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     if windows.is_empty() {
         bail!("{}: no training windows (every user has fewer than 4 interactions?)", d.store.display());
     }
-    let examples = windows.len();
+    let hash = config_hash(cfg, &enc_cfg, p);
+    let skeleton = Loop {
+        worker: w,
+        run: run.clone(),
+        config_hash: hash.clone(),
+        seed: cfg.seed,
+        schedule: p.into(),
+        examples: windows.len(),
+    };
     let mut stage = Pretraining {
         p,
         w,
@@ -167,28 +180,10 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         params,
         opt: AdamW::new(p.weight_decay),
         root: run.checkpoints(StageFiles::Pretrain),
-        hash: config_hash(cfg, &enc_cfg, p),
+        hash,
         micro: Vec::new(),
         seen: (0, 0),
         clock: Instant::now(),
-    };
-    let skeleton = Loop {
-        worker: w,
-        run: run.clone(),
-        files: StageFiles::Pretrain,
-        config_hash: stage.hash.clone(),
-        prefix: "",
-        world_reason: "the data order would change",
-        seed: cfg.seed,
-        seed_salt: 0,
-        steps: p.steps,
-        grad_accum: p.grad_accum,
-        lr: p.lr,
-        warmup_steps: p.warmup_steps,
-        log_every: p.log_every,
-        checkpoint_every: p.checkpoint_every,
-        examples,
-        batch_size: p.batch_size,
     };
 
     // Resume, then take rank 0's parameters.
@@ -198,45 +193,55 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     }
 
     // Step loop.
-    let mut tb = if lead { Some(EventWriter::create(&run.tb())?) } else { None };
+    let mut tb = if w.rank == 0 { Some(EventWriter::create(&run.tb())?) } else { None };
     stage.clock = Instant::now();
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
         return Ok(Outcome { steps: trained.steps, final_loss: trained.last_loss, interrupted: true });
     }
 
-    // Finish: the loss of a run that had already finished, every rank's
-    // parameter digest (equal when the ranks trained in lockstep), and rank
-    // 0's evaluation on the held-out last interactions (popularity by the same code).
-    let mut last_loss = trained.last_loss;
-    if start >= p.steps {
-        if let Some((_, s)) = checkpoint::latest(&stage.root)? {
-            last_loss = s.loss;
+    // Finish.
+    let final_loss = stage.finish(start, trained.last_loss, &run, tb.as_mut())?;
+    Ok(Outcome { steps: p.steps, final_loss, interrupted: false })
+}
+
+impl Pretraining<'_> {
+    /// Every rank's parameter digest (equal when the ranks trained in
+    /// lockstep), rank 0's evaluation on the held-out last interactions
+    /// (popularity by the same code) into the metrics file and TensorBoard.
+    /// Returns the final loss, also of a run that had already finished.
+    fn finish(&self, start: u64, last_loss: f64, run: &RunDir, tb: Option<&mut EventWriter>) -> Result<f64> {
+        let (p, w) = (self.p, self.w);
+        let mut final_loss = last_loss;
+        if start >= p.steps {
+            if let Some((_, s)) = checkpoint::latest(&self.root)? {
+                final_loss = s.loss;
+            }
         }
-    }
-    eprintln!("rank {} of {}: parameters {}", w.rank, w.world, crate::model::weights::digest(&stage.named));
-    if let Some(tb) = &mut tb {
-        let (e, pop) = evaluate(&stage.encoder, &store, &stage.features, d.window, p.eval_batch_size, w.device);
-        let out =
-            PretrainMetrics { steps: p.steps, final_loss: last_loss, encoder: e.clone(), popularity: pop.clone() };
-        metrics::write(&run.metrics(StageFiles::Pretrain), &out)?;
-        for (who, m) in [("encoder", &e), ("popularity", &pop)] {
-            tb.scalars(
-                p.steps as i64,
-                &[
-                    (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
-                    (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
-                    (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
-                    (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
-                ],
-            )?;
+        eprintln!("rank {} of {}: parameters {}", w.rank, w.world, crate::model::weights::digest(&self.named));
+        if let Some(tb) = tb {
+            let (e, pop) =
+                evaluate(&self.encoder, self.store, &self.features, self.window, p.eval_batch_size, w.device);
+            let out = PretrainMetrics { steps: p.steps, final_loss, encoder: e.clone(), popularity: pop.clone() };
+            metrics::write(&run.metrics(StageFiles::Pretrain), &out)?;
+            for (who, m) in [("encoder", &e), ("popularity", &pop)] {
+                tb.scalars(
+                    p.steps as i64,
+                    &[
+                        (&format!("eval/{who}/recall@1"), m.recall_1 as f32),
+                        (&format!("eval/{who}/recall@5"), m.recall_5 as f32),
+                        (&format!("eval/{who}/recall@10"), m.recall_10 as f32),
+                        (&format!("eval/{who}/ndcg@10"), m.ndcg_10 as f32),
+                    ],
+                )?;
+            }
+            tb.flush()?;
         }
-        tb.flush()?;
+        if let Some(pg) = &w.group {
+            pg.barrier()?.wait()?;
+        }
+        Ok(final_loss)
     }
-    if let Some(pg) = &w.group {
-        pg.barrier()?.wait()?;
-    }
-    Ok(Outcome { steps: p.steps, final_loss: last_loss, interrupted: false })
 }
 
 /// Test-split next-item metrics of the encoder and of item popularity.

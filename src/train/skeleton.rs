@@ -15,6 +15,8 @@
 use super::checkpoint;
 use super::schedule::lr_at;
 use super::worker::Worker;
+use crate::config::finetune::FinetuneConfig;
+use crate::config::run::PretrainConfig;
 use crate::data::split::{epoch_batches, steps_per_epoch, Sharding};
 use crate::rundir::{RunDir, StageFiles};
 use crate::tb::EventWriter;
@@ -25,6 +27,14 @@ use std::time::Instant;
 
 /// What a training stage does at each point of the skeleton.
 pub trait Stage {
+    /// The run-folder files (checkpoints, log) the stage writes.
+    const FILES: StageFiles;
+    /// How the stage's lines start (`finetune: `).
+    const PREFIX: &'static str;
+    /// Why a checkpoint of another world size cannot resume the stage.
+    const WORLD_REASON: &'static str;
+    /// Mixed into the per-step seeds, so stages draw different numbers.
+    const SEED_SALT: i64;
     /// Restore the model and optimizer from a verified checkpoint folder.
     fn load(&mut self, checkpoint: &Path) -> Result<()>;
     /// Checkpoint after `step` steps (called on every rank at the same step).
@@ -40,29 +50,49 @@ pub trait Stage {
     fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()>;
 }
 
-/// The loop's settings, from a `pretrain:` or `finetune:` section.
-pub struct Loop<'a> {
-    pub worker: &'a Worker,
-    pub run: RunDir,
-    pub files: StageFiles,
-    /// What decides the trajectory: only a checkpoint with this hash resumes.
-    pub config_hash: String,
-    /// How the stage's lines start (`finetune: `).
-    pub prefix: &'static str,
-    /// Why a checkpoint of another world size cannot resume this stage.
-    pub world_reason: &'static str,
-    pub seed: u64,
-    /// Mixed into the per-step seeds, so stages draw different numbers.
-    pub seed_salt: i64,
+/// The step-loop settings of a `pretrain:` or `finetune:` section.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
     pub steps: u64,
     pub grad_accum: usize,
     pub lr: f64,
     pub warmup_steps: u64,
     pub log_every: u64,
     pub checkpoint_every: u64,
-    /// Training examples, and examples per rank per micro-batch.
-    pub examples: usize,
+    /// Examples per rank per micro-batch.
     pub batch_size: usize,
+}
+
+/// Both sections name the loop's settings alike.
+macro_rules! schedule_of {
+    ($($section:ty),*) => {$(
+        impl From<&$section> for Schedule {
+            fn from(c: &$section) -> Self {
+                Schedule {
+                    steps: c.steps,
+                    grad_accum: c.grad_accum,
+                    lr: c.lr,
+                    warmup_steps: c.warmup_steps,
+                    log_every: c.log_every,
+                    checkpoint_every: c.checkpoint_every,
+                    batch_size: c.batch_size,
+                }
+            }
+        }
+    )*};
+}
+schedule_of!(PretrainConfig, FinetuneConfig);
+
+/// One stage's loop on one worker.
+pub struct Loop<'a> {
+    pub worker: &'a Worker,
+    pub run: RunDir,
+    /// What decides the trajectory: only a checkpoint with this hash resumes.
+    pub config_hash: String,
+    pub seed: u64,
+    pub schedule: Schedule,
+    /// Training examples.
+    pub examples: usize,
 }
 
 /// How the step loop ended.
@@ -78,8 +108,8 @@ pub struct Trained {
 impl Loop<'_> {
     /// Resume from the newest complete checkpoint, if any; returns the step
     /// to start from.
-    pub fn resume(&self, stage: &mut impl Stage) -> Result<u64> {
-        let root = self.run.checkpoints(self.files);
+    pub fn resume<S: Stage>(&self, stage: &mut S) -> Result<u64> {
+        let root = self.run.checkpoints(S::FILES);
         let Some((dir, state)) = checkpoint::latest(&root)? else { return Ok(0) };
         if state.config_hash != self.config_hash {
             bail!(
@@ -96,37 +126,37 @@ impl Loop<'_> {
                 dir.display(),
                 state.world_size,
                 self.worker.world,
-                self.world_reason
+                S::WORLD_REASON
             );
         }
         stage.load(&dir)?;
         if self.worker.rank == 0 {
-            eprintln!("{}resuming from {} (step {})", self.prefix, dir.display(), state.step);
+            eprintln!("{}resuming from {} (step {})", S::PREFIX, dir.display(), state.step);
         }
         Ok(state.step)
     }
 
     /// Run steps `start..steps`; `tb` is rank 0's TensorBoard writer.
-    pub fn train(&self, stage: &mut impl Stage, start: u64, mut tb: Option<&mut EventWriter>) -> Result<Trained> {
-        let w = self.worker;
+    pub fn train<S: Stage>(&self, stage: &mut S, start: u64, mut tb: Option<&mut EventWriter>) -> Result<Trained> {
+        let (w, sc) = (self.worker, &self.schedule);
         let lead = w.rank == 0;
         let mut log = if lead {
-            Some(std::fs::OpenOptions::new().create(true).append(true).open(self.run.log(self.files))?)
+            Some(std::fs::OpenOptions::new().create(true).append(true).open(self.run.log(S::FILES))?)
         } else {
             None
         };
-        let per_epoch = steps_per_epoch(self.examples, w.world, self.batch_size) as u64;
+        let per_epoch = steps_per_epoch(self.examples, w.world, sc.batch_size) as u64;
         let shard =
-            Sharding { world: w.world, rank: w.rank, batch_size: self.batch_size, seed: self.seed, shuffle: true };
+            Sharding { world: w.world, rank: w.rank, batch_size: sc.batch_size, seed: self.seed, shuffle: true };
         let mut epoch: Option<(u64, Vec<Vec<usize>>)> = None;
         let began = Instant::now();
         let mut last_loss = f64::NAN;
-        for step in start..self.steps {
-            tch::manual_seed((self.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64 ^ self.seed_salt);
-            let lr = lr_at(step, self.steps, self.warmup_steps, self.lr);
-            let mut micro = Vec::with_capacity(self.grad_accum);
-            for a in 0..self.grad_accum as u64 {
-                let m = step * self.grad_accum as u64 + a;
+        for step in start..sc.steps {
+            tch::manual_seed((self.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64 ^ S::SEED_SALT);
+            let lr = lr_at(step, sc.steps, sc.warmup_steps, sc.lr);
+            let mut micro = Vec::with_capacity(sc.grad_accum);
+            for a in 0..sc.grad_accum as u64 {
+                let m = step * sc.grad_accum as u64 + a;
                 let (e, i) = (m / per_epoch, (m % per_epoch) as usize);
                 if epoch.as_ref().map(|(k, _)| *k) != Some(e) {
                     epoch = Some((e, epoch_batches(self.examples, shard, e)));
@@ -151,16 +181,16 @@ impl Loop<'_> {
                     "elapsed_s": began.elapsed().as_secs_f64()});
                 writeln!(f, "{line}")?;
             }
-            if done % self.log_every == 0 || done == self.steps {
+            if done % sc.log_every == 0 || done == sc.steps {
                 stage.log(done, last_loss, lr, grad_norm, tb.as_deref_mut())?;
             }
-            if self.checkpoint_every > 0 && done % self.checkpoint_every == 0 && done < self.steps {
+            if sc.checkpoint_every > 0 && done % sc.checkpoint_every == 0 && done < sc.steps {
                 stage.save(done, last_loss)?;
             }
         }
-        if start < self.steps {
-            stage.save(self.steps, last_loss)?;
+        if start < sc.steps {
+            stage.save(sc.steps, last_loss)?;
         }
-        Ok(Trained { steps: self.steps, last_loss, interrupted: false })
+        Ok(Trained { steps: sc.steps, last_loss, interrupted: false })
     }
 }
