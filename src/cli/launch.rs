@@ -97,7 +97,10 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology) -> Result<Exi
             Ok(ExitCode::from(INTERRUPTED))
         }
         Outcome::Completed { failed, .. } if failed > 0 => {
-            eprintln!("error: {failed} stage(s) failed (see the table and {})", controller::logs_dir(&plan).display());
+            eprintln!(
+                "error: {failed} stage(s) failed (see the table and {})",
+                crate::sweep::layout::logs(&plan.dir).display()
+            );
             Ok(ExitCode::from(1))
         }
         Outcome::Completed { .. } => Ok(ExitCode::SUCCESS),

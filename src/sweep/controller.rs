@@ -4,7 +4,7 @@
 
 use super::plan::{self, Plan};
 use super::run::{self, Outcome};
-use super::{describe, lock, report, results, state};
+use super::{describe, layout, lock, report};
 use crate::launch::signals::interrupt_counter;
 use crate::launch::Topology;
 use anyhow::Result;
@@ -65,19 +65,14 @@ pub fn run(plan: &Plan, topo: Topology) -> Result<Outcome> {
         print!("{}", report(plan)?);
         println!(
             "results: {} and {}",
-            plan.dir.join(results::CSV_FILE).display(),
-            plan.dir.join(results::MD_FILE).display()
+            layout::results_csv(&plan.dir).display(),
+            layout::results_md(&plan.dir).display()
         );
         println!(
             "TensorBoard: {} --logdir {}",
             crate::paths::venv_python().with_file_name("tensorboard").display(),
-            plan.dir.join(plan::RUNS_DIR).display()
+            layout::runs(&plan.dir).display()
         );
     }
     Ok(outcome)
-}
-
-/// Where a failed stage's log is.
-pub fn logs_dir(plan: &Plan) -> std::path::PathBuf {
-    plan.dir.join(state::LOGS_DIR)
 }

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod decide;
+pub mod layout;
 pub mod plan;
 pub mod results;
 pub mod run;
@@ -69,7 +70,7 @@ pub struct Lock(#[allow(dead_code)] std::fs::File);
 
 pub fn lock(plan: &Plan) -> Result<Lock> {
     std::fs::create_dir_all(&plan.dir)?;
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(plan.dir.join(".lock"))?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout::lock(&plan.dir))?;
     // SAFETY: flock on a descriptor we own; released when the file closes.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!("another `uorch launch` is running the experiment in {} (its .lock is held)", plan.dir.display());

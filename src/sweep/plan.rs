@@ -3,19 +3,13 @@
 //! worker settings, shared by every trial that needs it) and finetuning
 //! (which waits for its encoder). TextPrompt trials need no encoder.
 
+use super::layout::{self, PLAN_FILE};
 use super::spec::{SweepSpec, TrialSpec};
 use crate::config::{self, emit, RunConfig};
 use crate::rundir::StageFiles;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// The plan, written into the experiment folder for `uorch sweep status`.
-pub const PLAN_FILE: &str = "experiment.json";
-/// Stage configs, one YAML per stage.
-pub const STAGES_DIR: &str = "stages";
-/// Stage run folders (and so the TensorBoard log root).
-pub const RUNS_DIR: &str = "runs";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,7 +105,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
         bail!("{}: `name` (the experiment's folder name) must be a folder name, found {experiment:?}", path.display());
     }
     let dir = head.output_root.join(&experiment);
-    let runs = dir.join(RUNS_DIR);
+    let runs = layout::runs(&dir);
     let mut stages: Vec<Stage> = Vec::new();
     let mut trials = Vec::new();
     let add = |stages: &mut Vec<Stage>, name: String, kind: StageKind, needs: Vec<String>, cfg: RunConfig| {
@@ -207,14 +201,14 @@ impl Plan {
     }
 
     pub fn config_path(&self, stage: &str) -> PathBuf {
-        self.dir.join(STAGES_DIR).join(format!("{stage}.yaml"))
+        layout::stage_config(&self.dir, stage)
     }
 
     /// Write the stage configs and the plan into the experiment folder. A
     /// stage folder that already holds a run of another config is an error
     /// (its results would be mixed up with this config's).
     pub fn write(&self) -> Result<()> {
-        std::fs::create_dir_all(self.dir.join(STAGES_DIR))?;
+        std::fs::create_dir_all(layout::stages(&self.dir))?;
         for s in &self.stages {
             let cfg = s.config.as_ref().context("stage config")?;
             let yaml = emit::to_yaml(&serde_json::to_value(cfg)?, None);
@@ -231,12 +225,12 @@ impl Plan {
             }
             crate::fsutil::write_atomic(&self.config_path(&s.name), yaml.as_bytes())?;
         }
-        crate::fsutil::write_atomic(&self.dir.join(PLAN_FILE), serde_json::to_string_pretty(self)?.as_bytes())?;
+        crate::fsutil::write_atomic(&layout::plan(&self.dir), serde_json::to_string_pretty(self)?.as_bytes())?;
         Ok(())
     }
 
     pub fn load(dir: &Path) -> Result<Plan> {
-        let path = dir.join(PLAN_FILE);
+        let path = layout::plan(dir);
         serde_json::from_slice(
             &std::fs::read(&path)
                 .with_context(|| format!("{} is not an experiment folder (no {PLAN_FILE})", dir.display()))?,

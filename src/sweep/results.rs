@@ -4,14 +4,12 @@
 //! folder, and the HParams dashboard's experiment record at the TensorBoard
 //! log root (the trials' own logs hold their sessions and metrics).
 
-use super::plan::{Plan, StageKind, RUNS_DIR};
+use super::layout;
+use super::plan::{Plan, StageKind};
 use super::state::{self, State};
 use crate::tb::{EventWriter, HParamType, HValue};
 use anyhow::Result;
 use std::collections::BTreeMap;
-
-pub const CSV_FILE: &str = "results.csv";
-pub const MD_FILE: &str = "results.md";
 
 pub struct Row {
     pub trial: String,
@@ -164,7 +162,7 @@ pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
     for r in &body {
         csv.push_str(&(r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"));
     }
-    crate::fsutil::write_atomic(&plan.dir.join(CSV_FILE), csv.as_bytes())?;
+    crate::fsutil::write_atomic(&layout::results_csv(&plan.dir), csv.as_bytes())?;
     let mut md = format!(
         "# {}\n\nFrom `{}`; test metrics of each finetuned model, cost per example.\n\n",
         plan.experiment,
@@ -174,7 +172,7 @@ pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
     for r in &body {
         md.push_str(&format!("| {} |\n", r.join(" | ")));
     }
-    crate::fsutil::write_atomic(&plan.dir.join(MD_FILE), md.as_bytes())?;
+    crate::fsutil::write_atomic(&layout::results_md(&plan.dir), md.as_bytes())?;
     Ok(())
 }
 
@@ -182,7 +180,7 @@ pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
 /// values) and the test metrics, so the dashboard lists every trial's
 /// session with them. Replaces an earlier record.
 pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
-    let root = plan.dir.join(RUNS_DIR);
+    let root = layout::runs(&plan.dir);
     std::fs::create_dir_all(&root)?;
     for e in std::fs::read_dir(&root)?.flatten() {
         if e.file_type().map(|t| t.is_file()).unwrap_or(false)

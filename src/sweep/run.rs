@@ -9,6 +9,7 @@
 //! controller (SIGTERM: checkpoint and stop).
 
 use super::decide::{self, AfterExit, Ended};
+use super::layout;
 use super::plan::{Plan, Stage};
 use super::state::{self, State, Status};
 use anyhow::{Context, Result};
@@ -69,7 +70,7 @@ fn tail(path: &std::path::Path, n: usize) -> String {
 }
 
 fn spawn(plan: &Plan, stage: &Stage, index: usize, slot: &Slot, slots: usize, o: &Options) -> Result<Child> {
-    let log_path = state::log_path(&plan.dir, &stage.name);
+    let log_path = layout::log(&plan.dir, &stage.name);
     std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut cmd = Command::new(&o.exe);
@@ -187,7 +188,7 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                         } else {
                             format!("exited with {exit}")
                         },
-                        state::log_path(&plan.dir, &s.name).display()
+                        layout::log(&plan.dir, &s.name).display()
                     );
                     if let AfterExit::Retry { attempt } = failed {
                         st.state = State::Pending;
@@ -199,7 +200,7 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
                         );
                     } else {
                         st.state = State::Failed;
-                        let error = format!("{why}\n{}", tail(&state::log_path(&plan.dir, &s.name), 8));
+                        let error = format!("{why}\n{}", tail(&layout::log(&plan.dir, &s.name), 8));
                         println!("[{}] FAILED   {}: {error}", stamp(), s.name);
                         st.error = Some(error);
                     }

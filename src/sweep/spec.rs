@@ -105,9 +105,14 @@ fn is_identifier(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// Config keys and the values a trial sets them to.
+type Settings = Vec<(String, serde_json::Value)>;
+/// (axis, label) of each axis a trial stands on.
+type Labels = Vec<(String, String)>;
+
 /// (label, keys to set) of each value of an axis.
-fn axis_points(a: &Axis) -> Result<Vec<(String, Vec<(String, serde_json::Value)>)>> {
-    let points: Vec<(String, Vec<(String, serde_json::Value)>)> = match (&a.values, &a.key) {
+fn axis_points(a: &Axis) -> Result<Vec<(String, Settings)>> {
+    let points: Vec<(String, Settings)> = match (&a.values, &a.key) {
         (AxisValues::List(vs), Some(key)) => vs.iter().map(|v| (label(v), vec![(key.clone(), v.clone())])).collect(),
         (AxisValues::List(_), None) => {
             bail!("sweep.axes: axis `{}` lists plain values but has no `key:` to set", a.name)
@@ -161,7 +166,7 @@ impl SweepSpec {
             }
         }
         let points: Vec<_> = self.axes.iter().map(axis_points).collect::<Result<_>>()?;
-        let cross = |axes: &[usize]| -> Vec<(Vec<(String, String)>, Vec<(String, serde_json::Value)>)> {
+        let cross = |axes: &[usize]| -> Vec<(Labels, Settings)> {
             let mut out = vec![(Vec::new(), Vec::new())];
             for &i in axes {
                 let mut next = Vec::new();

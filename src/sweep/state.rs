@@ -3,14 +3,12 @@
 //! folder holds its metrics file: a crash between finishing and recording
 //! still counts as done, and nothing complete runs again.
 
+use super::layout;
 use super::plan::Stage;
 use crate::rundir::RunDir;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-pub const STATUS_DIR: &str = "status";
-pub const LOGS_DIR: &str = "logs";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -38,21 +36,13 @@ pub struct Status {
     pub error: Option<String>,
 }
 
-fn path(dir: &Path, stage: &str) -> PathBuf {
-    dir.join(STATUS_DIR).join(format!("{stage}.json"))
-}
-
-pub fn log_path(dir: &Path, stage: &str) -> PathBuf {
-    dir.join(LOGS_DIR).join(format!("{stage}.log"))
-}
-
 pub fn read(dir: &Path, stage: &str) -> Status {
-    std::fs::read(path(dir, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    std::fs::read(layout::status(dir, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 pub fn write(dir: &Path, stage: &str, s: &Status) -> Result<()> {
-    std::fs::create_dir_all(dir.join(STATUS_DIR))?;
-    crate::fsutil::write_atomic(&path(dir, stage), &serde_json::to_vec_pretty(s)?)?;
+    std::fs::create_dir_all(layout::statuses(dir))?;
+    crate::fsutil::write_atomic(&layout::status(dir, stage), &serde_json::to_vec_pretty(s)?)?;
     Ok(())
 }
 
