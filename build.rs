@@ -34,7 +34,10 @@ fn main() {
 /// function; the rest of the headers from the libtorch we link against.
 fn build_cpp(lib: &std::path::Path) {
     let include = lib.parent().expect("libtorch lib has a parent").join("include");
-    for (file, library) in [("csrc/c10d_shim.cpp", "uorch_c10d"), ("csrc/recompute.cpp", "uorch_recompute")] {
+    // (source, library, the define it needs)
+    let parts =
+        [("csrc/c10d_shim.cpp", "uorch_c10d", Some("USE_C10D_GLOO")), ("csrc/recompute.cpp", "uorch_recompute", None)];
+    for (file, library, define) in parts {
         println!("cargo:rerun-if-changed={file}");
         let mut build = cc::Build::new();
         build
@@ -45,8 +48,8 @@ fn build_cpp(lib: &std::path::Path) {
             .flag("-std=c++17")
             .define("_GLIBCXX_USE_CXX11_ABI", "1")
             .warnings(false);
-        if library == "uorch_c10d" {
-            build.define("USE_C10D_GLOO", None);
+        if let Some(d) = define {
+            build.define(d, None);
         }
         build.compile(library);
     }

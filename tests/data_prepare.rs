@@ -280,7 +280,9 @@ fn preparing_the_same_input_twice_gives_byte_identical_stores() {
 #[test]
 fn malformed_lines_name_file_line_and_problem_or_are_counted_when_skipping() {
     let d = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Vec<(&str, &[u8])>, &str)> = vec![
+    // (format, its files and their bytes, the error expected)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+    let cases: Vec<Case> = vec![
         ("csv", vec![("movies.csv", b"movieId,title,genres\n1,A (1995),Drama\n"), ("ratings.csv", b"userId,movieId,rating,timestamp\n1,1,4.0,100\n1,1,four,101\n")], "ratings.csv:3: rating \"four\" is not a valid f32"),
         ("dat", vec![("movies.dat", b"1::A (1995)::Drama\n"), ("ratings.dat", b"1::1::5::978300760\n1::1::5\n")], "ratings.dat:2: expected 4 `::`-separated fields"),
         ("100k", vec![("u.item", b"1|A|x|x|x|0|0\n"), ("u.data", b"1\t1\t5\t1\n")], "u.item:1: expected 24 `|`-separated fields"),

@@ -95,7 +95,7 @@ fn rank_of(pid: u32) -> Option<usize> {
 fn alive(pid: u32) -> bool {
     // A zombie has exited; /proc/PID/stat field 3 is its state.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2) != Some("Z"))
         .unwrap_or(false)
 }
 

@@ -31,9 +31,9 @@ impl Hosts {
             ip(&["netns", "exec", n, "ip", "link", "set", "lo", "up"]);
         }
         ip(&["link", "add", &veth[0], "netns", &h.ns[0], "type", "veth", "peer", "name", &veth[1], "netns", &h.ns[1]]);
-        for i in 0..2 {
-            ip(&["netns", "exec", &h.ns[i], "ip", "addr", "add", &format!("{}/24", h.addr[i]), "dev", &veth[i]]);
-            ip(&["netns", "exec", &h.ns[i], "ip", "link", "set", &veth[i], "up"]);
+        for ((ns, addr), dev) in h.ns.iter().zip(&h.addr).zip(&veth) {
+            ip(&["netns", "exec", ns, "ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["netns", "exec", ns, "ip", "link", "set", dev, "up"]);
         }
         h
     }

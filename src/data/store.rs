@@ -262,7 +262,7 @@ impl Store {
         let map = unsafe { memmap2::Mmap::map(&file)? };
         let st = safetensors::SafeTensors::deserialize(&map)
             .with_context(|| format!("{}: not a safetensors file", apath.display()))?;
-        let has_reviews = st.names().iter().any(|n| *n == "review_offsets");
+        let has_reviews = st.names().contains(&"review_offsets");
         let reviews = if has_reviews {
             let f = std::fs::File::open(dir.join(REVIEWS))?;
             // SAFETY: as above; an empty file cannot be mapped, hence the check.

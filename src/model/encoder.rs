@@ -87,6 +87,9 @@ impl UserEncoder {
     /// Feature ids `[(batch, seq); features]` (0 = padding; real ids + 1) →
     /// embeddings `(batch, seq, dim)`. Positions attend only to themselves and
     /// earlier positions; padding keys are masked out.
+    // `h += x` on a Tensor adds in place, overwriting what autograd saved
+    // for the backward pass: the residuals stay `h = h + x`.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(&self, ids: &[Tensor], train: bool) -> Tensor {
         let (b, t) = ids[0].size2().expect("(batch, seq)");
         let feats: Vec<Tensor> = self.embeddings.iter().zip(ids).map(|(e, x)| e.forward(x)).collect();

@@ -11,6 +11,8 @@ use tch::Tensor;
 use torch_sys::C_tensor;
 
 type Segment = dyn Fn(&Tensor, &Tensor) -> Tensor;
+/// A segment before its lifetime is erased.
+type BorrowingSegment<'a> = dyn Fn(&Tensor, &Tensor) -> Tensor + 'a;
 
 extern "C" fn call_segment(data: *mut c_void, h: *mut C_tensor, u: *mut C_tensor) -> *mut C_tensor {
     // SAFETY: `data` is a `Box<Segment>` owned by a live `Segments` (see `run`);
@@ -30,6 +32,10 @@ extern "C" fn call_segment(data: *mut c_void, h: *mut C_tensor, u: *mut C_tensor
 /// The segments of the forward passes whose backward has not run yet.
 #[derive(Default)]
 pub struct Segments {
+    // The outer box keeps each closure's address fixed while C++ holds it;
+    // the inner one makes that address a thin pointer, which is what crosses
+    // the FFI as `void*`.
+    #[allow(clippy::vec_box)]
     live: RefCell<Vec<Box<Box<Segment>>>>,
 }
 
@@ -44,7 +50,7 @@ impl Segments {
     /// only after the backward pass through the result (or after dropping it).
     pub unsafe fn run<'a>(&self, h: &Tensor, user: &Tensor, f: impl Fn(&Tensor, &Tensor) -> Tensor + 'a) -> Tensor {
         let h = if h.requires_grad() { h.shallow_clone() } else { h.detach().set_requires_grad(true) };
-        let boxed: Box<Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>> = Box::new(Box::new(f));
+        let boxed: Box<Box<BorrowingSegment<'a>>> = Box::new(Box::new(f));
         // SAFETY: lifetime erased as documented above.
         let boxed: Box<Box<Segment>> = std::mem::transmute(boxed);
         let data = &*boxed as *const Box<Segment> as *mut c_void;

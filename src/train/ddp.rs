@@ -16,7 +16,7 @@ fn unflatten(flat: &Tensor, params: &[Tensor], bucket: &[usize], pick: impl Fn(&
     let mut offset = 0;
     for &i in bucket {
         let n = params[i].numel() as i64;
-        let _ = pick(&params[i]).copy_(&flat.narrow(0, offset, n).view_as(&params[i]));
+        pick(&params[i]).copy_(&flat.narrow(0, offset, n).view_as(&params[i]));
         offset += n;
     }
 }

@@ -151,7 +151,7 @@ impl ShardedAdamW {
             let mut offset = 0;
             for p in &self.params {
                 let n = p.numel() as i64;
-                let _ = p.shallow_clone().copy_(&full.narrow(0, offset, n).view_as(p));
+                p.shallow_clone().copy_(&full.narrow(0, offset, n).view_as(p));
                 offset += n;
                 let mut gr = p.grad();
                 if gr.defined() {

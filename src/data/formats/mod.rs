@@ -171,7 +171,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("uorch-formats-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("notes.txt"), "hello\n").unwrap();
-        let err = detect(&[dir.clone()], None).unwrap_err().to_string();
+        let err = detect(std::slice::from_ref(&dir), None).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         for f in REGISTRY {
             assert!(err.contains(f.expects()), "{err}");
@@ -187,10 +187,10 @@ mod tests {
         for f in ["u.data", "u.item", "x.inter", "x.item"] {
             std::fs::write(dir.join(f), "").unwrap();
         }
-        let (format, inputs) = detect(&[dir.clone()], None).unwrap();
+        let (format, inputs) = detect(std::slice::from_ref(&dir), None).unwrap();
         assert_eq!(format.name(), "ml-100k");
         assert_eq!(inputs.interactions, [dir.join("u.data")]);
-        let (format, _) = detect(&[dir.clone()], Format::named("recbole")).unwrap();
+        let (format, _) = detect(std::slice::from_ref(&dir), Format::named("recbole")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(format.name(), "recbole");
     }
