@@ -3,16 +3,36 @@
 //! model, asking, export, sweep planning and the benchmarks all go through it.
 //!
 //! To add a mode: a file here with a type implementing [`Mode`], a variant of
-//! [`Integration`] (`config/finetune.rs`, its YAML name), and its arm in
-//! [`Integration::mode`].
-
-mod cross_attention;
-mod soft_prompt;
-mod text_prompt;
+//! [`Integration`] (`config/finetune.rs`, its YAML name), and one line in
+//! the `modes!` list below.
 
 pub use crate::config::finetune::Integration;
 use crate::config::finetune::Placement;
 use tch::Tensor;
+
+/// Declares each mode's file and maps its `Integration` variant to it.
+macro_rules! modes {
+    ($($variant:ident => $file:ident::$mode:ident),* $(,)?) => {
+        $(mod $file;)*
+
+        impl Integration {
+            /// The implementation of this mode (the enum is the config's, in
+            /// the config layer; its behaviour is the model's, here).
+            pub fn mode(self) -> &'static dyn Mode {
+                match self {
+                    $(Integration::$variant => &$file::$mode,)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: `Integration` variant => file::type. A new mode is one line here.
+modes! {
+    CrossAttention => cross_attention::CrossAttention,
+    SoftPrompt => soft_prompt::SoftPrompt,
+    TextPrompt => text_prompt::TextPrompt,
+}
 
 /// What the decoder reads for one forward pass.
 pub struct DecoderInput {
@@ -55,18 +75,6 @@ pub trait Mode: Sync {
     /// `user` user tokens, with `blocks` blocks of width `hidden`.
     fn block_flops(&self, _blocks: usize, _hidden: f64, _text: f64, _user: f64) -> f64 {
         0.0
-    }
-}
-
-impl Integration {
-    /// The implementation of this mode (the enum is the config's, in the
-    /// config layer; its behaviour is the model's, here).
-    pub fn mode(self) -> &'static dyn Mode {
-        match self {
-            Integration::CrossAttention => &cross_attention::CrossAttention,
-            Integration::SoftPrompt => &soft_prompt::SoftPrompt,
-            Integration::TextPrompt => &text_prompt::TextPrompt,
-        }
     }
 }
 
