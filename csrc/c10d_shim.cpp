@@ -43,9 +43,76 @@ static c10d::ReduceOp reduce_op(int op) {
   }
 }
 
+// The CPU "NCCL rules" mode: what ProcessGroupNCCL (libtorch 2.11) refuses,
+// checked before Gloo runs, so a collective NCCL would reject fails on a
+// machine without a GPU too. NCCL's own message comes first in each error.
+static const char* nccl_dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kChar: case at::kByte: case at::kBool: case at::kInt: case at::kLong:
+    case at::kHalf: case at::kFloat: case at::kDouble: case at::kBFloat16:
+    case at::kFloat8_e5m2: case at::kFloat8_e4m3fn: case at::kFloat8_e5m2fnuz: case at::kFloat8_e4m3fnuz:
+      return nullptr;
+    default:
+      return c10::toString(t);
+  }
+}
+
+// Where an error came from: the rules, the operation and the group's device.
+static std::string nccl_where(const uorch_pg* pg, const char* op) {
+  return std::string(" (NCCL rules, ") + op + " on the group bound to " + pg->device.str() + ")";
+}
+
+static void nccl_check(const uorch_pg* pg, const at::Tensor& t, const char* op) {
+  if (!pg->nccl_rules) return;
+  std::string where = nccl_where(pg, op);
+  if (t.device() != pg->device || t.layout() != at::kStrided) {
+    throw std::invalid_argument("Tensors must be CUDA and dense: found a " + t.device().str() + " " +
+                                c10::str(t.layout()) + " tensor" + where);
+  }
+  if (!t.is_contiguous(t.suggest_memory_format())) {
+    throw std::invalid_argument("Tensors must be contiguous" + where);
+  }
+  if (const char* bad = nccl_dtype_name(t.scalar_type())) {
+    throw std::invalid_argument(std::string("Unsupported data type for NCCL process group: ") + bad + where);
+  }
+}
+
+static void nccl_check_one(const uorch_pg* pg, const std::vector<at::Tensor>& v, const char* op) {
+  if (!pg->nccl_rules) return;
+  if (v.size() != 1) {
+    throw std::invalid_argument("Expecting one tensor only but got multiple (" + std::to_string(v.size()) + ")" +
+                                nccl_where(pg, op));
+  }
+  nccl_check(pg, v[0], op);
+}
+
+// allgather: output = size x input; reduce_scatter: input = size x output.
+static void nccl_check_pair(const uorch_pg* pg, const at::Tensor& big, const at::Tensor& small, const char* op) {
+  if (!pg->nccl_rules) return;
+  nccl_check(pg, big, op);
+  nccl_check(pg, small, op);
+  std::string where = nccl_where(pg, op);
+  if (big.scalar_type() != small.scalar_type()) {
+    throw std::invalid_argument("output tensor must have the same type as input tensor" + where);
+  }
+  if (big.numel() != small.numel() * pg->size) {
+    throw std::invalid_argument("the larger tensor must hold world_size times the smaller one's elements" + where);
+  }
+}
+
 extern "C" {
 
 const char* uorch_last_error() { return g_error.c_str(); }
+
+// device_type 0: CPU, 1: CUDA (device_index then names it).
+int uorch_pg_nccl_rules(uorch_pg* pg, int device_type, int device_index) {
+  return guarded([&]() -> int {
+    pg->nccl_rules = true;
+    pg->device = device_type == 1 ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
+                                  : c10::Device(c10::kCPU);
+    return 0;
+  }, 1);
+}
 
 uorch_store* uorch_tcpstore_new(const char* host, int port, int world_size, int is_server, int64_t timeout_ms) {
   return guarded([&]() -> uorch_store* {
@@ -117,6 +184,7 @@ void uorch_pg_free(uorch_pg* pg) { delete pg; }
 uorch_work* uorch_pg_allreduce(uorch_pg* pg, at::Tensor** ts, int n, int op) {
   return guarded([&]() -> uorch_work* {
     auto v = tensors_of(ts, n);
+    nccl_check_one(pg, v, "all_reduce");
     c10d::AllreduceOptions o;
     o.reduceOp = reduce_op(op);
     return new uorch_work{pg->backend->allreduce(v, o)};
@@ -126,6 +194,7 @@ uorch_work* uorch_pg_allreduce(uorch_pg* pg, at::Tensor** ts, int n, int op) {
 uorch_work* uorch_pg_broadcast(uorch_pg* pg, at::Tensor** ts, int n, int root) {
   return guarded([&]() -> uorch_work* {
     auto v = tensors_of(ts, n);
+    nccl_check_one(pg, v, "broadcast");
     c10d::BroadcastOptions o;
     o.rootRank = root;
     return new uorch_work{pg->backend->broadcast(v, o)};
@@ -135,6 +204,7 @@ uorch_work* uorch_pg_broadcast(uorch_pg* pg, at::Tensor** ts, int n, int root) {
 // output: world_size x input's numel, flat.
 uorch_work* uorch_pg_allgather(uorch_pg* pg, at::Tensor* output, at::Tensor* input) {
   return guarded([&]() -> uorch_work* {
+    nccl_check_pair(pg, *output, *input, "all_gather");
     return new uorch_work{pg->backend->_allgather_base(*output, *input)};
   }, nullptr);
 }
@@ -142,6 +212,7 @@ uorch_work* uorch_pg_allgather(uorch_pg* pg, at::Tensor* output, at::Tensor* inp
 // input: world_size x output's numel, flat; each rank receives its reduced chunk.
 uorch_work* uorch_pg_reduce_scatter(uorch_pg* pg, at::Tensor* output, at::Tensor* input, int op) {
   return guarded([&]() -> uorch_work* {
+    nccl_check_pair(pg, *input, *output, "reduce_scatter");
     c10d::ReduceScatterOptions o;
     o.reduceOp = reduce_op(op);
     return new uorch_work{pg->backend->_reduce_scatter_base(*output, *input, o)};

@@ -14,6 +14,10 @@ struct uorch_pg {
   c10::intrusive_ptr<c10d::Backend> backend;
   int rank;
   int size;
+  // "NCCL rules": check every collective's tensors as ProcessGroupNCCL
+  // would, against `device` (see c10d_shim.cpp). Off unless enabled.
+  bool nccl_rules = false;
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 struct uorch_work {

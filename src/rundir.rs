@@ -21,6 +21,7 @@
 //! finetune_weights.safetensors     everything but the frozen base LLM (the finetuned model)
 //! finetune_predictions.jsonl       the finetuned model's answer to every test question
 //! finetune_metrics.json            finetuning results against the baselines (its presence = done)
+//! restarts.jsonl                   each elastic restart (`--max-restarts`): when, which rank, why
 //! ```
 //!
 //! Every file is written to a temporary name and renamed, so a crash never
@@ -103,6 +104,9 @@ pub const FINETUNE_PREDICTIONS: &str = "finetune_predictions.jsonl";
 /// Results before finetuning, kept so a resumed run does not redo them.
 pub const FINETUNE_BASELINES: &str = "finetune_baselines.json";
 
+/// One line per elastic restart of the run's workers.
+pub const RESTARTS: &str = "restarts.jsonl";
+
 /// A run folder's path, and the path of each file in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir(PathBuf);
@@ -127,6 +131,10 @@ impl RunDir {
 
     pub fn env(&self) -> PathBuf {
         self.0.join(ENV_FILE)
+    }
+
+    pub fn restarts(&self) -> PathBuf {
+        self.0.join(RESTARTS)
     }
 
     pub fn tb(&self) -> PathBuf {

@@ -79,6 +79,14 @@ pub fn with_autocast<T>(device: tch::Device, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// A device as PyTorch writes it (`cpu`, `cuda:0`).
+pub fn device_name(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// The machine's logical cores.
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

@@ -111,7 +111,7 @@ fn resolved_dump_reads_back_to_the_same_config_and_shows_origins() {
     let out = uorch().args(["config", "show"]).arg(&f).args(["--set", "seed=77"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let dump = stdout(&out);
-    assert_eq!(dump, "name: dumped\noutput_root: checkpoints\nseed: 77\ncpu_threads: 0\ndist:\n  nproc: 1\n  timeout_s: 300\n  bucket_mb: 25\n");
+    assert_eq!(dump, "name: dumped\noutput_root: checkpoints\nseed: 77\ncpu_threads: 0\ndist:\n  nproc: auto\n  timeout_s: 300\n  bucket_mb: 25\n");
     let again = write(d.path(), "dump.yaml", &dump);
     let out2 = uorch().args(["config", "show"]).arg(&again).output().unwrap();
     assert_eq!(stdout(&out2), dump);

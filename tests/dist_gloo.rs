@@ -1,10 +1,11 @@
 //! c10d through the shim, with real processes: a TCPStore rendezvous, a Gloo
-//! group, every collective checked against the closed-form answer, and a
-//! collective that a peer never joins failing with a timeout error.
+//! group (checked as NCCL would check it), every collective checked against
+//! the closed-form answer, and a collective that a peer never joins failing
+//! with a timeout error. Then the NCCL rules themselves, on one rank.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use uorch::dist::{ProcessGroup, ReduceOp, Store};
 
 const ROLE: &str = "UORCH_TEST_DIST_ROLE";
@@ -15,7 +16,9 @@ fn free_port() -> u16 {
 
 fn group(rank: usize, world: usize, port: u16, timeout: Duration) -> ProcessGroup {
     let store = Store::tcp("127.0.0.1", port, world, rank == 0, Duration::from_secs(30)).unwrap();
-    ProcessGroup::gloo(store, rank, world, timeout, "127.0.0.1").unwrap()
+    let pg = ProcessGroup::gloo(store, rank, world, timeout, "127.0.0.1").unwrap();
+    pg.enforce_nccl_rules(Device::Cpu).unwrap();
+    pg
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -128,4 +131,73 @@ fn a_collective_a_peer_never_joins_fails_with_a_timeout_naming_op_rank_and_timeo
     assert!(err.contains("all_reduce on rank 0 did not complete within the 3s collective timeout"), "{err}");
     let ms: u64 = text.lines().find_map(|l| l.split_once("ERROR_AFTER_MS ").map(|(_, r)| r)).unwrap().parse().unwrap();
     assert!(ms < 15_000, "took {ms} ms");
+}
+
+/// A one-rank Gloo group that checks its collectives as NCCL would on `device`.
+fn ruled(device: Device) -> ProcessGroup {
+    let port = free_port();
+    let store = Store::tcp("127.0.0.1", port, 1, true, Duration::from_secs(30)).unwrap();
+    let pg = ProcessGroup::gloo(store, 0, 1, Duration::from_secs(30), "127.0.0.1").unwrap();
+    pg.enforce_nccl_rules(device).unwrap();
+    pg
+}
+
+fn refused(r: anyhow::Result<uorch::dist::Work>) -> String {
+    match r {
+        Ok(w) => panic!("accepted: {:?}", w.wait().map(|_| "and completed")),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn nccl_rules_refuse_what_process_group_nccl_refuses_and_pass_the_rest() {
+    let pg = ruled(Device::Cpu);
+    let cpu = (Kind::Float, Device::Cpu);
+    // Accepted: one dense contiguous tensor of an NCCL dtype, on the group's device.
+    for kind in [Kind::Float, Kind::Double, Kind::Int64, Kind::BFloat16, Kind::Half, Kind::Int8, Kind::Uint8] {
+        let t = Tensor::ones([3], (kind, Device::Cpu));
+        pg.all_reduce(&[&t], ReduceOp::Sum).unwrap().wait().unwrap();
+    }
+    pg.all_gather(&Tensor::zeros([2], cpu), &Tensor::ones([2], cpu)).unwrap().wait().unwrap();
+    pg.reduce_scatter(&Tensor::zeros([2], cpu), &Tensor::ones([2], cpu), ReduceOp::Sum).unwrap().wait().unwrap();
+    // Refused, each with NCCL's own words first.
+    let m = Tensor::ones([3, 4], cpu);
+    let e = refused(pg.all_reduce(&[&m.transpose(0, 1)], ReduceOp::Sum));
+    assert!(e.contains("Tensors must be contiguous"), "{e}");
+    let (a, b) = (Tensor::ones([2], cpu), Tensor::ones([2], cpu));
+    let e = refused(pg.all_reduce(&[&a, &b], ReduceOp::Sum));
+    assert!(e.contains("Expecting one tensor only but got multiple"), "{e}");
+    let e = refused(pg.broadcast(&[&a, &b], 0));
+    assert!(e.contains("Expecting one tensor only but got multiple"), "{e}");
+    let e = refused(pg.all_reduce(&[&Tensor::ones([2], (Kind::Int16, Device::Cpu))], ReduceOp::Sum));
+    assert!(e.contains("Unsupported data type for NCCL process group: Short"), "{e}");
+    let e = refused(pg.all_reduce(&[&Tensor::ones([2], (Kind::ComplexFloat, Device::Cpu))], ReduceOp::Sum));
+    assert!(e.contains("Unsupported data type"), "{e}");
+    let sparse = Tensor::eye(3, cpu).to_sparse_sparse_dim(2);
+    let e = refused(pg.all_reduce(&[&sparse], ReduceOp::Sum));
+    assert!(e.contains("Tensors must be CUDA and dense"), "{e}");
+    let e = refused(pg.all_gather(&Tensor::zeros([2], (Kind::Double, Device::Cpu)), &Tensor::ones([2], cpu)));
+    assert!(e.contains("output tensor must have the same type as input tensor"), "{e}");
+    let e = refused(pg.reduce_scatter(&Tensor::zeros([1], cpu), &Tensor::ones([2], cpu), ReduceOp::Sum));
+    assert!(e.contains("world_size times"), "{e}");
+    // Each error names the operation and the device.
+    assert!(e.contains("reduce_scatter") && e.contains("cpu"), "{e}");
+}
+
+#[test]
+fn nccl_rules_refuse_the_cpu_control_tensor_that_worker_sum_used_to_send_on_the_gpu_group() {
+    // Before the control group, `Worker::sum` all-reduced this tensor (the
+    // stop flag and the counts) on the data group, which is NCCL on a GPU:
+    // ProcessGroupNCCL refuses it, so every multi-GPU run failed at step 1.
+    // A group bound to cuda:0 refuses it here without any GPU.
+    let pg = ruled(Device::Cuda(0));
+    let control = Tensor::from_slice(&[0.0, 32.0, 1600.0]).to_kind(Kind::Double);
+    let e = refused(pg.all_reduce(&[&control], ReduceOp::Sum));
+    assert!(e.contains("Tensors must be CUDA and dense: found a cpu Strided tensor"), "{e}");
+    assert!(e.contains("all_reduce on the group bound to cuda:0"), "{e}");
+    // Without the rules, Gloo takes it (the CPU control group is such a group).
+    let port = free_port();
+    let store = Store::tcp("127.0.0.1", port, 1, true, Duration::from_secs(30)).unwrap();
+    let plain = ProcessGroup::gloo(store, 0, 1, Duration::from_secs(30), "127.0.0.1").unwrap();
+    plain.all_reduce(&[&control], ReduceOp::Sum).unwrap().wait().unwrap();
 }

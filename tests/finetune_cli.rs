@@ -3,7 +3,7 @@
 //! pretraining then favorite-genre finetuning on 2 workers, with every
 //! baseline evaluated on the same cases.
 
-use crate::common::{prepare_ml100k, stderr, tiny_model, uorch};
+use crate::common::{kill_rank, prepare_ml100k, stderr, tiny_model, uorch};
 use std::path::Path;
 
 #[test]
@@ -298,13 +298,19 @@ fn text_prompt_integration_trains_lora_only_and_a_config_with_nothing_to_train_i
     assert!(stderr(&o).contains("finetune.strategy"), "{}", stderr(&o));
 }
 
-#[test]
-fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the_uninterrupted_result() {
+/// Finetuning on 2 workers as `body` sets it: run straight through as
+/// `straight`, then started again as `cut` (with `args`) in the background
+/// until its log has `steps` lines. Returns the temp folder, `cut`'s config
+/// and run folder, and its launcher.
+fn straight_then_cut_at(
+    body: &str,
+    args: &[&str],
+    steps: usize,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::process::Child) {
     let d = tempfile::tempdir().unwrap();
     let store = prepare_ml100k(d.path());
     let model = d.path().join("tiny");
     tiny_model(&model);
-    let body = "cross_attention_layers: all, strategy: enc, steps: 150, batch_size: 4, lr: 0.003, eval_examples: 2, text_prompt_baseline: false";
     let straight = write_config(d.path(), "straight", &store, &model, body, 2);
     let o = uorch().arg("launch").arg(&straight).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -313,16 +319,29 @@ fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the
     let child = uorch()
         .arg("launch")
         .arg(&cut)
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let log = run.join("finetune_log.jsonl");
     let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 5 {
-        assert!(t0.elapsed().as_secs() < 300, "finetuning did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < steps {
+        assert!(t0.elapsed().as_secs() < 300, "finetuning did not get to step {steps}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    (d, cut, run, child)
+}
+
+fn finetune_metrics(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the_uninterrupted_result() {
+    let body = "cross_attention_layers: all, strategy: enc, steps: 150, batch_size: 4, lr: 0.003, eval_examples: 2, text_prompt_baseline: false";
+    let (d, cut, run, child) = straight_then_cut_at(body, &[], 5);
+    let log = run.join("finetune_log.jsonl");
     // SAFETY: signalling the launcher this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -339,14 +358,27 @@ fn ctrl_c_during_finetuning_checkpoints_every_shard_and_the_rerun_resumes_to_the
     let o = uorch().arg("launch").arg(&cut).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("finetune: resuming from"), "{}", stderr(&o));
-    let loss = |r: &str| -> f64 {
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(d.path().join("runs").join(r).join("finetune_metrics.json")).unwrap(),
-        )
-        .unwrap();
-        m["final_loss"].as_f64().unwrap()
-    };
-    let (a, b) = (loss("straight"), loss("cut"));
+    let loss = |r: &Path| finetune_metrics(r)["final_loss"].as_f64().unwrap();
+    let (a, b) = (loss(&d.path().join("runs/straight")), loss(&run));
     assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs resumed {b}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 150);
+}
+
+#[test]
+fn with_max_restarts_a_killed_finetuning_worker_restarts_from_its_checkpoint_to_the_uninterrupted_result() {
+    let body = "cross_attention_layers: all, strategy: enc, steps: 60, batch_size: 4, lr: 0.003, checkpoint_every: 20, eval_examples: 2, text_prompt_baseline: false";
+    let (d, _, run, child) = straight_then_cut_at(body, &["--max-restarts", "2"], 25);
+    assert!(run.join("finetune_checkpoints/step-00000020").exists(), "no checkpoint to restart from");
+    kill_rank(child.id(), 1);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("restarting every worker from the newest checkpoint (restart 1 of 2)"), "{err}");
+    assert!(err.contains("finetune: resuming from"), "{err}");
+    let straight = d.path().join("runs/straight");
+    let (a, b) = (finetune_metrics(&straight), finetune_metrics(&run));
+    assert_eq!((a["restarts"].as_u64(), b["restarts"].as_u64()), (Some(0), Some(1)));
+    let (a, b) = (a["final_loss"].as_f64().unwrap(), b["final_loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs restarted {b}");
+    assert_eq!(predictions(&run), predictions(&straight), "the same answers");
 }

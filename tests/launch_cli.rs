@@ -45,3 +45,43 @@ fn dry_run_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("would be written to"));
     assert!(!d.path().join("out").exists());
 }
+
+#[test]
+fn workers_per_machine_follow_the_visible_gpus_by_default() {
+    // UORCH_GPU_COUNT pretends the devices CUDA would report.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("run.yaml");
+    std::fs::write(&cfg, format!("name: gpus\noutput_root: {}\n", d.path().join("out").display())).unwrap();
+    // (environment, flags, what stdout says or what the error says)
+    type Row<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], Result<&'a str, &'a str>);
+    let rows: Vec<Row> = vec![
+        (&[], &[], Ok("1 worker(s) per machine")),
+        (&[("UORCH_GPU_COUNT", "4")], &[], Ok("4 worker(s) per machine")),
+        (&[("UORCH_GPU_COUNT", "2"), ("CUDA_VISIBLE_DEVICES", "4,5")], &[], Ok("2 worker(s) per machine")),
+        (&[("UORCH_GPU_COUNT", "8")], &["--nproc-per-node", "2"], Ok("2 worker(s) per machine")),
+        (&[("UORCH_GPU_COUNT", "8")], &["--nproc-per-node", "gpu"], Ok("8 worker(s) per machine")),
+        (&[], &["--nproc", "3"], Ok("3 worker(s) per machine")),
+        (&[], &["--nproc-per-node", "gpu"], Err("dist.nproc: `gpu` needs a visible GPU")),
+        (&[("UORCH_GPU_COUNT", "1")], &["--nproc-per-node", "2"], Err("NCCL refuses two ranks on one GPU")),
+        (&[("UORCH_GPU_COUNT", "1")], &["--nproc-per-node", "2", "--set", "dist.backend=gloo"], Ok("2 worker(s)")),
+        (&[], &["--set", "dist.backend=nccl"], Err("dist.backend: nccl needs a GPU")),
+    ];
+    for (env, args, want) in rows {
+        let mut cmd = uorch();
+        for k in ["UORCH_GPU_COUNT", "CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"] {
+            cmd.env_remove(k);
+        }
+        let out = cmd.envs(env.iter().copied()).arg("launch").arg(&cfg).arg("--dry-run").args(args).output().unwrap();
+        match want {
+            Ok(text) => {
+                assert!(out.status.success(), "{env:?} {args:?}: {}", stderr(&out));
+                assert!(String::from_utf8_lossy(&out.stdout).contains(text), "{env:?} {args:?}: {:?}", out);
+            }
+            Err(text) => {
+                assert!(!out.status.success(), "{env:?} {args:?} was accepted");
+                assert!(stderr(&out).contains(text), "{env:?} {args:?}: {}", stderr(&out));
+            }
+        }
+    }
+    assert!(!d.path().join("out").exists());
+}

@@ -2,7 +2,7 @@
 //! and the launcher under faults (a killed worker, Ctrl-C and resume, a
 //! stalled peer).
 
-use crate::common::{project_root, stderr, uorch};
+use crate::common::{children, kill_rank, project_root, rank_of, stderr, uorch};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,9 +66,13 @@ fn two_workers_at_batch_b_follow_one_worker_at_batch_2b() {
         "two",
         "pretrain: {steps: 20, batch_size: 8, lr: 0.003, warmup_steps: 2}\ndist: {nproc: 2}\n",
     );
-    for c in [&one, &two] {
+    for (c, world) in [(&one, 1), (&two, 2)] {
         let o = launch(c, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
+        // Under the launcher every run has its groups, one worker included
+        // (as under torchrun): the data group checked as NCCL would check it.
+        let groups = format!("rank 0 of {world} on cpu: data group gloo (NCCL rules), control group gloo");
+        assert!(stderr(&o).contains(&groups), "{}", stderr(&o));
     }
     let (a, b) = (losses(&d.path().join("runs/one")), losses(&d.path().join("runs/two")));
     assert_eq!((a.len(), b.len()), (20, 20));
@@ -77,19 +81,6 @@ fn two_workers_at_batch_b_follow_one_worker_at_batch_2b() {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "step {}: {x} vs {y}", step + 1);
     }
     assert!(a[19] < a[0], "the loss should fall: {a:?}");
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-fn rank_of(pid: u32) -> Option<usize> {
-    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    env.split(|b| *b == 0).find_map(|kv| std::str::from_utf8(kv).ok()?.strip_prefix("RANK=")?.parse().ok())
 }
 
 fn alive(pid: u32) -> bool {
@@ -101,7 +92,12 @@ fn alive(pid: u32) -> bool {
 
 /// Start a launch in the background and wait until it has logged `steps` steps.
 fn start(cfg: &Path, run: &Path, steps: usize) -> (Child, Vec<u32>) {
-    let child = uorch().arg("launch").arg(cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    start_with(cfg, run, steps, &[])
+}
+
+fn start_with(cfg: &Path, run: &Path, steps: usize, args: &[&str]) -> (Child, Vec<u32>) {
+    let child =
+        uorch().arg("launch").arg(cfg).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();
     while losses(run).len() < steps {
         assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
@@ -201,4 +197,43 @@ fn a_stalled_peer_makes_the_others_fail_with_the_timeout_error() {
         assert!(!alive(w), "worker {w} still running");
     }
     let _ = Command::new("true").status();
+}
+
+#[test]
+fn with_max_restarts_a_killed_worker_restarts_the_group_from_its_checkpoint_to_the_uninterrupted_result() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let body =
+        "pretrain: {steps: 120, batch_size: 8, lr: 0.003, warmup_steps: 5, checkpoint_every: 20}\ndist: {nproc: 2}\n";
+    let straight = config(d.path(), &s, "straight", body);
+    let o = launch(&straight, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = config(d.path(), &s, "elastic", body);
+    let run = d.path().join("runs/elastic");
+    let (child, workers) = start_with(&cfg, &run, 25, &["--max-restarts", "1"]);
+    assert!(run.join("checkpoints/step-00000020").exists(), "no checkpoint to restart from");
+    kill_rank(child.id(), 1);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("worker rank 1 failed (signal 9 (SIGKILL)); restarting every worker from the newest checkpoint (restart 1 of 1)"),
+        "{err}"
+    );
+    assert!(err.contains("resuming from"), "{err}");
+    let log = std::fs::read_to_string(run.join("restarts.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!((lines[0]["restart"].as_u64(), lines[0]["rank"].as_u64()), (Some(1), Some(1)), "{log}");
+    assert_eq!(lines[0]["status"], "signal 9 (SIGKILL)");
+    let metrics = |r: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (metrics("straight"), metrics("elastic"));
+    assert_eq!((a["restarts"].as_u64(), b["restarts"].as_u64()), (Some(0), Some(1)));
+    let (a, b) = (a["final_loss"].as_f64().unwrap(), b["final_loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs restarted {b}");
+    for w in workers {
+        assert!(!alive(w), "worker {w} of the first start still running");
+    }
 }

@@ -48,6 +48,7 @@ fn child_entry_point() {
     let (rank, port, out): (usize, u16, &str) = (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2]);
     let store = Store::tcp("127.0.0.1", port, 2, rank == 0, std::time::Duration::from_secs(30)).unwrap();
     let pg = ProcessGroup::gloo(store, rank, 2, std::time::Duration::from_secs(30), "127.0.0.1").unwrap();
+    pg.enforce_nccl_rules(tch::Device::Cpu).unwrap();
     let p = params();
     let mut opt = ShardedAdamW::new(&p, rank, 2, 0.1);
     for _ in 0..STEPS {

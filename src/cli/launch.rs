@@ -2,7 +2,8 @@
 //! status`, and the hidden `uorch worker` that the launcher starts.
 
 use super::config::ConfigSource;
-use crate::launch::{run_config, worker as worker_process, Ended, Topology};
+use crate::config::run::Nproc;
+use crate::launch::{gpus, run_config, worker as worker_process, Ended, Topology};
 use crate::sweep::run::Outcome;
 use crate::sweep::{self, controller, plan};
 use anyhow::Result;
@@ -17,9 +18,10 @@ pub struct LaunchArgs {
     /// Print what would run, change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Worker processes on this machine (sets dist.nproc).
-    #[arg(long)]
-    nproc: Option<usize>,
+    /// Worker processes on this machine: N, `auto` (one per visible GPU, or
+    /// one without GPUs) or `gpu` (sets dist.nproc; `--nproc` is an alias).
+    #[arg(long = "nproc-per-node", visible_alias = "nproc", value_name = "N|auto|gpu")]
+    nproc: Option<String>,
     /// Machines taking part (one launcher on each).
     #[arg(long, default_value_t = 1)]
     nnodes: usize,
@@ -32,6 +34,10 @@ pub struct LaunchArgs {
     /// Rendezvous port (0: a free one; give the same one to every machine).
     #[arg(long, default_value_t = 0)]
     master_port: u16,
+    /// When a worker fails, restart every worker from the newest checkpoint,
+    /// up to this many times (torchrun's flag; one machine).
+    #[arg(long, default_value_t = 0)]
+    max_restarts: usize,
 }
 
 #[derive(Subcommand)]
@@ -66,14 +72,18 @@ pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
         master_port: a.master_port,
     };
     if plan::is_experiment(&src.file)? {
-        return launch_sweep(&src, a.dry_run, topo);
+        return launch_sweep(&src, a.dry_run, topo, a.max_restarts);
     }
-    let cfg = src.load()?.config;
+    let mut cfg = src.load()?.config;
+    let gpus = gpus::detected();
+    let workers = gpus::workers(&cfg.dist.nproc, cfg.dist.backend, gpus.len())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", src.file.display()))?;
+    cfg.dist.nproc = Nproc::Count(workers);
     if a.dry_run {
         print!("{}", run_config::describe(&cfg));
         return Ok(ExitCode::SUCCESS);
     }
-    match run_config::run(&cfg, topo)? {
+    match run_config::run(&cfg, topo, a.max_restarts)? {
         Ended::Completed => Ok(ExitCode::SUCCESS),
         Ended::Interrupted => {
             println!("interrupted: checkpoint written; run the same command again to resume");
@@ -84,14 +94,14 @@ pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
 
 /// `uorch launch EXPERIMENT.yaml`: plan the trials, run what is not complete,
 /// report the results.
-fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology) -> Result<ExitCode> {
+fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology, max_restarts: usize) -> Result<ExitCode> {
     let (plan, description) = controller::plan(&src.file, &src.set)?;
     print!("{description}");
     if dry_run {
         print!("{}", controller::trials_text(&plan));
         return Ok(ExitCode::SUCCESS);
     }
-    match controller::run(&plan, topo)? {
+    match controller::run(&plan, topo, max_restarts)? {
         Outcome::Interrupted => {
             println!("interrupted: running stages checkpointed; run the same command again to resume");
             Ok(ExitCode::from(INTERRUPTED))

@@ -103,9 +103,13 @@ pub struct PretrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistConfig {
-    /// Worker processes on this machine (one per GPU when there are GPUs).
-    #[serde(default = "d_one")]
-    pub nproc: usize,
+    /// Worker processes on this machine: a number, `auto` or `gpu`.
+    #[serde(default)]
+    pub nproc: Nproc,
+    /// The data group's backend: `auto` (NCCL on GPUs, Gloo on CPU), `nccl`
+    /// or `gloo` (which also takes CUDA tensors, so workers can share a GPU).
+    #[serde(default, skip_serializing_if = "Backend::is_auto")]
+    pub backend: Backend,
     /// Seconds a collective or the rendezvous may take before it is an error.
     #[serde(default = "d_timeout")]
     pub timeout_s: u64,
@@ -116,7 +120,61 @@ pub struct DistConfig {
 
 impl Default for DistConfig {
     fn default() -> Self {
-        Self { nproc: 1, timeout_s: d_timeout(), bucket_mb: d_bucket() }
+        Self { nproc: Nproc::default(), backend: Backend::Auto, timeout_s: d_timeout(), bucket_mb: d_bucket() }
+    }
+}
+
+/// Worker processes per machine, as torchrun's `--nproc-per-node`: a count,
+/// `auto` (one per visible GPU; one on a machine without GPUs) or `gpu` (one
+/// per visible GPU; an error without). Launching resolves it to a count, so
+/// the run folder's config and every worker see the number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Nproc {
+    Count(usize),
+    Named(String),
+}
+
+impl Default for Nproc {
+    fn default() -> Self {
+        Nproc::Named("auto".into())
+    }
+}
+
+impl Nproc {
+    /// The worker count on a machine with `gpus` visible GPUs.
+    pub fn resolve(&self, gpus: usize) -> Result<usize, String> {
+        match self {
+            Nproc::Count(n) => Ok(*n),
+            Nproc::Named(n) if n == "auto" => Ok(gpus.max(1)),
+            Nproc::Named(n) if n == "gpu" && gpus > 0 => Ok(gpus),
+            Nproc::Named(n) if n == "gpu" => Err("`gpu` needs a visible GPU, and this machine has none".into()),
+            Nproc::Named(n) => Err(format!("a worker count, auto or gpu, found {n:?}")),
+        }
+    }
+
+    /// The count of a resolved config (what the launcher writes for its
+    /// workers); `auto` and `gpu` count as one before that.
+    pub fn count(&self) -> usize {
+        match self {
+            Nproc::Count(n) => *n,
+            Nproc::Named(_) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Auto,
+    Nccl,
+    Gloo,
+}
+
+impl Backend {
+    pub fn is_auto(&self) -> bool {
+        *self == Backend::Auto
     }
 }
 
@@ -253,11 +311,13 @@ impl Validate for RunConfig {
                 );
             }
         }
-        checks.check(
-            "dist.nproc",
-            (1..=1024).contains(&self.dist.nproc),
-            format!("1..=1024, found {}", self.dist.nproc),
-        );
+        match &self.dist.nproc {
+            Nproc::Count(n) => checks.check("dist.nproc", (1..=1024).contains(n), format!("1..=1024, found {n}")),
+            named => {
+                let known = named.resolve(1).is_ok();
+                checks.check("dist.nproc", known, named.resolve(1).err().unwrap_or_default());
+            }
+        }
         checks.check("dist.timeout_s", self.dist.timeout_s >= 1, "at least 1 second");
         checks.check("dist.bucket_mb", self.dist.bucket_mb >= 1, "at least 1 MiB");
     }

@@ -7,7 +7,7 @@ use super::store::Store;
 use crate::ffi::c10d as ffi;
 use anyhow::{bail, Result};
 use std::time::Duration;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -115,6 +115,23 @@ impl ProcessGroup {
     pub fn nccl(store: Store, rank: usize, size: usize, timeout: Duration, device: usize) -> Result<Self> {
         let ptr = super::nccl::plugin()?.new_group(store.ptr, rank, size, timeout.as_millis() as i64, device)?;
         Ok(Self { ptr, rank, size, timeout, backend: "nccl", _store: store })
+    }
+
+    /// From now on, refuse every collective that ProcessGroupNCCL would
+    /// refuse on `device` (another device, sparse, non-contiguous, a dtype
+    /// NCCL lacks, more than one tensor, mismatched all-gather or
+    /// reduce-scatter shapes), with NCCL's message. On a Gloo group this
+    /// makes a machine without a GPU catch what would fail on one.
+    pub fn enforce_nccl_rules(&self, device: Device) -> Result<()> {
+        let (kind, index) = match device {
+            Device::Cuda(i) => (1, i as i32),
+            _ => (0, 0),
+        };
+        // SAFETY: group is live.
+        if unsafe { ffi::uorch_pg_nccl_rules(self.ptr, kind, index) } != 0 {
+            bail!("enabling the NCCL rules on rank {}: {}", self.rank, ffi::last_error());
+        }
+        Ok(())
     }
 
     fn work(&self, ptr: *mut ffi::CWork, op: &'static str) -> Result<Work> {

@@ -44,6 +44,7 @@ extern "C" {
         hostname: *const c_char,
     ) -> *mut CGroup;
     pub fn uorch_pg_free(pg: *mut CGroup);
+    pub fn uorch_pg_nccl_rules(pg: *mut CGroup, device_type: c_int, device_index: c_int) -> c_int;
     pub fn uorch_pg_allreduce(pg: *mut CGroup, ts: *const CTensor, n: c_int, op: c_int) -> *mut CWork;
     pub fn uorch_pg_broadcast(pg: *mut CGroup, ts: *const CTensor, n: c_int, root: c_int) -> *mut CWork;
     pub fn uorch_pg_allgather(pg: *mut CGroup, output: CTensor, input: CTensor) -> *mut CWork;

@@ -20,13 +20,14 @@ pub fn describe(cfg: &RunConfig) -> String {
         cfg.run_dir().display(),
         cfg.seed,
         threads_text(cfg.cpu_threads),
-        cfg.dist.nproc,
+        cfg.dist.nproc.count(),
         stages(cfg)
     )
 }
 
-/// Run `cfg` on this machine's part of `topo` (its `nproc` is the config's).
-pub fn run(cfg: &RunConfig, topo: Topology) -> Result<Ended> {
+/// Run `cfg` on this machine's part of `topo` (its `nproc` is the config's),
+/// restarting the workers after a failure up to `max_restarts` times.
+pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended> {
     tch::manual_seed(cfg.seed as i64);
     let env = env_report::collect();
     let fresh = !RunDir::of(cfg).tb().exists();
@@ -41,9 +42,9 @@ pub fn run(cfg: &RunConfig, topo: Topology) -> Result<Ended> {
         session_end(&mut events, cfg, true)?;
         return Ok(Ended::Completed);
     }
-    let topo = Topology { nproc: cfg.dist.nproc, ..topo }.resolve()?;
+    let topo = Topology { nproc: cfg.dist.nproc.count(), ..topo }.resolve()?;
     let threads = threads_per_worker(cfg.cpu_threads, topo.nproc);
-    match launch(&dir.config(), &topo, threads) {
+    match launch(&dir.config(), &topo, threads, max_restarts, &dir.restarts()) {
         Ok(Ended::Completed) => {
             session_end(&mut events, cfg, true)?;
             if topo.node_rank != 0 {
@@ -100,7 +101,9 @@ fn stages(cfg: &RunConfig) -> String {
     if let Some(p) = &cfg.pretrain {
         v.push(format!(
             "encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation",
-            p.steps, p.batch_size, cfg.dist.nproc
+            p.steps,
+            p.batch_size,
+            cfg.dist.nproc.count()
         ));
     }
     if let Some(f) = &cfg.finetune {

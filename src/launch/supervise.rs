@@ -4,7 +4,9 @@
 //! within seconds and the launcher names the rank, its exit status or signal
 //! and its last lines of stderr; Ctrl-C / SIGTERM ask the workers to
 //! checkpoint and stop, a second Ctrl-C kills them. Workers die with the
-//! launcher (PR_SET_PDEATHSIG), so none is ever orphaned.
+//! launcher (PR_SET_PDEATHSIG), so none is ever orphaned. With
+//! `--max-restarts N`, a failure restarts every worker from the newest
+//! checkpoint instead, up to N times ([`after_failure`]).
 
 use super::topology::Topology;
 use anyhow::{bail, Context, Result};
@@ -100,11 +102,96 @@ pub enum Ended {
     Interrupted,
 }
 
-/// Run `uorch worker --config CONFIG` on every local rank and supervise them.
-pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Result<Ended> {
-    let exe = std::env::current_exe()?;
+/// How one worker failed: what the launcher reports, or logs before a restart.
+struct Failure {
+    rank: usize,
+    status: ExitStatus,
+    tail: Vec<String>,
+}
+
+impl Failure {
+    fn report(&self) -> String {
+        format!(
+            "worker rank {} failed ({}); the other workers were stopped.\nlast lines of its stderr:\n{}",
+            self.rank,
+            describe(self.status),
+            if self.tail.is_empty() {
+                "  (none)".to_string()
+            } else {
+                self.tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+            }
+        )
+    }
+}
+
+/// Run `uorch worker --config CONFIG` on every local rank and supervise
+/// them. When one fails, every worker is stopped and, up to `max_restarts`
+/// times (torchrun's `--max-restarts`), all are started again: they resume
+/// from the run's newest complete checkpoint. Each restart is logged, with
+/// its reason, to `restarts` (one JSON line) and the workers see its number
+/// in `TORCHELASTIC_RESTART_COUNT`.
+pub fn launch(
+    config: &Path,
+    topo: &Topology,
+    threads_per_worker: usize,
+    max_restarts: usize,
+    restarts: &Path,
+) -> Result<Ended> {
     // Ignore the error when a handler exists (a second launch in one process, as in tests).
     let interrupts = super::signals::interrupt_counter().unwrap_or_else(|_| Arc::new(AtomicUsize::new(0)));
+    let mut topo = topo.clone();
+    let mut restart = 0;
+    loop {
+        let mut children = spawn_workers(config, &topo, threads_per_worker, restart)?;
+        let failure = match supervise(&mut children, &interrupts)? {
+            Ok(ended) => return Ok(ended),
+            Err(failure) => failure,
+        };
+        match after_failure(restart, max_restarts, topo.nnodes) {
+            Recovery::GiveUp => bail!("{}", failure.report()),
+            Recovery::Restart => {
+                restart += 1;
+                let why = format!("worker rank {} failed ({})", failure.rank, describe(failure.status));
+                eprintln!(
+                    "{why}; restarting every worker from the newest checkpoint (restart {restart} of {max_restarts})"
+                );
+                let line = serde_json::json!({"restart": restart, "max_restarts": max_restarts, "rank": failure.rank,
+                    "status": describe(failure.status), "unix_time": unix_time(), "stderr_tail": failure.tail});
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(restarts)?;
+                writeln!(f, "{line}").with_context(|| format!("appending to {}", restarts.display()))?;
+                // One machine: a fresh rendezvous port (the old server's may linger).
+                topo.master_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            }
+        }
+    }
+}
+
+fn unix_time() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What a launcher does when a worker failed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Stop the others and start every worker again.
+    Restart,
+    /// Stop the others and fail the launch, naming the worker.
+    GiveUp,
+}
+
+/// After `done` restarts of at most `max`: restart while some are left. On
+/// several machines the other launchers would not know of a restart, so
+/// elastic restarts are for one machine.
+pub fn after_failure(done: usize, max: usize, nnodes: usize) -> Recovery {
+    if nnodes == 1 && done < max {
+        Recovery::Restart
+    } else {
+        Recovery::GiveUp
+    }
+}
+
+fn spawn_workers(config: &Path, topo: &Topology, threads_per_worker: usize, restart: usize) -> Result<Vec<Running>> {
+    let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for local in 0..topo.nproc {
         let rank = topo.node_rank * topo.nproc + local;
@@ -118,6 +205,7 @@ pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Resu
             .env("LOCAL_WORLD_SIZE", topo.nproc.to_string())
             .env("MASTER_ADDR", &topo.master_addr)
             .env("MASTER_PORT", topo.master_port.to_string())
+            .env("TORCHELASTIC_RESTART_COUNT", restart.to_string())
             .env("UORCH_THREADS", threads_per_worker.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -136,7 +224,12 @@ pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Resu
         ];
         children.push(Running { rank, child, last_stderr: tail, pumps });
     }
+    Ok(children)
+}
 
+/// Act on the workers until they have all exited ([`decide`]); a worker's
+/// own failure stops the others and comes back as the inner `Err`.
+fn supervise(children: &mut [Running], interrupts: &AtomicUsize) -> Result<std::result::Result<Ended, Failure>> {
     let mut forwarded = false;
     loop {
         let seen = interrupts.load(Ordering::SeqCst);
@@ -147,11 +240,11 @@ pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Resu
             Action::Forward => {
                 // A terminal's Ctrl-C reaches the workers too; SIGTERM from elsewhere does not.
                 eprintln!("interrupt: asking the workers to checkpoint and stop (again to kill them)");
-                signal(&mut children, libc::SIGTERM);
+                signal(children, libc::SIGTERM);
                 forwarded = true;
             }
             Action::KillAll => {
-                signal(&mut children, libc::SIGKILL);
+                signal(children, libc::SIGKILL);
                 for r in children.iter_mut() {
                     let _ = r.child.wait();
                 }
@@ -165,24 +258,21 @@ pub fn launch(config: &Path, topo: &Topology, threads_per_worker: usize) -> Resu
                     let _ = p.join();
                 }
                 let tail: Vec<String> = children[i].last_stderr.lock().expect("tail").iter().cloned().collect();
-                stop_all(&mut children, Duration::from_secs(3));
-                bail!(
-                    "worker rank {rank} failed ({}); the other workers were stopped.\nlast lines of its stderr:\n{}",
-                    describe(status),
-                    if tail.is_empty() {
-                        "  (none)".to_string()
-                    } else {
-                        tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
-                    }
-                );
-            }
-            Action::Finished(ended) => {
-                for r in &mut children {
+                stop_all(children, Duration::from_secs(3));
+                for r in children.iter_mut() {
                     for p in std::mem::take(&mut r.pumps) {
                         let _ = p.join();
                     }
                 }
-                return Ok(ended);
+                return Ok(Err(Failure { rank, status, tail }));
+            }
+            Action::Finished(ended) => {
+                for r in children.iter_mut() {
+                    for p in std::mem::take(&mut r.pumps) {
+                        let _ = p.join();
+                    }
+                }
+                return Ok(Ok(ended));
             }
         }
     }
@@ -279,6 +369,22 @@ mod tests {
         ];
         for (interrupts, forwarded, workers, want) in rows {
             assert_eq!(decide(interrupts, forwarded, &workers), want, "{interrupts} {forwarded} {workers:?}");
+        }
+    }
+
+    #[test]
+    fn each_row_of_the_restart_table_gives_its_recovery() {
+        use Recovery::*;
+        let rows: Vec<(usize, usize, usize, Recovery)> = vec![
+            // (restarts done, --max-restarts, machines)
+            (0, 0, 1, GiveUp),  // the default: a failure fails the launch
+            (0, 1, 1, Restart), // one restart allowed
+            (1, 1, 1, GiveUp),  // used up
+            (2, 3, 1, Restart),
+            (0, 3, 2, GiveUp), // several machines: the other launchers would not follow
+        ];
+        for (done, max, nnodes, want) in rows {
+            assert_eq!(after_failure(done, max, nnodes), want, "{done} {max} {nnodes}");
         }
     }
 }

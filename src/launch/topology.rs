@@ -35,7 +35,7 @@ impl Topology {
             }
             if self.master_port == 0 {
                 let job: u64 = std::env::var("SLURM_JOB_ID").ok().and_then(|j| j.parse().ok()).unwrap_or(0);
-                self.master_port = 20000 + (job % 20000) as u16;
+                self.master_port = super::gpus::stage_port(None, Some(job), "", 0);
             }
         }
         if self.node_rank >= self.nnodes {

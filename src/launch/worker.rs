@@ -15,7 +15,7 @@ pub fn run(config: &Path) -> Result<()> {
     if threads > 0 {
         tch::set_num_threads(threads);
     }
-    let w = Worker::from_env(std::time::Duration::from_secs(cfg.dist.timeout_s))?;
+    let w = Worker::from_env(std::time::Duration::from_secs(cfg.dist.timeout_s), cfg.dist.backend)?;
     {
         let stop = w.stop.clone();
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::SeqCst))?;

@@ -5,26 +5,16 @@
 use super::plan::{self, Plan};
 use super::run::{self, Outcome};
 use super::{describe, layout, lock, report};
+use crate::launch::gpus;
 use crate::launch::signals::interrupt_counter;
 use crate::launch::Topology;
 use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
 
-/// Rendezvous ports of multi-machine stages start here unless given.
-const BASE_PORT: u16 = 29400;
-
-fn visible_gpus() -> usize {
-    if tch::Cuda::is_available() {
-        tch::Cuda::device_count() as usize
-    } else {
-        0
-    }
-}
-
 /// The experiment's plan for this machine, and its description.
 pub fn plan(file: &Path, overrides: &[String]) -> Result<(Plan, String)> {
-    let plan = plan::build(file, overrides, visible_gpus())?;
+    let plan = plan::build(file, overrides, gpus::detected().len())?;
     let text = describe(&plan);
     Ok((plan, text))
 }
@@ -40,9 +30,11 @@ pub fn trials_text(plan: &Plan) -> String {
 }
 
 /// Run the plan's incomplete stages; machine 0 then prints the results.
-pub fn run(plan: &Plan, topo: Topology) -> Result<Outcome> {
-    let master_port = if topo.master_port == 0 { BASE_PORT } else { topo.master_port };
-    let topo = Topology { master_port, ..topo }.resolve()?;
+pub fn run(plan: &Plan, topo: Topology, max_restarts: usize) -> Result<Outcome> {
+    let given_port = (topo.master_port != 0).then_some(topo.master_port);
+    let slurm_job = std::env::var("SLURM_JOB_ID").ok().and_then(|j| j.parse().ok());
+    let first_port = gpus::stage_port(given_port, slurm_job, &plan.dir.to_string_lossy(), 0);
+    let topo = Topology { master_port: first_port, ..topo }.resolve()?;
     let _lock = if topo.node_rank == 0 { Some(lock(plan)?) } else { None };
     if topo.node_rank == 0 {
         plan.write()?;
@@ -50,11 +42,13 @@ pub fn run(plan: &Plan, topo: Topology) -> Result<Outcome> {
     let interrupts = interrupt_counter()?;
     let o = run::Options {
         exe: std::env::current_exe()?,
-        gpus: (0..visible_gpus()).collect(),
+        gpus: gpus::detected(),
         nnodes: topo.nnodes,
         node_rank: topo.node_rank,
         master_addr: topo.master_addr.clone(),
-        master_port: topo.master_port,
+        given_port,
+        slurm_job,
+        max_restarts,
         progress_every: Duration::from_secs(
             std::env::var("UORCH_PROGRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20),
         ),

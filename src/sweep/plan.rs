@@ -121,7 +121,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
             kind,
             run_dir: cfg.run_dir(),
             needs,
-            nproc: cfg.dist.nproc,
+            nproc: cfg.dist.nproc.count(),
             steps,
             config: Some(cfg),
         });
@@ -191,6 +191,10 @@ fn trial_config(
         config::apply_override(&mut tree, &format!("dist.nproc={gpus_per_trial}"))?;
     }
     let mut cfg: RunConfig = config::from_tree(&tree)?;
+    // The stage configs hold the worker count, as a plain run's folder does.
+    let workers = crate::launch::gpus::workers(&cfg.dist.nproc, cfg.dist.backend, gpus)
+        .map_err(|e| anyhow::anyhow!("trial {}: {e}", t.name))?;
+    cfg.dist.nproc = config::run::Nproc::Count(workers);
     cfg.trial = t.axes.iter().cloned().collect();
     Ok(cfg)
 }

@@ -12,6 +12,7 @@ use super::decide::{self, AfterExit, Ended};
 use super::layout;
 use super::plan::{Plan, Stage};
 use super::state::{self, State, Status};
+use crate::launch::gpus;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,15 +27,20 @@ use std::time::{Duration, Instant};
 pub struct Options {
     /// The uorch binary (this one).
     pub exe: PathBuf,
-    /// GPU ids on this machine (empty: CPU slots).
-    pub gpus: Vec<usize>,
+    /// The GPUs this controller was given, as `CUDA_VISIBLE_DEVICES` names
+    /// them (empty: CPU slots).
+    pub gpus: Vec<String>,
     /// More than one machine (Slurm): every machine's controller runs the
     /// same stages in the same order, one at a time, each across all machines.
     pub nnodes: usize,
     pub node_rank: usize,
     pub master_addr: String,
-    /// Base rendezvous port for multi-machine stages (stage i uses base + i).
-    pub master_port: u16,
+    /// The rendezvous port the user gave (multi-machine stage i uses it + i).
+    pub given_port: Option<u16>,
+    /// The Slurm job, whose id the other ports derive from.
+    pub slurm_job: Option<u64>,
+    /// Each stage launcher's `--max-restarts`.
+    pub max_restarts: usize,
     /// Seconds between live-view lines when nothing else happens.
     pub progress_every: Duration,
 }
@@ -46,7 +52,7 @@ pub enum Outcome {
 }
 
 struct Slot {
-    gpus: Vec<usize>,
+    gpus: Vec<String>,
     running: Option<(usize, Child, Instant)>,
 }
 
@@ -84,14 +90,18 @@ fn spawn(plan: &Plan, stage: &Stage, index: usize, slot: &Slot, slots: usize, o:
             "--master-addr",
             &o.master_addr,
         ]);
-        cmd.args(["--master-port", &(o.master_port as usize + index).to_string()]);
+        let port = gpus::stage_port(o.given_port, o.slurm_job, &plan.dir.to_string_lossy(), index);
+        cmd.args(["--master-port", &port.to_string()]);
     } else {
         // A port of its own (under Slurm every launcher would derive the same one).
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         cmd.args(["--nnodes", "1", "--master-port", &port.to_string()]);
     }
+    if o.max_restarts > 0 {
+        cmd.args(["--max-restarts", &o.max_restarts.to_string()]);
+    }
     if !slot.gpus.is_empty() {
-        cmd.env("CUDA_VISIBLE_DEVICES", slot.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","));
+        cmd.env("CUDA_VISIBLE_DEVICES", slot.gpus.join(","));
     }
     // Concurrent trials share the cores.
     cmd.env("UORCH_CONCURRENT_TRIALS", slots.to_string());
@@ -128,10 +138,7 @@ pub fn run(plan: &Plan, o: &Options, interrupts: Arc<AtomicUsize>) -> Result<Out
             .map(|_| Slot { gpus: Vec::new(), running: None })
             .collect()
     } else {
-        let k = if o.nnodes > 1 { 1 } else { (o.gpus.len() / per_trial).max(1) };
-        (0..k)
-            .map(|i| Slot { gpus: o.gpus.iter().copied().skip(i * per_trial).take(per_trial).collect(), running: None })
-            .collect()
+        gpus::slots(&o.gpus, per_trial, o.nnodes).into_iter().map(|gpus| Slot { gpus, running: None }).collect()
     };
     let n_slots = slots.len();
     let done0 = status.iter().filter(|s| s.state == State::Done).count();

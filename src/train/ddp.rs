@@ -93,7 +93,8 @@ pub fn apply_gradients(
     opt: &mut super::adamw::AdamW,
     lr: f64,
 ) -> Result<f64> {
-    if let Some(pg) = group {
+    // One rank has nothing to sum, and no peer to keep in step with.
+    if let Some(pg) = group.filter(|g| g.size > 1) {
         ensure_gradients(params);
         all_reduce_gradients(pg, params, buckets)?;
     }

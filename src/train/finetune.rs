@@ -299,6 +299,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
             final_loss: trained.last_loss,
             gates: Vec::new(),
             results,
+            restarts: w.restart,
         };
         results = job.finish(&mut model, partial, tb)?;
     }

@@ -21,6 +21,9 @@ pub struct PretrainMetrics {
     pub encoder: RankingMetrics,
     /// Item popularity on the same cases.
     pub popularity: RankingMetrics,
+    /// Elastic restarts of the workers during the launch that finished it.
+    #[serde(default)]
+    pub restarts: usize,
 }
 
 /// `finetune_metrics.json`: finetuning's result against the baselines.
@@ -40,6 +43,9 @@ pub struct FinetuneMetrics {
     pub gates: Vec<(usize, f64)>,
     /// The model before finetuning, the finetuned model, then the baselines.
     pub results: Vec<Evaluated>,
+    /// Elastic restarts of the workers during the launch that finished it.
+    #[serde(default)]
+    pub restarts: usize,
 }
 
 /// JSON has no NaN: serde_json writes it as null; read null back as NaN.

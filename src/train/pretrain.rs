@@ -222,7 +222,13 @@ impl Pretraining<'_> {
         if let Some(tb) = tb {
             let (e, pop) =
                 evaluate(&self.encoder, self.store, &self.features, self.window, p.eval_batch_size, w.device);
-            let out = PretrainMetrics { steps: p.steps, final_loss, encoder: e.clone(), popularity: pop.clone() };
+            let out = PretrainMetrics {
+                steps: p.steps,
+                final_loss,
+                encoder: e.clone(),
+                popularity: pop.clone(),
+                restarts: w.restart,
+            };
             metrics::write(&run.metrics(StageFiles::Pretrain), &out)?;
             for (who, m) in [("encoder", &e), ("popularity", &pop)] {
                 tb.scalars(

@@ -2,8 +2,9 @@
 //! torchrun-style environment the launcher sets), and the stop flag that
 //! SIGINT / SIGTERM raise so the run checkpoints at the next step.
 
+use crate::config::run::Backend;
 use crate::dist::{ProcessGroup, ReduceOp, Store};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +15,18 @@ pub struct Worker {
     pub local_rank: usize,
     pub world: usize,
     pub device: Device,
-    /// None for a single worker.
+    /// The data group: gradients, parameters and optimizer shards, all on
+    /// `device` (NCCL on a GPU, Gloo on CPU). Present whenever the launcher
+    /// started this worker, one worker included, as under torchrun.
     pub group: Option<ProcessGroup>,
+    /// The control group: the stop flag, counts and losses as CPU `f64`
+    /// (Gloo on every host), so that the data group only ever carries device
+    /// tensors, as PyTorch users keep a Gloo group beside NCCL for the same.
+    control: Option<ProcessGroup>,
     pub stop: Arc<AtomicBool>,
+    /// How many times the launcher restarted the workers (torchrun's
+    /// `TORCHELASTIC_RESTART_COUNT`); 0 on the first start.
+    pub restart: usize,
 }
 
 fn env_usize(name: &str) -> Result<Option<usize>> {
@@ -26,41 +36,71 @@ fn env_usize(name: &str) -> Result<Option<usize>> {
     }
 }
 
+/// Whether the data group checks its collectives as NCCL would
+/// (`UORCH_NCCL_RULES`, on unless `0`): see [`ProcessGroup::enforce_nccl_rules`].
+fn nccl_rules() -> bool {
+    std::env::var("UORCH_NCCL_RULES").map(|v| v != "0").unwrap_or(true)
+}
+
 impl Worker {
-    /// From RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (all absent: a single worker).
-    pub fn from_env(timeout: Duration) -> Result<Self> {
+    /// From RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Without
+    /// MASTER_PORT and with one worker (not under the launcher), no groups.
+    /// Local rank r uses GPU r (of those visible; r modulo their count when
+    /// Gloo lets workers share them).
+    pub fn from_env(timeout: Duration, backend: Backend) -> Result<Self> {
         let world = env_usize("WORLD_SIZE")?.unwrap_or(1);
         let rank = env_usize("RANK")?.unwrap_or(0);
         let local_rank = env_usize("LOCAL_RANK")?.unwrap_or(0);
-        let device = if tch::Cuda::is_available() { Device::Cuda(local_rank) } else { Device::Cpu };
-        let group = if world > 1 {
-            let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
-            let port: u16 = std::env::var("MASTER_PORT")
-                .context("MASTER_PORT is not set")?
-                .parse()
-                .context("MASTER_PORT is not a port")?;
-            let store = Store::tcp(&addr, port, world, rank == 0, timeout)
-                .with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
-            let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| {
-                if addr == "127.0.0.1" || addr == "localhost" {
-                    "127.0.0.1".into()
-                } else {
-                    local_hostname()
+        let gpus = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        let device = if gpus > 0 { Device::Cuda(local_rank % gpus) } else { Device::Cpu };
+        if backend == Backend::Nccl && gpus == 0 {
+            bail!("rank {rank}: dist.backend is nccl, and this worker sees no GPU");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let restart = env_usize("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0);
+        let port = std::env::var("MASTER_PORT").ok();
+        if world == 1 && port.is_none() {
+            return Ok(Self { rank, local_rank, world, device, group: None, control: None, stop, restart });
+        }
+        let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+        let port: u16 = port.context("MASTER_PORT is not set")?.parse().context("MASTER_PORT is not a port")?;
+        let store = Store::tcp(&addr, port, world, rank == 0, timeout)
+            .with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
+        let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| {
+            if addr == "127.0.0.1" || addr == "localhost" {
+                "127.0.0.1".into()
+            } else {
+                local_hostname()
+            }
+        });
+        let data_store = store.prefixed("data")?;
+        let group = match (device, backend) {
+            (Device::Cuda(d), Backend::Auto | Backend::Nccl) => {
+                ProcessGroup::nccl(data_store, rank, world, timeout, d)?
+            }
+            _ => {
+                let g = ProcessGroup::gloo(data_store, rank, world, timeout, &host)?;
+                if nccl_rules() {
+                    g.enforce_nccl_rules(device)?;
                 }
-            });
-            Some(match device {
-                Device::Cuda(d) => ProcessGroup::nccl(store, rank, world, timeout, d)?,
-                _ => ProcessGroup::gloo(store, rank, world, timeout, &host)?,
-            })
-        } else {
-            None
+                g
+            }
         };
-        Ok(Self { rank, local_rank, world, device, group, stop: Arc::new(AtomicBool::new(false)) })
+        let control = ProcessGroup::gloo(store.prefixed("control")?, rank, world, timeout, &host)?;
+        if rank == 0 {
+            let rules = if group.backend == "gloo" && nccl_rules() { " (NCCL rules)" } else { "" };
+            eprintln!(
+                "rank 0 of {world} on {}: data group {}{rules}, control group gloo",
+                crate::torch_runtime::device_name(device),
+                group.backend
+            );
+        }
+        Ok(Self { rank, local_rank, world, device, group: Some(group), control: Some(control), stop, restart })
     }
 
-    /// Sum values across ranks (one small collective).
+    /// Sum values across ranks (one small collective on the control group).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
-        let Some(pg) = &self.group else { return Ok(values.to_vec()) };
+        let Some(pg) = &self.control else { return Ok(values.to_vec()) };
         let t = Tensor::from_slice(values).to_kind(Kind::Double);
         pg.all_reduce(&[&t], ReduceOp::Sum)?.wait()?;
         Ok(Vec::<f64>::try_from(&t)?)

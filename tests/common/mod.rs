@@ -90,3 +90,25 @@ pub fn prepare_ml100k(dir: &Path) -> PathBuf {
     assert!(o.status.success(), "{}", stderr(&o));
     store
 }
+
+/// The child processes of `pid` (a launcher's workers).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The `RANK` a worker process was started with.
+pub fn rank_of(pid: u32) -> Option<usize> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0).find_map(|kv| std::str::from_utf8(kv).ok()?.strip_prefix("RANK=")?.parse().ok())
+}
+
+/// SIGKILL the worker of rank `rank` among the launcher `launcher`'s children.
+pub fn kill_rank(launcher: u32, rank: usize) {
+    let victim = *children(launcher).iter().find(|&&p| rank_of(p) == Some(rank)).expect("the rank's process");
+    // SAFETY: signalling a process the test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+}
