@@ -32,21 +32,17 @@ pub fn config_digest(key: &serde_json::Value, digits: usize) -> String {
     format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))[..digits].to_string()
 }
 
-/// `compute()`'s value, kept at `path` as JSON with `key`: a later call with
-/// the same key reads it back instead; another key, or a file that does not
-/// parse, computes it again and replaces the file (atomically).
-pub fn cached_json<T: serde::Serialize + serde::de::DeserializeOwned>(
-    path: &Path,
-    key: &str,
-    compute: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+/// The value kept at `path` by [`write_cached`] under `key`; `None` for
+/// another key, no file, or one that does not parse.
+pub fn read_cached<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Option<T> {
     let kept = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<(String, T)>(&b).ok());
-    if let Some((_, value)) = kept.filter(|(k, _)| k == key) {
-        return Ok(value);
-    }
-    let value = compute()?;
-    write_atomic(path, &serde_json::to_vec_pretty(&(key, &value))?)?;
-    Ok(value)
+    kept.filter(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Keep `value` at `path` as JSON with `key` (atomically), for [`read_cached`].
+pub fn write_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> anyhow::Result<()> {
+    write_atomic(path, &serde_json::to_vec_pretty(&(key, value))?)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -65,22 +61,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_value_is_computed_once_per_key() {
+    fn a_cached_value_reads_back_under_its_key_only() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("cache.json");
-        let mut calls = 0;
-        let mut get = |key: &str, v: u32| {
-            cached_json(&p, key, || {
-                calls += 1;
-                Ok(v)
-            })
-            .unwrap()
-        };
-        assert_eq!(get("a", 1), 1);
-        assert_eq!(get("a", 2), 1, "same key: read back, not computed");
-        assert_eq!(get("b", 3), 3, "another key: computed again");
-        assert_eq!(calls, 2);
+        assert_eq!(read_cached::<u32>(&p, "a"), None, "no file");
+        write_cached(&p, "a", &1u32).unwrap();
+        assert_eq!(read_cached::<u32>(&p, "a"), Some(1), "same key");
+        assert_eq!(read_cached::<u32>(&p, "b"), None, "another key");
+        write_cached(&p, "b", &3u32).unwrap();
+        assert_eq!((read_cached::<u32>(&p, "a"), read_cached::<u32>(&p, "b")), (None, Some(3)), "replaced");
         std::fs::write(&p, b"not json").unwrap();
-        assert_eq!(cached_json(&p, "b", || Ok(4u32)).unwrap(), 4, "a broken file is recomputed");
+        assert_eq!(read_cached::<u32>(&p, "b"), None, "a broken file");
     }
 }

@@ -298,6 +298,15 @@ fn text_prompt_integration_trains_lora_only_and_a_config_with_nothing_to_train_i
     assert!(stderr(&o).contains("finetune.strategy"), "{}", stderr(&o));
 }
 
+/// A temp folder with the real MovieLens-100K store and the tiny model in it.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let store = prepare_ml100k(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    (d, store, model)
+}
+
 /// Finetuning on 2 workers as `body` sets it: run straight through as
 /// `straight`, then started again as `cut` (with `args`) in the background
 /// until its log has `steps` lines. Returns the temp folder, `cut`'s config
@@ -307,10 +316,7 @@ fn straight_then_cut_at(
     args: &[&str],
     steps: usize,
 ) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::process::Child) {
-    let d = tempfile::tempdir().unwrap();
-    let store = prepare_ml100k(d.path());
-    let model = d.path().join("tiny");
-    tiny_model(&model);
+    let (d, store, model) = workspace();
     let straight = write_config(d.path(), "straight", &store, &model, body, 2);
     let o = uorch().arg("launch").arg(&straight).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -381,4 +387,46 @@ fn with_max_restarts_a_killed_finetuning_worker_restarts_from_its_checkpoint_to_
     let (a, b) = (a["final_loss"].as_f64().unwrap(), b["final_loss"].as_f64().unwrap());
     assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs restarted {b}");
     assert_eq!(predictions(&run), predictions(&straight), "the same answers");
+}
+
+#[test]
+fn two_workers_share_the_evaluation_and_their_predictions_equal_one_process_even_past_the_collective_timeout() {
+    let (d, store, model) = workspace();
+    let cfg = write_config(
+        d.path(),
+        "shared",
+        &store,
+        &model,
+        "task: next-item, cross_attention_layers: every_2, strategy: lora, lora: {rank: 4, alpha: 8}, candidates: 30, steps: 2, batch_size: 4, eval_examples: 60, text_prompt_baseline: false",
+        2,
+    );
+    // A collective may wait 1 s; each evaluation takes longer than that.
+    let o = uorch().arg("launch").arg(&cfg).args(["--set", "dist.timeout_s=1"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = d.path().join("runs/shared");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    let busy_s = |r: &serde_json::Value| r["ms"].as_f64().unwrap() * r["cases"].as_f64().unwrap() / 1000.0;
+    let (before, after) = (&m["results"][0], &m["results"][1]);
+    assert_eq!(
+        (before["who"].as_str(), after["who"].as_str()),
+        (Some("USER-LLM before finetuning"), Some("USER-LLM finetuned"))
+    );
+    assert!(busy_s(before) > 2.0 && busy_s(after) > 2.0, "the evaluations are too short to test the timeout: {m}");
+    // Every case once, in order, whichever rank answered it; and from the
+    // export one process gives the same answers, scores and all, for cases
+    // of both ranks.
+    let preds = predictions(&run);
+    assert_eq!(preds.len(), 60);
+    let export = d.path().join("export");
+    let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for p in [&preds[0], &preds[1], &preds[58], &preds[59]] {
+        let got = ask_export(&export, &["--store", store.to_str().unwrap(), "--user", p["user"].as_str().unwrap()]);
+        assert_eq!(&got, p);
+    }
+    let s = uorch::data::store::Store::open(&store).unwrap();
+    let users: Vec<&str> = preds.iter().map(|p| p["user"].as_str().unwrap()).collect();
+    let order: Vec<usize> = users.iter().map(|u| s.user_index(u).unwrap()).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "predictions in case order: {users:?}");
 }

@@ -3,7 +3,7 @@
 
 use super::ask::{Answer, Asker, Cost, Question, TargetText};
 use super::candidates::rank;
-use super::evaluate::{evaluate, Evaluated};
+use super::evaluate::{evaluate, Evaluated, Share};
 use super::examples::{EvalExample, TrainExample};
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;
@@ -13,7 +13,8 @@ use anyhow::Result;
 /// The model before finetuning and the baselines on the same test questions:
 /// the majority class (favorite category), popularity over the same candidates
 /// (next item), and, with `text_prompt`, the same LLM zero-shot with the
-/// history as text.
+/// history as text. The ranks of `share` answer their part; rank 0 gets the
+/// results.
 pub fn baselines(
     asker: Asker,
     store: &Store,
@@ -21,12 +22,14 @@ pub fn baselines(
     train: &[TrainExample],
     cases: &[EvalExample],
     text_prompt: bool,
-) -> Result<Vec<Evaluated>> {
+    share: &Share,
+) -> Result<Option<Vec<Evaluated>>> {
     let users = &store.vocab.user;
     let task = asker.spec.task;
-    let mut out = vec![
-        evaluate(cat, task, users, cases, "USER-LLM before finetuning", |c| asker.ask(&c.history, &c.question))?.0,
-    ];
+    let result = |r: Option<(Evaluated, _)>| r.map(|(e, _)| e);
+    let mut out = vec![result(evaluate(cat, task, users, cases, "USER-LLM before finetuning", share, |c| {
+        asker.ask(&c.history, &c.question)
+    })?)];
     match task {
         Task::FavoriteCategory => {
             let mut counts = std::collections::BTreeMap::new();
@@ -38,12 +41,9 @@ pub fn baselines(
             let majority =
                 counts.iter().max_by_key(|&(c, n)| (*n, std::cmp::Reverse(*c))).map(|(c, _)| *c).unwrap_or(0);
             let who = format!("majority class ({})", cat.categories[majority]);
-            out.push(
-                evaluate(cat, task, users, cases, &who, |_| {
-                    Ok((Answer::Ranked(vec![(majority, 0.0)]), Cost::default()))
-                })?
-                .0,
-            );
+            out.push(result(evaluate(cat, task, users, cases, &who, share, |_| {
+                Ok((Answer::Ranked(vec![(majority, 0.0)]), Cost::default()))
+            })?));
         }
         Task::NextItem => {
             // Popularity among training interactions, over the same candidates.
@@ -53,13 +53,10 @@ pub fn baselines(
                     pop[i] += 1.0;
                 }
             }
-            out.push(
-                evaluate(cat, task, users, cases, "popularity", |c| {
-                    let Question::NextItem { candidates } = &c.question else { unreachable!("next-item questions") };
-                    Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
-                })?
-                .0,
-            );
+            out.push(result(evaluate(cat, task, users, cases, "popularity", share, |c| {
+                let Question::NextItem { candidates } = &c.question else { unreachable!("next-item questions") };
+                Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
+            })?));
         }
         Task::Review => {}
     }
@@ -67,7 +64,8 @@ pub fn baselines(
         let window = asker.spec.text_window;
         let zero_shot = asker.as_text_prompt();
         let who = format!("TextPrompt (last {window} interactions as text, no finetuning)");
-        out.push(evaluate(cat, task, users, cases, &who, |c| zero_shot.ask(&c.history, &c.question))?.0);
+        out.push(result(evaluate(cat, task, users, cases, &who, share, |c| zero_shot.ask(&c.history, &c.question))?));
     }
-    Ok(out)
+    // Every entry is there on rank 0, none elsewhere.
+    Ok(out.into_iter().collect())
 }

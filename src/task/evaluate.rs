@@ -86,28 +86,86 @@ fn score(answer: &Answer, truth: &Truth) -> Vec<(&'static str, f64)> {
     }
 }
 
-/// Answer every example with `answer` and report under the name `who`.
+/// How an evaluation is split over the ranks of a run: rank `rank` of
+/// `world` answers the cases `i` with `i % world == rank`, and `gather`
+/// brings every rank's bytes for a name to rank 0 (in rank order; `None` on
+/// the other ranks) without a timed collective.
+pub struct Share<'a> {
+    pub rank: usize,
+    pub world: usize,
+    pub gather: &'a Gather<'a>,
+}
+
+/// Every rank's bytes for a name, on rank 0 (see [`Share`]).
+pub type Gather<'a> = dyn Fn(&str, Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> + 'a;
+
+impl Share<'static> {
+    /// One process answers everything.
+    pub fn alone() -> Self {
+        Share { rank: 0, world: 1, gather: &|_, mine| Ok(Some(vec![mine])) }
+    }
+}
+
+/// One answered case, as it travels from its rank to rank 0.
+#[derive(Serialize, serde::Deserialize)]
+struct Answered {
+    index: usize,
+    scores: Vec<(String, f64)>,
+    prompt_tokens: f64,
+    user_tokens: f64,
+    flops: f64,
+    prediction: serde_json::Value,
+}
+
+/// Answer every example with `answer` and report under the name `who`; the
+/// ranks of `share` answer their part. Rank 0 gets the result, summed in case
+/// order so that it, and the predictions, equal one process's; the other
+/// ranks get `None`.
 pub fn evaluate(
     cat: &Catalog,
     task: Task,
     users: &[String],
     cases: &[EvalExample],
     who: &str,
+    share: &Share,
     mut answer: impl FnMut(&EvalExample) -> Result<(Answer, Cost)>,
-) -> Result<(Evaluated, Vec<serde_json::Value>)> {
+) -> Result<Option<(Evaluated, Vec<serde_json::Value>)>> {
     let t0 = Instant::now();
+    let mut mine = Vec::new();
+    for (index, c) in cases.iter().enumerate().filter(|(i, _)| i % share.world == share.rank) {
+        let (a, cost) = answer(c)?;
+        mine.push(Answered {
+            index,
+            scores: score(&a, &c.truth).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            prompt_tokens: cost.prompt_tokens as f64,
+            user_tokens: cost.user_tokens as f64,
+            flops: cost.flops,
+            prediction: prediction_json(cat, task, &users[c.user], &a, Some(&c.truth), &cost),
+        });
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let Some(parts) = (share.gather)(&format!("eval/{who}"), serde_json::to_vec(&(seconds, mine))?)? else {
+        return Ok(None);
+    };
+    let mut all: Vec<Answered> = Vec::with_capacity(cases.len());
+    let mut busy = 0.0;
+    for part in parts {
+        let (s, answered): (f64, Vec<Answered>) = serde_json::from_slice(&part)?;
+        busy += s;
+        all.extend(answered);
+    }
+    all.sort_by_key(|a| a.index);
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let (mut prompt, mut user, mut flops) = (0.0, 0.0, 0.0);
     let mut predictions = Vec::with_capacity(cases.len());
-    for c in cases {
-        let (a, cost) = answer(c)?;
-        for (k, v) in score(&a, &c.truth) {
-            *sums.entry(k.to_string()).or_default() += v;
+    for a in all {
+        for (k, v) in a.scores {
+            *sums.entry(k).or_default() += v;
         }
-        prompt += cost.prompt_tokens as f64;
-        user += cost.user_tokens as f64;
-        flops += cost.flops;
-        predictions.push(prediction_json(cat, task, &users[c.user], &a, Some(&c.truth), &cost));
+        prompt += a.prompt_tokens;
+        user += a.user_tokens;
+        flops += a.flops;
+        predictions.push(a.prediction);
     }
     let n = cases.len().max(1) as f64;
     let metrics = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
@@ -118,9 +176,10 @@ pub fn evaluate(
         prompt_tokens: prompt / n,
         user_tokens: user / n,
         gflops: flops / n / 1e9,
-        ms: t0.elapsed().as_secs_f64() * 1000.0 / n,
+        // Answering time per example, all ranks' together.
+        ms: busy * 1000.0 / n,
     };
-    Ok((e, predictions))
+    Ok(Some((e, predictions)))
 }
 
 /// One line per result: the metrics and the cost per example.

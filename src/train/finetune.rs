@@ -24,7 +24,7 @@ use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
 use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate, samples, Evaluated};
+use crate::task::evaluate::{describe, evaluate, samples, Evaluated, Share};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
 use crate::torch_runtime::{all_cores, with_threads};
@@ -262,12 +262,11 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let (run, config_hash, examples) = (job.run.clone(), job.hash.clone(), job.train.len());
     let skeleton = Loop { worker: w, run, config_hash, seed: cfg.seed, schedule: f.into(), examples };
 
-    // Resume; the baselines (once, rank 0).
+    // Resume; the baselines (once, every rank its share; rank 0 has them).
     let start = skeleton.resume(&mut stage)?;
-    let mut results: Vec<Evaluated> = Vec::new();
+    model.set_training(false);
+    let results = job.baselines(&model, w)?;
     if w.rank == 0 {
-        model.set_training(false);
-        results = job.baselines(&model)?;
         let mib = stage.opt.state_bytes() as f64 / (1 << 20) as f64;
         eprintln!("finetune: optimizer state {mib:.1} MiB per rank ({} rank(s))", w.world);
     }
@@ -283,30 +282,24 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     drop(stage);
     model.set_training(false);
 
-    // Finish (rank 0): the weights, the evaluation of what the export will
-    // hold, predictions, metrics and TensorBoard.
-    if let Some(tb) = &mut tb {
-        let (trainable_parameters, parameters) = model.parameter_counts();
-        let partial = FinetuneMetrics {
-            task: f.task,
-            integration: f.integration,
-            strategy: f.strategy,
-            steps: f.steps,
-            trainable_parameters,
-            parameters,
-            optimizer_state_bytes_per_rank,
-            world_size: w.world,
-            final_loss: trained.last_loss,
-            gates: Vec::new(),
-            results,
-            restarts: w.restart,
-        };
-        results = job.finish(&mut model, partial, tb)?;
-    }
-    if let Some(pg) = &w.group {
-        pg.barrier()?.wait()?;
-    }
-    Ok(results)
+    // Finish: the weights, the evaluation of what the export will hold (every
+    // rank its share), predictions, metrics and TensorBoard (rank 0).
+    let (trainable_parameters, parameters) = model.parameter_counts();
+    let partial = FinetuneMetrics {
+        task: f.task,
+        integration: f.integration,
+        strategy: f.strategy,
+        steps: f.steps,
+        trainable_parameters,
+        parameters,
+        optimizer_state_bytes_per_rank,
+        world_size: w.world,
+        final_loss: trained.last_loss,
+        gates: Vec::new(),
+        results,
+        restarts: w.restart,
+    };
+    job.finish(&mut model, partial, tb.as_mut(), w)
 }
 
 /// The parameters the strategy trains; none is an error.
@@ -348,37 +341,66 @@ impl<'a> Job<'a> {
         );
     }
 
-    /// The baselines' results, evaluated with every core (the other ranks
-    /// wait) and kept in the run folder for reruns of this config.
-    fn baselines(&self, model: &UserLlm) -> Result<Vec<Evaluated>> {
-        let results = fsutil::cached_json(&self.run.finetune_baselines(), &self.hash, || {
-            with_threads(all_cores(), || {
+    /// The baselines' results on rank 0 (empty elsewhere): every rank
+    /// answers its share, with every core; kept in the run folder for reruns
+    /// of this config. Rank 0 decides whether the kept ones serve (the other
+    /// ranks may not see the file), and the others wait for it untimed.
+    fn baselines(&self, model: &UserLlm, w: &Worker) -> Result<Vec<Evaluated>> {
+        let path = self.run.finetune_baselines();
+        let kept: Option<Vec<Evaluated>> = if w.rank == 0 { fsutil::read_cached(&path, &self.hash) } else { None };
+        let results = if w.sum(&[kept.is_some() as u8 as f64])?[0] > 0.0 {
+            kept.unwrap_or_default()
+        } else {
+            let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);
+            let share = Share { rank: w.rank, world: w.world, gather: &gather };
+            let found = with_threads(all_cores(), || {
                 let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
-                baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline)
-            })
-        })?;
+                baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline, &share)
+            })?;
+            if let Some(r) = &found {
+                fsutil::write_cached(&path, &self.hash, r)?;
+            }
+            found.unwrap_or_default()
+        };
         for r in &results {
             eprintln!("{}", describe(r));
         }
+        w.after_rank0("baselines")?;
         Ok(results)
     }
 
-    /// Rank 0, after the last step: the weights; then what the export will
-    /// hold (LoRA merged) evaluated, its predictions and samples; the metrics
-    /// file (`out` with the gates and the finetuned model's results, second
-    /// after the model before finetuning); TensorBoard. Returns the results.
-    fn finish(&self, model: &mut UserLlm, mut out: FinetuneMetrics, tb: &mut EventWriter) -> Result<Vec<Evaluated>> {
+    /// After the last step: rank 0 writes the weights; every rank evaluates
+    /// its share of what the export will hold (LoRA merged); rank 0 writes
+    /// the predictions, the metrics file (`out` with the gates and the
+    /// finetuned model's results, second after the model before finetuning)
+    /// and TensorBoard (`tb`, rank 0's), while the others wait untimed.
+    /// Returns the results on rank 0 (empty elsewhere).
+    fn finish(
+        &self,
+        model: &mut UserLlm,
+        mut out: FinetuneMetrics,
+        tb: Option<&mut EventWriter>,
+        w: &Worker,
+    ) -> Result<Vec<Evaluated>> {
         let (f, run) = (self.f, &self.run);
-        let path = run.finetune_weights();
-        let sha = save_tensors(&path, &model.trained_weights())?;
-        eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
+        if w.rank == 0 {
+            let path = run.finetune_weights();
+            let sha = save_tensors(&path, &model.trained_weights())?;
+            eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
+        }
         model.merge_lora();
         tch::set_num_threads(all_cores() as i32);
         let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
         let users = &self.store.vocab.user;
-        let (finetuned, predictions) = evaluate(&self.cat, f.task, users, &self.cases, "USER-LLM finetuned", |c| {
+        let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);
+        let share = Share { rank: w.rank, world: w.world, gather: &gather };
+        let evaluated = evaluate(&self.cat, f.task, users, &self.cases, "USER-LLM finetuned", &share, |c| {
             asker.ask(&c.history, &c.question)
         })?;
+        let (Some((finetuned, predictions)), Some(tb)) = (evaluated, tb) else {
+            w.after_rank0("finish")?;
+            return Ok(Vec::new());
+        };
         eprintln!("{}", describe(&finetuned));
         let lines: String = predictions.iter().map(|p| format!("{p}\n")).collect();
         fsutil::write_atomic(&run.finetune_predictions(), lines.as_bytes())?;
@@ -396,6 +418,7 @@ impl<'a> Job<'a> {
         let samples = samples(&asker, &self.store, &self.cases, &predictions, f.samples)?;
         tb.text("finetune/samples", f.steps as i64, &samples)?;
         tb.flush()?;
+        w.after_rank0("finish")?;
         Ok(results)
     }
 }

@@ -243,9 +243,8 @@ impl Pretraining<'_> {
             }
             tb.flush()?;
         }
-        if let Some(pg) = &w.group {
-            pg.barrier()?.wait()?;
-        }
+        // Rank 0 may evaluate for longer than a collective may wait.
+        w.after_rank0("pretrain")?;
         Ok(final_loss)
     }
 }

@@ -23,6 +23,8 @@ pub struct Worker {
     /// (Gloo on every host), so that the data group only ever carries device
     /// tensors, as PyTorch users keep a Gloo group beside NCCL for the same.
     control: Option<ProcessGroup>,
+    /// The rendezvous store, for waits without a timeout ([`Worker::gather`]).
+    store: Option<Store>,
     pub stop: Arc<AtomicBool>,
     /// How many times the launcher restarted the workers (torchrun's
     /// `TORCHELASTIC_RESTART_COUNT`); 0 on the first start.
@@ -60,7 +62,17 @@ impl Worker {
         let restart = env_usize("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0);
         let port = std::env::var("MASTER_PORT").ok();
         if world == 1 && port.is_none() {
-            return Ok(Self { rank, local_rank, world, device, group: None, control: None, stop, restart });
+            return Ok(Self {
+                rank,
+                local_rank,
+                world,
+                device,
+                group: None,
+                control: None,
+                store: None,
+                stop,
+                restart,
+            });
         }
         let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
         let port: u16 = port.context("MASTER_PORT is not set")?.parse().context("MASTER_PORT is not a port")?;
@@ -95,7 +107,37 @@ impl Worker {
                 group.backend
             );
         }
-        Ok(Self { rank, local_rank, world, device, group: Some(group), control: Some(control), stop, restart })
+        let store = Some(store.prefixed("untimed")?);
+        Ok(Self { rank, local_rank, world, device, group: Some(group), control: Some(control), store, stop, restart })
+    }
+
+    /// Every rank's `mine` for `name`, on rank 0 in rank order (`None` on the
+    /// others, which go on at once). Rank 0 waits for the others through the
+    /// store with no timeout: a rank may work (evaluate) for longer than
+    /// `dist.timeout_s`, and a rank that dies stops the whole launch anyway.
+    pub fn gather(&self, name: &str, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(store) = &self.store else { return Ok(Some(vec![mine])) };
+        store.set(&format!("{name}/{}", self.rank), &mine)?;
+        store.add(&format!("{name}/ready"), 1)?;
+        if self.rank != 0 {
+            return Ok(None);
+        }
+        wait_count(store, &format!("{name}/ready"), self.world as i64)?;
+        (0..self.world).map(|r| store.get(&format!("{name}/{r}"))).collect::<Result<Vec<_>>>().map(Some)
+    }
+
+    /// Rank 0 says it is done with `name`; the other ranks wait for that,
+    /// with no timeout (as in [`Worker::gather`]), so none waits in a timed
+    /// collective while rank 0 evaluates or writes.
+    pub fn after_rank0(&self, name: &str) -> Result<()> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let key = format!("{name}/done");
+        if self.rank == 0 {
+            store.add(&key, 1)?;
+            Ok(())
+        } else {
+            wait_count(store, &key, 1)
+        }
     }
 
     /// Sum values across ranks (one small collective on the control group).
@@ -115,6 +157,15 @@ impl Worker {
         let stop = all.remove(0) > 0.0;
         Ok((stop, all))
     }
+}
+
+/// Poll an integer key until it reaches `at_least` (`add(key, 0)` answers at
+/// once; an unreachable store is an error).
+fn wait_count(store: &Store, key: &str, at_least: i64) -> Result<()> {
+    while store.add(key, 0)? < at_least {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn local_hostname() -> String {
