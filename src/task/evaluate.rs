@@ -176,7 +176,7 @@ pub fn evaluate(
         prompt_tokens: prompt / n,
         user_tokens: user / n,
         gflops: flops / n / 1e9,
-        // Answering time per example, all ranks' together.
+        // Each case's answering time on its rank, averaged over the cases.
         ms: busy * 1000.0 / n,
     };
     Ok(Some((e, predictions)))

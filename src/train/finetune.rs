@@ -27,7 +27,7 @@ use crate::task::baselines::baselines;
 use crate::task::evaluate::{describe, evaluate, samples, Evaluated, Share};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
-use crate::torch_runtime::{all_cores, with_threads};
+use crate::torch_runtime::with_threads;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -342,7 +342,7 @@ impl<'a> Job<'a> {
     }
 
     /// The baselines' results on rank 0 (empty elsewhere): every rank
-    /// answers its share, with every core; kept in the run folder for reruns
+    /// answers its share, with its part of the cores; kept in the run folder for reruns
     /// of this config. Rank 0 decides whether the kept ones serve (the other
     /// ranks may not see the file), and the others wait for it untimed.
     fn baselines(&self, model: &UserLlm, w: &Worker) -> Result<Vec<Evaluated>> {
@@ -353,7 +353,7 @@ impl<'a> Job<'a> {
         } else {
             let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);
             let share = Share { rank: w.rank, world: w.world, gather: &gather };
-            let found = with_threads(all_cores(), || {
+            let found = with_threads(w.eval_threads(), || {
                 let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
                 baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline, &share)
             })?;
@@ -389,7 +389,7 @@ impl<'a> Job<'a> {
             eprintln!("finetune: weights written to {} (SHA-256 {})", path.display(), &sha[..12]);
         }
         model.merge_lora();
-        tch::set_num_threads(all_cores() as i32);
+        tch::set_num_threads(w.eval_threads() as i32);
         let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
         let users = &self.store.vocab.user;
         let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);

@@ -140,6 +140,14 @@ impl Worker {
         }
     }
 
+    /// Threads for this rank's share of an evaluation: the machine's cores
+    /// split among its workers, which all evaluate at once (more would make
+    /// their threads wait on each other's cores).
+    pub fn eval_threads(&self) -> usize {
+        let local = std::env::var("LOCAL_WORLD_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
+        (crate::torch_runtime::all_cores() / local.max(1)).max(1)
+    }
+
     /// Sum values across ranks (one small collective on the control group).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
         let Some(pg) = &self.control else { return Ok(values.to_vec()) };
