@@ -62,18 +62,19 @@ static std::string nccl_where(const uorch_pg* pg, const char* op) {
   return std::string(" (NCCL rules, ") + op + " on the group bound to " + pg->device.str() + ")";
 }
 
+// The messages are built only on failure: this runs on every collective.
 static void nccl_check(const uorch_pg* pg, const at::Tensor& t, const char* op) {
   if (!pg->nccl_rules) return;
-  std::string where = nccl_where(pg, op);
   if (t.device() != pg->device || t.layout() != at::kStrided) {
     throw std::invalid_argument("Tensors must be CUDA and dense: found a " + t.device().str() + " " +
-                                c10::str(t.layout()) + " tensor" + where);
+                                c10::str(t.layout()) + " tensor" + nccl_where(pg, op));
   }
   if (!t.is_contiguous(t.suggest_memory_format())) {
-    throw std::invalid_argument("Tensors must be contiguous" + where);
+    throw std::invalid_argument("Tensors must be contiguous" + nccl_where(pg, op));
   }
   if (const char* bad = nccl_dtype_name(t.scalar_type())) {
-    throw std::invalid_argument(std::string("Unsupported data type for NCCL process group: ") + bad + where);
+    throw std::invalid_argument(std::string("Unsupported data type for NCCL process group: ") + bad +
+                                nccl_where(pg, op));
   }
 }
 
@@ -91,12 +92,12 @@ static void nccl_check_pair(const uorch_pg* pg, const at::Tensor& big, const at:
   if (!pg->nccl_rules) return;
   nccl_check(pg, big, op);
   nccl_check(pg, small, op);
-  std::string where = nccl_where(pg, op);
   if (big.scalar_type() != small.scalar_type()) {
-    throw std::invalid_argument("output tensor must have the same type as input tensor" + where);
+    throw std::invalid_argument("output tensor must have the same type as input tensor" + nccl_where(pg, op));
   }
   if (big.numel() != small.numel() * pg->size) {
-    throw std::invalid_argument("the larger tensor must hold world_size times the smaller one's elements" + where);
+    throw std::invalid_argument("the larger tensor must hold world_size times the smaller one's elements" +
+                                nccl_where(pg, op));
   }
 }
 

@@ -90,6 +90,11 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The `metrics.json` of run `name` under `dir/runs`.
+fn metrics(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("runs").join(name).join("metrics.json")).unwrap()).unwrap()
+}
+
 /// Start a launch in the background and wait until it has logged `steps` steps.
 fn start(cfg: &Path, run: &Path, steps: usize) -> (Child, Vec<u32>) {
     start_with(cfg, run, steps, &[])
@@ -156,13 +161,8 @@ fn ctrl_c_checkpoints_and_the_same_command_resumes_to_the_uninterrupted_result()
     let o = launch(&cut, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming from"), "{}", stderr(&o));
-    let metrics = |r: &str| -> f64 {
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap())
-                .unwrap();
-        m["final_loss"].as_f64().unwrap()
-    };
-    let (a, b) = (metrics("straight"), metrics("cut"));
+    let final_loss = |r: &str| metrics(d.path(), r)["final_loss"].as_f64().unwrap();
+    let (a, b) = (final_loss("straight"), final_loss("cut"));
     assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs resumed {b}");
     // A run of another configuration refuses the checkpoint.
     let other =
@@ -226,10 +226,7 @@ fn with_max_restarts_a_killed_worker_restarts_the_group_from_its_checkpoint_to_t
     assert_eq!(lines.len(), 1, "{log}");
     assert_eq!((lines[0]["restart"].as_u64(), lines[0]["rank"].as_u64()), (Some(1), Some(1)), "{log}");
     assert_eq!(lines[0]["status"], "signal 9 (SIGKILL)");
-    let metrics = |r: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(d.path().join("runs").join(r).join("metrics.json")).unwrap()).unwrap()
-    };
-    let (a, b) = (metrics("straight"), metrics("elastic"));
+    let (a, b) = (metrics(d.path(), "straight"), metrics(d.path(), "elastic"));
     assert_eq!((a["restarts"].as_u64(), b["restarts"].as_u64()), (Some(0), Some(1)));
     let (a, b) = (a["final_loss"].as_f64().unwrap(), b["final_loss"].as_f64().unwrap());
     assert!((a - b).abs() <= 1e-6 * a.abs(), "uninterrupted {a} vs restarted {b}");

@@ -227,6 +227,16 @@ fn spawn_workers(config: &Path, topo: &Topology, threads_per_worker: usize, rest
     Ok(children)
 }
 
+/// Wait until every worker's output has been passed on (their pipes close
+/// when they exit).
+fn join_pumps(children: &mut [Running]) {
+    for r in children.iter_mut() {
+        for p in std::mem::take(&mut r.pumps) {
+            let _ = p.join();
+        }
+    }
+}
+
 /// Act on the workers until they have all exited ([`decide`]); a worker's
 /// own failure stops the others and comes back as the inner `Err`.
 fn supervise(children: &mut [Running], interrupts: &AtomicUsize) -> Result<std::result::Result<Ended, Failure>> {
@@ -259,19 +269,11 @@ fn supervise(children: &mut [Running], interrupts: &AtomicUsize) -> Result<std::
                 }
                 let tail: Vec<String> = children[i].last_stderr.lock().expect("tail").iter().cloned().collect();
                 stop_all(children, Duration::from_secs(3));
-                for r in children.iter_mut() {
-                    for p in std::mem::take(&mut r.pumps) {
-                        let _ = p.join();
-                    }
-                }
+                join_pumps(children);
                 return Ok(Err(Failure { rank, status, tail }));
             }
             Action::Finished(ended) => {
-                for r in children.iter_mut() {
-                    for p in std::mem::take(&mut r.pumps) {
-                        let _ = p.join();
-                    }
-                }
+                join_pumps(children);
                 return Ok(Ok(ended));
             }
         }
@@ -314,7 +316,8 @@ pub enum Action {
 /// The supervisor's decision, from the interrupts counted so far, whether the
 /// first was already forwarded, and each worker's state. After an interrupt a
 /// worker's failure is expected (it was asked to stop), so only failures
-/// without one stop the group; the first such worker in rank order is named.
+/// without one stop the group; the worker named is the first in rank order
+/// that a signal killed, else the first that failed.
 pub fn decide(interrupts: usize, forwarded: bool, workers: &[WorkerState]) -> Action {
     if interrupts >= 2 {
         return Action::KillAll;
@@ -323,7 +326,10 @@ pub fn decide(interrupts: usize, forwarded: bool, workers: &[WorkerState]) -> Ac
         return Action::Forward;
     }
     if interrupts == 0 {
-        if let Some(i) = workers.iter().position(|w| matches!(w, WorkerState::Failed(_))) {
+        // A worker killed by a signal is the cause when others only exited
+        // with an error (their collectives failed once it was gone).
+        let killed = workers.iter().position(|w| matches!(w, WorkerState::Failed(s) if s.signal().is_some()));
+        if let Some(i) = killed.or_else(|| workers.iter().position(|w| matches!(w, WorkerState::Failed(_)))) {
             return Action::Fail(i);
         }
     }
@@ -344,6 +350,10 @@ mod tests {
         Failed(ExitStatus::from_raw(libc::SIGKILL))
     }
 
+    fn exited(code: i32) -> WorkerState {
+        Failed(ExitStatus::from_raw(code << 8))
+    }
+
     #[test]
     fn each_row_of_the_decision_table_gives_its_action() {
         let rows: Vec<(usize, bool, Vec<WorkerState>, Action)> = vec![
@@ -356,6 +366,9 @@ mod tests {
             // a failure stops the group, even while others run; the first failed rank is named
             (0, false, vec![Running, failed(), failed()], Fail(1)),
             (0, false, vec![failed(), Succeeded], Fail(0)),
+            // the one a signal killed is named, not a peer whose collective then failed
+            (0, false, vec![exited(1), failed()], Fail(1)),
+            (0, false, vec![exited(1), exited(1)], Fail(0)),
             // first interrupt: forwarded once
             (1, false, vec![Running, Running], Forward),
             (1, true, vec![Running, Running], Wait),

@@ -9,6 +9,11 @@ use std::path::Path;
 
 /// The body of `uorch worker --config CONFIG`.
 pub fn run(config: &Path) -> Result<()> {
+    // A socket to a peer that died must fail the collective with an error,
+    // not kill this worker by SIGPIPE: the launcher would then name this
+    // rank, not the one that died (the CLI restores SIGPIPE for pipes).
+    // SAFETY: setting one signal's disposition at start-up, before threads.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let cfg = config::load::<RunConfig>(config, &[])?.config;
     let threads: i32 =
         std::env::var("UORCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(cfg.cpu_threads as i32);

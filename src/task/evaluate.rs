@@ -86,24 +86,19 @@ fn score(answer: &Answer, truth: &Truth) -> Vec<(&'static str, f64)> {
     }
 }
 
+/// Brings every rank's bytes for a name to rank 0, in rank order (`None`
+/// on the other ranks), without a timed collective (a run's worker does).
+pub trait Gather {
+    fn gather(&self, name: &str, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>>;
+}
+
 /// How an evaluation is split over the ranks of a run: rank `rank` of
 /// `world` answers the cases `i` with `i % world == rank`, and `gather`
-/// brings every rank's bytes for a name to rank 0 (in rank order; `None` on
-/// the other ranks) without a timed collective.
+/// brings the answers to rank 0.
 pub struct Share<'a> {
     pub rank: usize,
     pub world: usize,
-    pub gather: &'a Gather<'a>,
-}
-
-/// Every rank's bytes for a name, on rank 0 (see [`Share`]).
-pub type Gather<'a> = dyn Fn(&str, Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> + 'a;
-
-impl Share<'static> {
-    /// One process answers everything.
-    pub fn alone() -> Self {
-        Share { rank: 0, world: 1, gather: &|_, mine| Ok(Some(vec![mine])) }
-    }
+    pub gather: &'a dyn Gather,
 }
 
 /// One answered case, as it travels from its rank to rank 0.
@@ -144,7 +139,7 @@ pub fn evaluate(
         });
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let Some(parts) = (share.gather)(&format!("eval/{who}"), serde_json::to_vec(&(seconds, mine))?)? else {
+    let Some(parts) = share.gather.gather(&format!("eval/{who}"), serde_json::to_vec(&(seconds, mine))?)? else {
         return Ok(None);
     };
     let mut all: Vec<Answered> = Vec::with_capacity(cases.len());

@@ -24,7 +24,7 @@ use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
 use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate, samples, Evaluated, Share};
+use crate::task::evaluate::{describe, evaluate, samples, Evaluated};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
 use crate::torch_runtime::with_threads;
@@ -342,8 +342,8 @@ impl<'a> Job<'a> {
     }
 
     /// The baselines' results on rank 0 (empty elsewhere): every rank
-    /// answers its share, with its part of the cores; kept in the run folder for reruns
-    /// of this config. Rank 0 decides whether the kept ones serve (the other
+    /// answers its share, with its part of the cores; kept in the run folder
+    /// for reruns of this config. Rank 0 decides whether the kept ones serve (the other
     /// ranks may not see the file), and the others wait for it untimed.
     fn baselines(&self, model: &UserLlm, w: &Worker) -> Result<Vec<Evaluated>> {
         let path = self.run.finetune_baselines();
@@ -351,8 +351,7 @@ impl<'a> Job<'a> {
         let results = if w.sum(&[kept.is_some() as u8 as f64])?[0] > 0.0 {
             kept.unwrap_or_default()
         } else {
-            let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);
-            let share = Share { rank: w.rank, world: w.world, gather: &gather };
+            let share = w.share();
             let found = with_threads(w.eval_threads(), || {
                 let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
                 baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline, &share)
@@ -392,8 +391,7 @@ impl<'a> Job<'a> {
         tch::set_num_threads(w.eval_threads() as i32);
         let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
         let users = &self.store.vocab.user;
-        let gather = |name: &str, mine: Vec<u8>| w.gather(name, mine);
-        let share = Share { rank: w.rank, world: w.world, gather: &gather };
+        let share = w.share();
         let evaluated = evaluate(&self.cat, f.task, users, &self.cases, "USER-LLM finetuned", &share, |c| {
             asker.ask(&c.history, &c.question)
         })?;

@@ -4,6 +4,7 @@
 
 use crate::config::run::Backend;
 use crate::dist::{ProcessGroup, ReduceOp, Store};
+use crate::task::evaluate::{Gather, Share};
 use anyhow::{bail, Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub struct Worker {
     /// (Gloo on every host), so that the data group only ever carries device
     /// tensors, as PyTorch users keep a Gloo group beside NCCL for the same.
     control: Option<ProcessGroup>,
-    /// The rendezvous store, for waits without a timeout ([`Worker::gather`]).
+    /// The rendezvous store, for waits without a timeout ([`Gather::gather`]).
     store: Option<Store>,
     pub stop: Arc<AtomicBool>,
     /// How many times the launcher restarted the workers (torchrun's
@@ -111,23 +112,13 @@ impl Worker {
         Ok(Self { rank, local_rank, world, device, group: Some(group), control: Some(control), store, stop, restart })
     }
 
-    /// Every rank's `mine` for `name`, on rank 0 in rank order (`None` on the
-    /// others, which go on at once). Rank 0 waits for the others through the
-    /// store with no timeout: a rank may work (evaluate) for longer than
-    /// `dist.timeout_s`, and a rank that dies stops the whole launch anyway.
-    pub fn gather(&self, name: &str, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> {
-        let Some(store) = &self.store else { return Ok(Some(vec![mine])) };
-        store.set(&format!("{name}/{}", self.rank), &mine)?;
-        store.add(&format!("{name}/ready"), 1)?;
-        if self.rank != 0 {
-            return Ok(None);
-        }
-        wait_count(store, &format!("{name}/ready"), self.world as i64)?;
-        (0..self.world).map(|r| store.get(&format!("{name}/{r}"))).collect::<Result<Vec<_>>>().map(Some)
+    /// This worker's part of an evaluation of the run's ranks.
+    pub fn share(&self) -> Share<'_> {
+        Share { rank: self.rank, world: self.world, gather: self }
     }
 
     /// Rank 0 says it is done with `name`; the other ranks wait for that,
-    /// with no timeout (as in [`Worker::gather`]), so none waits in a timed
+    /// with no timeout (as in [`Gather::gather`]), so none waits in a timed
     /// collective while rank 0 evaluates or writes.
     pub fn after_rank0(&self, name: &str) -> Result<()> {
         let Some(store) = &self.store else { return Ok(()) };
@@ -164,6 +155,23 @@ impl Worker {
         let mut all = self.sum(&[&[mine], values].concat())?;
         let stop = all.remove(0) > 0.0;
         Ok((stop, all))
+    }
+}
+
+impl Gather for Worker {
+    /// Every rank's `mine` for `name`, on rank 0 in rank order (`None` on the
+    /// others, which go on at once). Rank 0 waits for the others through the
+    /// store with no timeout: a rank may work (evaluate) for longer than
+    /// `dist.timeout_s`, and a rank that dies stops the whole launch anyway.
+    fn gather(&self, name: &str, mine: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(store) = &self.store else { return Ok(Some(vec![mine])) };
+        store.set(&format!("{name}/{}", self.rank), &mine)?;
+        store.add(&format!("{name}/ready"), 1)?;
+        if self.rank != 0 {
+            return Ok(None);
+        }
+        wait_count(store, &format!("{name}/ready"), self.world as i64)?;
+        (0..self.world).map(|r| store.get(&format!("{name}/{r}"))).collect::<Result<Vec<_>>>().map(Some)
     }
 }
 
