@@ -1,5 +1,5 @@
 # Fresh machine:  make demo  (set-up + the main job)   |   make test  (set-up + the test suite)
-.PHONY: setup build test demo env gpu-check clean-outputs bench-setup bench-ingest
+.PHONY: setup build test demo env gpu-check gpu-acceptance clean-outputs bench-setup bench-ingest
 
 UORCH := target/release/uorch
 
@@ -37,6 +37,10 @@ bench-ingest: bench-setup
 # On a GPU host, with the release binary built elsewhere and carried along.
 gpu-check:
 	@bash scripts/gpu_check.sh
+
+# The GPU acceptance run: PASS or FAIL per line, within 8 minutes on one H200.
+gpu-acceptance:
+	@bash scripts/gpu_acceptance.sh
 
 clean-outputs:
 	find checkpoints -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

@@ -30,13 +30,16 @@ fn main() {
 
 /// The C++ parts (csrc/), one static library each, declared in src/ffi/: the
 /// shim over c10d's TCPStore and Gloo process groups (Gloo's headers come from
-/// Debian's libgloo-dev, which set-up installs) and the recomputation autograd
-/// function; the rest of the headers from the libtorch we link against.
+/// Debian's libgloo-dev, which set-up installs), the recomputation autograd
+/// function and the post-accumulate-grad hooks; the rest of the headers from the libtorch we link against.
 fn build_cpp(lib: &std::path::Path) {
     let include = lib.parent().expect("libtorch lib has a parent").join("include");
     // (source, library, the define it needs)
-    let parts =
-        [("csrc/c10d_shim.cpp", "uorch_c10d", Some("USE_C10D_GLOO")), ("csrc/recompute.cpp", "uorch_recompute", None)];
+    let parts = [
+        ("csrc/c10d_shim.cpp", "uorch_c10d", Some("USE_C10D_GLOO")),
+        ("csrc/recompute.cpp", "uorch_recompute", None),
+        ("csrc/grad_hooks.cpp", "uorch_grad_hooks", None),
+    ];
     for (file, library, define) in parts {
         println!("cargo:rerun-if-changed={file}");
         let mut build = cc::Build::new();

@@ -2,7 +2,7 @@
 //! (Full, LoRA, Enc, Proj) with cross-attention on the real data and LLM, one
 //! process, the same batches for every strategy; ratios against Full (the
 //! strategy every other framework can run) in the same invocation, and MFU on
-//! a GPU. Step = forward + backward + sharded AdamW (one shard).
+//! a GPU. Step = forward + backward + ZeRO-2 AdamW (one shard).
 
 use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
@@ -14,7 +14,7 @@ use crate::task::ask::Asker;
 use crate::task::ask::TaskSpec;
 use crate::task::examples;
 use crate::train::finetune;
-use crate::train::zero::ShardedAdamW;
+use crate::train::zero::{self, ZeroStage};
 use anyhow::Result;
 use std::path::Path;
 use std::time::Instant;
@@ -82,7 +82,7 @@ pub fn run(
         let train = examples::training(&store, spec.task, d.window, d.stride)?;
         let trainable: Vec<_> =
             model.named_parameters().into_iter().filter(|(n, _)| Part::of(n).trains(strategy)).collect();
-        let mut opt = ShardedAdamW::new(&trainable, 0, 1, 0.0);
+        let mut opt = zero::optimizer(ZeroStage::Two, &trainable, None, 25 << 20, 0.0)?;
         let asker = Asker::new(&model, &tok, &cat, spec.clone())?;
         model.set_training(true);
         let mut tokens = 0i64;
@@ -91,7 +91,8 @@ pub fn run(
             let idx: Vec<usize> = (0..batch).map(|k| (i * batch + k) % train.len()).collect();
             let b = finetune::make_batch(&asker, &store, &train, &idx, device)?;
             finetune::forward_backward(&model, &asker, &b, b.answer_tokens as f64, device)?;
-            opt.step(None, 1e-4, 1.0)?;
+            opt.after_backward()?;
+            opt.step(1e-4, 1.0)?;
             if count {
                 let t = b.tokens.size();
                 tokens += t[0] * t[1];

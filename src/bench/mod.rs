@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod ingest;
 pub mod llm;
 pub mod pretrain;
+pub mod zero;
 
 /// Peak resident memory of the largest child waited for so far, in bytes.
 pub fn children_peak_rss() -> u64 {

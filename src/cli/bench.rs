@@ -64,6 +64,21 @@ pub enum BenchCmd {
         #[arg(long)]
         random_init: bool,
     },
+    /// Per-rank memory of DDP, ZeRO-1 and ZeRO-2 on the same finetuning run
+    /// (the real MovieLens-100K and LLM, history as text), with step times.
+    Zero {
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        /// full, lora, ... (full shows the gradient and optimizer memory best).
+        #[arg(long, default_value = "full")]
+        strategy: String,
+        #[arg(long, default_value_t = 2)]
+        nproc: usize,
+        #[arg(long, default_value_t = 4)]
+        steps: u64,
+        #[arg(long, default_value = "checkpoints/bench-zero")]
+        dir: PathBuf,
+    },
     /// Training-step throughput (forward + backward + AdamW) of Llama shapes,
     /// against Hugging Face transformers in the same run when available.
     Llm {
@@ -81,6 +96,24 @@ pub enum BenchCmd {
         #[arg(long, default_value = ".uorch/golden/bin/python")]
         reference_python: PathBuf,
     },
+}
+
+/// The real MovieLens-100K as a store under `dir` (prepared once).
+fn ml100k(dir: &std::path::Path) -> Result<PathBuf> {
+    let store = dir.join("ml-100k");
+    if !store.join("manifest.json").exists() {
+        let opts = PrepareOptions {
+            inputs: vec![crate::paths::movielens_100k_dir()],
+            out: store.clone(),
+            format: None,
+            filters: Filters { min_user_interactions: 5, min_item_interactions: 5 },
+            skip_bad_lines: false,
+            force: true,
+            progress: false,
+        };
+        prepare::prepare(&opts)?;
+    }
+    Ok(store)
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -114,22 +147,22 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             if global_batch % 2 != 0 || steps < 4 {
                 anyhow::bail!("--global-batch must be even and --steps at least 4");
             }
-            let store = dir.join("ml-100k");
-            if !store.join("manifest.json").exists() {
-                let opts = PrepareOptions {
-                    inputs: vec![crate::paths::movielens_100k_dir()],
-                    out: store.clone(),
-                    format: None,
-                    filters: Filters { min_user_interactions: 5, min_item_interactions: 5 },
-                    skip_bad_lines: false,
-                    force: true,
-                    progress: false,
-                };
-                prepare::prepare(&opts)?;
-            }
+            let store = ml100k(&dir)?;
             let rows = crate::bench::pretrain::bench(&dir, &store, steps, global_batch, &reference_python)?;
             println!("encoder pretraining on MovieLens-100K (dim 64, 2 layers, window 50, global batch {global_batch}), {} logical cores:", super::cores());
             print!("{}", crate::bench::pretrain::report(&rows));
+        }
+        BenchCmd::Zero { model, strategy, nproc, steps, dir } => {
+            if nproc < 2 || steps < 2 {
+                anyhow::bail!("--nproc and --steps must be at least 2 (one worker has nothing to shard)");
+            }
+            let store = ml100k(&dir)?;
+            let rows = crate::bench::zero::bench(&dir, &store, &model, &strategy, nproc, steps)?;
+            println!(
+                "{strategy} finetuning (history as text, 2 examples per rank) on {nproc} CPU workers, {} logical cores:",
+                super::cores()
+            );
+            print!("{}", crate::bench::zero::report(&rows));
         }
         BenchCmd::Efficiency { store, model, windows, cases } => {
             let rows = crate::bench::efficiency::run(&store, &model, &windows, cases.max(1))?;

@@ -51,6 +51,10 @@ pub struct FinetuneConfig {
     pub warmup_steps: u64,
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
+    /// What each rank keeps of the gradients and optimizer state: 0 (DDP),
+    /// 1 (optimizer sharded) or 2 (gradients sharded too).
+    #[serde(default, skip_serializing_if = "ZeroStage::is_default")]
+    pub zero_stage: ZeroStage,
     #[serde(default = "d_log")]
     pub log_every: u64,
     /// Steps between checkpoints (0 = only at the end and on interruption).
@@ -77,6 +81,51 @@ pub struct FinetuneConfig {
     /// History length rendered for the TextPrompt baseline.
     #[serde(default = "d_text_window")]
     pub text_prompt_window: usize,
+}
+
+/// How much of the training state each rank keeps (`finetune.zero_stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum ZeroStage {
+    /// Everything on every rank (DDP).
+    Zero,
+    /// Optimizer state and master weights sharded.
+    One,
+    /// Gradients sharded too, reduced as backward produces them.
+    #[default]
+    Two,
+}
+
+impl ZeroStage {
+    /// Stage 2 is left out of dumps and config hashes, so configs written
+    /// before the key existed keep their hash (and their checkpoints).
+    pub fn is_default(&self) -> bool {
+        *self == ZeroStage::Two
+    }
+}
+
+impl TryFrom<u8> for ZeroStage {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(ZeroStage::Zero),
+            1 => Ok(ZeroStage::One),
+            2 => Ok(ZeroStage::Two),
+            _ => {
+                Err(format!("zero_stage is {v}: expected 0 (DDP), 1 (sharded optimizer) or 2 (sharded gradients too)"))
+            }
+        }
+    }
+}
+
+impl From<ZeroStage> for u8 {
+    fn from(s: ZeroStage) -> u8 {
+        match s {
+            ZeroStage::Zero => 0,
+            ZeroStage::One => 1,
+            ZeroStage::Two => 2,
+        }
+    }
 }
 
 fn d_task() -> Task {

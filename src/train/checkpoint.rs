@@ -2,11 +2,19 @@
 //! (step, config hash, world size, SHA-256 of each file), written into a
 //! temporary folder and renamed into place, the newest K kept. Loading
 //! verifies the checksums and refuses a checkpoint of a different config.
+//!
+//! With several ranks ([`save_together`]), rank 0 stages the folder, every
+//! rank writes its files there and confirms each by its SHA-256 through the
+//! store, and rank 0 seals only when it finds every confirmed file in its
+//! staging folder: on machines that do not share the run's file system the
+//! first checkpoint fails, saying so, instead of sealing without the shards.
 
 use super::adamw::AdamW;
+use super::worker::Worker;
 use crate::model::weights::{read_tensors, sha256_file, write_tensors};
-pub use crate::rundir::checkpoint::{optimizer_shard, MODEL};
-use crate::rundir::checkpoint::{staging_dir, step_dir, step_of, OPTIMIZER, STATE};
+pub use crate::rundir::checkpoint::{optimizer_shard, MODEL, OPTIMIZER};
+use crate::rundir::checkpoint::{staging_dir, step_dir, step_of, STATE};
+use crate::task::evaluate::Gather;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,14 +47,16 @@ pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> R
     write_tensors(&staging.join(name), tensors)
 }
 
-/// Seal a staging folder: the SHA-256 of every file goes into the state file,
-/// then the folder is renamed into place; the newest `keep` are kept.
+/// Seal a staging folder: the SHA-256 of every file goes into the state file
+/// (those already in `state.files` were verified by the caller), then the
+/// folder is renamed into place; the newest `keep` are kept.
 pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -> Result<PathBuf> {
     let result = (|| -> Result<PathBuf> {
         let mut names: Vec<String> =
             std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
-        for name in names.into_iter().filter(|n| n != STATE) {
+        names.retain(|n| n != STATE && !state.files.contains_key(n));
+        for name in names {
             state.files.insert(name.clone(), sha256_file(&staging.join(&name))?);
         }
         std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(&state)?)?;
@@ -69,24 +79,118 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
     Ok(dest)
 }
 
-/// Save a checkpoint of `params` and `opt` after `state.step` steps into
-/// `root`; keep the newest `keep`.
-pub fn save(root: &Path, params: &[(String, Tensor)], opt: &AdamW, state: TrainState, keep: usize) -> Result<PathBuf> {
-    let tmp = staging(root, state.step)?;
-    let written = (|| -> Result<()> {
-        write_file(&tmp, MODEL, params)?;
-        let mut opt_tensors = vec![("step".to_string(), Tensor::from_slice(&[opt.step as f32]))];
-        for (name, (m, v)) in &opt.state {
-            opt_tensors.push((format!("m/{name}"), m.shallow_clone()));
-            opt_tensors.push((format!("v/{name}"), v.shallow_clone()));
-        }
-        write_file(&tmp, OPTIMIZER, &opt_tensors)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
+/// The tensors of `params` for a checkpoint's model file.
+pub fn model_tensors(params: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+}
+
+/// An unsharded AdamW's state for a checkpoint's optimizer file (see [`load`]).
+pub fn optimizer_tensors(opt: &AdamW) -> Vec<(String, Tensor)> {
+    let mut out = vec![("step".to_string(), Tensor::from_slice(&[opt.step as f32]))];
+    for (name, (m, v)) in &opt.state {
+        out.push((format!("m/{name}"), m.shallow_clone()));
+        out.push((format!("v/{name}"), v.shallow_clone()));
     }
-    commit(root, &tmp, state, keep)
+    out
+}
+
+/// The file in a staging folder that tells the other ranks it is rank 0's:
+/// it holds a token that rank 0 also sends through the store.
+const STAGED_BY: &str = "staged-by-rank0";
+
+/// What one rank reports of its part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confirmation {
+    pub rank: usize,
+    pub host: String,
+    /// The files it wrote with their SHA-256, or why it wrote none.
+    pub files: std::result::Result<BTreeMap<String, String>, String>,
+}
+
+/// Every rank's part of the checkpoint of `state.step` into `root`: `mine`
+/// are the files this rank writes (rank 0's include the model). Rank 0
+/// stages and, once every rank has confirmed its files and each is in the
+/// staging folder with the confirmed checksum, seals; every rank returns the
+/// same verdict. Called on every rank at the same point.
+pub fn save_together(
+    w: &Worker,
+    root: &Path,
+    mut state: TrainState,
+    keep: usize,
+    mine: &[(&str, &[(String, Tensor)])],
+) -> Result<()> {
+    let key = w.exchange("checkpoint");
+    let tmp = root.join(staging_dir(state.step));
+    let token = if w.rank == 0 {
+        staging(root, state.step)?;
+        let token = format!("{} {} {:?}", std::process::id(), state.step, std::time::SystemTime::now());
+        std::fs::write(tmp.join(STAGED_BY), &token)?;
+        token.into_bytes()
+    } else {
+        Vec::new()
+    };
+    let token = w.from_rank0(&format!("{key}/token"), token)?;
+    let files = if std::fs::read(tmp.join(STAGED_BY)).ok().as_deref() == Some(&token[..]) {
+        let mut out = BTreeMap::new();
+        for (name, tensors) in mine {
+            write_file(&tmp, name, tensors)?;
+            out.insert(name.to_string(), sha256_file(&tmp.join(name))?);
+        }
+        Ok(out)
+    } else {
+        Err(format!("the staging folder {} that rank 0 created is not there", tmp.display()))
+    };
+    let me = Confirmation { rank: w.rank, host: w.host.clone(), files };
+    let verdict = match w.gather(&format!("{key}/confirm"), serde_json::to_vec(&me)?)? {
+        Some(all) => {
+            let all: Vec<Confirmation> = all.iter().map(|b| serde_json::from_slice(b)).collect::<Result<_, _>>()?;
+            let sealed = check_confirmations(&all, &tmp).and_then(|verified| {
+                state.files = verified;
+                std::fs::remove_file(tmp.join(STAGED_BY))?;
+                commit(root, &tmp, state, keep)
+            });
+            if sealed.is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            sealed.map(drop).map_err(|e| format!("{e:#}"))
+        }
+        None => Ok(()),
+    };
+    let verdict = w.from_rank0(&format!("{key}/verdict"), verdict.err().unwrap_or_default().into_bytes())?;
+    if !verdict.is_empty() {
+        // Rank 0 holds the store: it stays until every rank has read why.
+        w.gather(&format!("{key}/read"), Vec::new())?;
+        bail!("{}", String::from_utf8_lossy(&verdict));
+    }
+    Ok(())
+}
+
+/// Rank 0's check before sealing: every rank confirmed its files, and each
+/// is in `staging` with the checksum its rank confirmed. Returns the
+/// verified checksums by file.
+pub fn check_confirmations(all: &[Confirmation], staging: &Path) -> Result<BTreeMap<String, String>> {
+    let shared = "checkpoints need a file system that every machine of the run shares (put output_root on it)";
+    let mut verified = BTreeMap::new();
+    for c in all {
+        let files = match &c.files {
+            Ok(f) => f,
+            Err(why) => bail!("checkpoint not written: rank {} on {}: {why}: {shared}", c.rank, c.host),
+        };
+        for (name, sha) in files {
+            let here = sha256_file(&staging.join(name)).ok();
+            if here.as_ref() != Some(sha) {
+                let found = if here.is_some() { "a different file" } else { "nothing" };
+                bail!(
+                    "checkpoint not written: rank {} on {} wrote {name}, and rank 0 finds {found} at {}: {shared}",
+                    c.rank,
+                    c.host,
+                    staging.join(name).display()
+                );
+            }
+            verified.insert(name.clone(), sha.clone());
+        }
+    }
+    Ok(verified)
 }
 
 /// Complete checkpoints, oldest first.
@@ -165,7 +269,12 @@ pub fn load(dir: &Path, params: &[(String, Tensor)], opt: &mut AdamW) -> Result<
         }
         Ok(())
     })?;
-    let o = read_tensors(&dir.join(OPTIMIZER))?;
+    load_optimizer(&read_tensors(&dir.join(OPTIMIZER))?, params, opt);
+    Ok(())
+}
+
+/// Restore an unsharded AdamW from [`optimizer_tensors`] onto `params`' devices.
+pub fn load_optimizer(o: &BTreeMap<String, Tensor>, params: &[(String, Tensor)], opt: &mut AdamW) {
     opt.step = o.get("step").map(|t| t.double_value(&[0]) as i64).unwrap_or(0);
     opt.state.clear();
     for (name, p) in params {
@@ -173,5 +282,41 @@ pub fn load(dir: &Path, params: &[(String, Tensor)], opt: &mut AdamW) -> Result<
             opt.state.insert(name.clone(), (m.to_device(p.device()), v.to_device(p.device())));
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn confirm(rank: usize, files: &[(&str, &str)]) -> Confirmation {
+        let files = files.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        Confirmation { rank, host: format!("host{rank}"), files: Ok(files) }
+    }
+
+    #[test]
+    fn rank_0_seals_only_what_every_rank_confirmed_and_it_finds() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("model.safetensors"), b"weights").unwrap();
+        std::fs::write(d.path().join("optimizer-rank0.safetensors"), b"shard 0").unwrap();
+        let sha = |name: &str| sha256_file(&d.path().join(name)).unwrap();
+        let (model, shard0) = (sha("model.safetensors"), sha("optimizer-rank0.safetensors"));
+        let ok = [confirm(0, &[("model.safetensors", &model), ("optimizer-rank0.safetensors", &shard0)])];
+        assert_eq!(check_confirmations(&ok, d.path()).unwrap().len(), 2);
+
+        // Rank 1 wrote its shard on a disk rank 0 does not see.
+        let missing = [ok[0].clone(), confirm(1, &[("optimizer-rank1.safetensors", "ab12")])];
+        let e = check_confirmations(&missing, d.path()).unwrap_err().to_string();
+        assert!(e.contains("rank 1 on host1 wrote optimizer-rank1.safetensors, and rank 0 finds nothing"), "{e}");
+        assert!(e.contains("file system that every machine of the run shares"), "{e}");
+
+        // A file of that name that is not the one rank 1 wrote (a stale one on rank 0's disk).
+        std::fs::write(d.path().join("optimizer-rank1.safetensors"), b"old").unwrap();
+        let e = check_confirmations(&missing, d.path()).unwrap_err().to_string();
+        assert!(e.contains("finds a different file"), "{e}");
+
+        // A rank that could not see the staging folder at all.
+        let blind = [ok[0].clone(), Confirmation { rank: 1, host: "host1".into(), files: Err("no folder".into()) }];
+        let e = check_confirmations(&blind, d.path()).unwrap_err().to_string();
+        assert!(e.contains("rank 1 on host1: no folder"), "{e}");
+    }
 }

@@ -2,7 +2,7 @@
 //! the pretrained encoder (this run's pretraining checkpoint) feeds the LLM
 //! through gated cross-attention or a soft prompt, or the history is text
 //! (TextPrompt); the strategy decides what trains. Ranks train data-parallel
-//! with the optimizer state sharded (ZeRO-2 style), checkpoint, and resume.
+//! (DDP, or ZeRO stage 1 or 2: `finetune.zero_stage`), checkpoint, and resume.
 //! Rank 0 evaluates the model before and after finetuning and the baselines
 //! on the same test questions, with the cost of each.
 
@@ -11,7 +11,7 @@ use super::ddp;
 use super::metrics::{self, FinetuneMetrics};
 use super::skeleton::{Loop, Stage};
 use super::worker::Worker;
-use super::zero::ShardedAdamW;
+use super::zero::{self, DataParallelOptimizer};
 use crate::config::finetune::FinetuneConfig;
 use crate::config::{value_name, RunConfig};
 use crate::data::catalog::{Catalog, Interaction};
@@ -143,15 +143,17 @@ struct Job<'a> {
 }
 
 /// Finetuning as the skeleton runs it: the model and what trains, the
-/// sharded optimizer, the training examples as questions and answers.
+/// data-parallel optimizer, the training examples as questions and answers.
 struct Finetuning<'a> {
     job: &'a Job<'a>,
     w: &'a Worker,
     model: &'a UserLlm,
     asker: Asker<'a>,
     trainable: Vec<(String, Tensor)>,
-    opt: ShardedAdamW,
-    micro: Vec<Batch>,
+    opt: Box<dyn DataParallelOptimizer + 'a>,
+    /// This step's micro-batches; `None` where this rank has no examples
+    /// (it still takes part in each micro-batch's gradient reduction).
+    micro: Vec<Option<Batch>>,
 }
 
 impl Stage for Finetuning<'_> {
@@ -165,37 +167,25 @@ impl Stage for Finetuning<'_> {
         self.opt.load_state(&read_tensors(&dir.join(checkpoint::optimizer_shard(self.w.rank)))?)
     }
 
-    /// Rank 0 stages, every rank writes its optimizer shard, rank 0 seals.
+    /// Every rank writes its optimizer shard, rank 0 also the trained
+    /// weights; rank 0 seals once all are confirmed ([`checkpoint::save_together`]).
     fn save(&mut self, step: u64, loss: f64) -> Result<()> {
-        let (w, lead) = (self.w, self.w.rank == 0);
-        let barrier = || -> Result<()> {
-            if let Some(pg) = &w.group {
-                pg.barrier()?.wait()?;
-            }
-            Ok(())
-        };
+        let w = self.w;
         let root = self.job.run.checkpoints(StageFiles::Finetune);
-        let tmp = root.join(crate::rundir::checkpoint::staging_dir(step));
-        if lead {
-            checkpoint::staging(&root, step)?;
+        let state = TrainState {
+            step,
+            config_hash: self.job.hash.clone(),
+            world_size: w.world,
+            loss,
+            files: Default::default(),
+        };
+        let shard_name = checkpoint::optimizer_shard(w.rank);
+        let shard = self.opt.state_tensors();
+        let mut mine: Vec<(&str, &[(String, Tensor)])> = vec![(&shard_name, &shard)];
+        if w.rank == 0 {
+            mine.push((checkpoint::MODEL, &self.trainable));
         }
-        barrier()?;
-        checkpoint::write_file(&tmp, &checkpoint::optimizer_shard(w.rank), &self.opt.state_tensors())?;
-        if lead {
-            checkpoint::write_file(&tmp, checkpoint::MODEL, &self.trainable)?;
-        }
-        barrier()?;
-        if lead {
-            let state = TrainState {
-                step,
-                config_hash: self.job.hash.clone(),
-                world_size: w.world,
-                loss,
-                files: Default::default(),
-            };
-            checkpoint::commit(&root, &tmp, state, self.job.f.keep_checkpoints)?;
-        }
-        barrier()
+        checkpoint::save_together(w, &root, state, self.job.f.keep_checkpoints, &mine)
     }
 
     /// The loss is normalised by the global number of answer tokens, so ranks
@@ -203,18 +193,23 @@ impl Stage for Finetuning<'_> {
     fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64> {
         self.micro = micro
             .iter()
-            .filter(|idx| !idx.is_empty())
-            .map(|idx| make_batch(&self.asker, &self.job.store, &self.job.train, idx, self.w.device))
+            .map(|idx| {
+                let some = !idx.is_empty();
+                some.then(|| make_batch(&self.asker, &self.job.store, &self.job.train, idx, self.w.device)).transpose()
+            })
             .collect::<Result<_>>()?;
-        Ok(self.micro.iter().map(|b| b.answer_tokens).sum::<i64>() as f64)
+        Ok(self.micro.iter().flatten().map(|b| b.answer_tokens).sum::<i64>() as f64)
     }
 
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)> {
         let mut loss_sum = 0.0;
         for b in std::mem::take(&mut self.micro) {
-            loss_sum += forward_backward(self.model, &self.asker, &b, global, self.w.device)?;
+            if let Some(b) = b {
+                loss_sum += forward_backward(self.model, &self.asker, &b, global, self.w.device)?;
+            }
+            self.opt.after_backward()?;
         }
-        let grad_norm = self.opt.step(self.w.group.as_ref(), lr, self.job.f.grad_clip)?;
+        let grad_norm = self.opt.step(lr, self.job.f.grad_clip)?;
         Ok((loss_sum, grad_norm))
     }
 
@@ -255,7 +250,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         w,
         model: &model,
         asker: Asker::new(&model, &job.tok, &job.cat, job.spec.clone())?,
-        opt: ShardedAdamW::new(&trainable, w.rank, w.world, f.weight_decay),
+        opt: zero::optimizer(f.zero_stage, &trainable, w.group.as_ref(), cfg.dist.bucket_mb << 20, f.weight_decay)?,
         trainable,
         micro: Vec::new(),
     };
@@ -268,16 +263,24 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let results = job.baselines(&model, w)?;
     if w.rank == 0 {
         let mib = stage.opt.state_bytes() as f64 / (1 << 20) as f64;
-        eprintln!("finetune: optimizer state {mib:.1} MiB per rank ({} rank(s))", w.world);
+        let z = u8::from(f.zero_stage);
+        eprintln!("finetune: ZeRO stage {z}, optimizer state {mib:.1} MiB per rank ({} rank(s))", w.world);
     }
 
     // Step loop.
     let mut tb = if w.rank == 0 { Some(EventWriter::create(&job.run.tb())?) } else { None };
     model.set_training(true);
+    super::memory::reset_peak();
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
         return Ok(results);
     }
+    let training_peak_memory_bytes = super::memory::peak_bytes().unwrap_or(0);
+    eprintln!(
+        "finetune: rank {} peak memory while training {:.1} MiB",
+        w.rank,
+        training_peak_memory_bytes as f64 / (1 << 20) as f64
+    );
     let optimizer_state_bytes_per_rank = stage.opt.state_bytes();
     drop(stage);
     model.set_training(false);
@@ -293,6 +296,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         trainable_parameters,
         parameters,
         optimizer_state_bytes_per_rank,
+        zero_stage: f.zero_stage.into(),
+        training_peak_memory_bytes,
         world_size: w.world,
         final_loss: trained.last_loss,
         gates: Vec::new(),

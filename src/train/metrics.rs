@@ -36,6 +36,13 @@ pub struct FinetuneMetrics {
     pub trainable_parameters: i64,
     pub parameters: i64,
     pub optimizer_state_bytes_per_rank: i64,
+    /// DDP (0) or the ZeRO stage (1, 2).
+    #[serde(default)]
+    pub zero_stage: u8,
+    /// Rank 0's resident-memory high-water mark over the step loop, in bytes
+    /// (host memory; 0 where unknown).
+    #[serde(default)]
+    pub training_peak_memory_bytes: i64,
     pub world_size: usize,
     #[serde(deserialize_with = "nan_if_null")]
     pub final_loss: f64,

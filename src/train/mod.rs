@@ -1,10 +1,11 @@
-//! Training: schedules, AdamW, data parallelism (DDP, sharded optimizer),
+//! Training: schedules, AdamW, data parallelism (DDP, ZeRO stages 1 and 2),
 //! checkpoints, the worker context, encoder pretraining and finetuning.
 
 pub mod adamw;
 pub mod checkpoint;
 pub mod ddp;
 pub mod finetune;
+pub mod memory;
 pub mod metrics;
 pub mod pretrain;
 pub mod schedule;

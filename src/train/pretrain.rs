@@ -74,18 +74,23 @@ impl Stage for Pretraining<'_> {
         checkpoint::load(dir, &self.named, &mut self.opt)
     }
 
+    /// Rank 0 writes the weights and optimizer (the same on every rank); the
+    /// others confirm that they see its checkpoint folder, which a resume reads.
     fn save(&mut self, step: u64, loss: f64) -> Result<()> {
-        if self.w.rank == 0 {
-            let state = TrainState {
-                step,
-                config_hash: self.hash.clone(),
-                world_size: self.w.world,
-                loss,
-                files: Default::default(),
-            };
-            checkpoint::save(&self.root, &self.named, &self.opt, state, self.p.keep_checkpoints)?;
-        }
-        Ok(())
+        let state = TrainState {
+            step,
+            config_hash: self.hash.clone(),
+            world_size: self.w.world,
+            loss,
+            files: Default::default(),
+        };
+        let (model, optimizer) = (checkpoint::model_tensors(&self.named), checkpoint::optimizer_tensors(&self.opt));
+        let mine: Vec<(&str, &[(String, Tensor)])> = if self.w.rank == 0 {
+            vec![(checkpoint::MODEL, &model), (checkpoint::OPTIMIZER, &optimizer)]
+        } else {
+            vec![]
+        };
+        checkpoint::save_together(self.w, &self.root, state, self.p.keep_checkpoints, &mine)
     }
 
     fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64> {

@@ -107,8 +107,25 @@ pub struct Trained {
 
 impl Loop<'_> {
     /// Resume from the newest complete checkpoint, if any; returns the step
-    /// to start from.
+    /// to start from, which every rank must have found alike.
     pub fn resume<S: Stage>(&self, stage: &mut S) -> Result<u64> {
+        let step = self.resume_here(stage)?;
+        let w = self.worker;
+        let s = w.sum(&[step as f64, (step as f64).powi(2)])?;
+        // Equal steps on every rank exactly when (Σ s)² = n Σ s².
+        if s[0] * s[0] != w.world as f64 * s[1] {
+            bail!(
+                "{}rank {} resumes from step {step}, the ranks from step {:.1} on average: the machines see different checkpoint folders; checkpoints need a file system that every machine of the run shares (put output_root on it)",
+                S::PREFIX,
+                w.rank,
+                s[0] / w.world as f64
+            );
+        }
+        Ok(step)
+    }
+
+    /// This rank's newest complete checkpoint, loaded; its step (0: none).
+    fn resume_here<S: Stage>(&self, stage: &mut S) -> Result<u64> {
         let root = self.run.checkpoints(S::FILES);
         let Some((dir, state)) = checkpoint::latest(&root)? else { return Ok(0) };
         if state.config_hash != self.config_hash {

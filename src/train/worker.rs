@@ -6,7 +6,7 @@ use crate::config::run::Backend;
 use crate::dist::{ProcessGroup, ReduceOp, Store};
 use crate::task::evaluate::{Gather, Share};
 use anyhow::{bail, Context, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
@@ -30,6 +30,11 @@ pub struct Worker {
     /// How many times the launcher restarted the workers (torchrun's
     /// `TORCHELASTIC_RESTART_COUNT`); 0 on the first start.
     pub restart: usize,
+    /// This machine as the others reach it (for messages about ranks).
+    pub host: String,
+    /// Exchanges through the store so far: each gets keys of its own, as
+    /// every rank makes the same exchanges in the same order.
+    exchanges: AtomicUsize,
 }
 
 fn env_usize(name: &str) -> Result<Option<usize>> {
@@ -73,6 +78,8 @@ impl Worker {
                 store: None,
                 stop,
                 restart,
+                host: local_hostname(),
+                exchanges: AtomicUsize::new(0),
             });
         }
         let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
@@ -109,7 +116,19 @@ impl Worker {
             );
         }
         let store = Some(store.prefixed("untimed")?);
-        Ok(Self { rank, local_rank, world, device, group: Some(group), control: Some(control), store, stop, restart })
+        Ok(Self {
+            rank,
+            local_rank,
+            world,
+            device,
+            group: Some(group),
+            control: Some(control),
+            store,
+            stop,
+            restart,
+            host,
+            exchanges: AtomicUsize::new(0),
+        })
     }
 
     /// This worker's part of an evaluation of the run's ranks.
@@ -121,14 +140,28 @@ impl Worker {
     /// with no timeout (as in [`Gather::gather`]), so none waits in a timed
     /// collective while rank 0 evaluates or writes.
     pub fn after_rank0(&self, name: &str) -> Result<()> {
-        let Some(store) = &self.store else { return Ok(()) };
-        let key = format!("{name}/done");
+        self.from_rank0(name, Vec::new()).map(drop)
+    }
+
+    /// Rank 0's `value` on every rank (the others' `value` is ignored): they
+    /// wait for it untimed, as in [`after_rank0`](Self::after_rank0).
+    pub fn from_rank0(&self, name: &str, value: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(store) = &self.store else { return Ok(value) };
+        let (key, done) = (format!("{name}/value"), format!("{name}/done"));
         if self.rank == 0 {
-            store.add(&key, 1)?;
-            Ok(())
+            store.set(&key, &value)?;
+            store.add(&done, 1)?;
+            Ok(value)
         } else {
-            wait_count(store, &key, 1)
+            wait_count(store, &done, 1)?;
+            store.get(&key)
         }
+    }
+
+    /// A store name no earlier exchange of this launch used: `what/N`, the
+    /// same on every rank when every rank asks in the same order.
+    pub fn exchange(&self, what: &str) -> String {
+        format!("{what}/{}", self.exchanges.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Threads for this rank's share of an evaluation: the machine's cores

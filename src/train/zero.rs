@@ -1,23 +1,291 @@
-//! ZeRO-2 style sharded AdamW for data-parallel finetuning: the trainable
-//! parameters are viewed as one flat f32 vector split into equal shards, one
-//! per rank. Each step, gradients are reduce-scattered (each rank receives
-//! the summed gradient of its shard only), each rank updates its shard's fp32
-//! master weights and AdamW moments (so optimizer memory is 1/world of the
-//! unsharded optimizer's), and the updated shards are all-gathered back into
-//! every rank's parameters. The arithmetic is AdamW's, element by element, so
-//! the result matches the unsharded optimizer.
+//! Data-parallel optimizers for finetuning, by ZeRO stage (DeepSpeed's names):
+//!
+//! - **stage 0** ([`Replicated`]): DDP. Gradients are all-reduced bucket by
+//!   bucket after backward; every rank keeps the full gradient and the full
+//!   AdamW moments.
+//! - **stage 1** ([`ShardedAdamW`] at [`ZeroStage::One`]): the full gradient
+//!   stays on every rank until the step; then each bucket is reduce-scattered,
+//!   so a rank receives the summed gradient of its shard only, and updates its
+//!   shard of the weights and moments (1/world of the optimizer state).
+//! - **stage 2** ([`ZeroStage::Two`]): as stage 1, but each bucket is
+//!   reduce-scattered during backward, as soon as autograd has accumulated
+//!   the last gradient in it (a post-accumulate-grad hook, csrc/grad_hooks.cpp),
+//!   and its full gradients are freed at once. What a rank holds of the
+//!   gradient is its shard plus about a bucket.
+//!
+//! The shards: the trainable parameters go into buckets of about
+//! `dist.bucket_mb` (in reverse order, as backward reaches them); each bucket
+//! is padded to a multiple of the world size, and rank r owns chunk r of every
+//! bucket. Buckets are reduced in the same order on every rank (a bucket that
+//! completes early waits for the ones before it), so the collectives match.
+//! After the update every rank gets every chunk back into its parameters by an
+//! all-gather per bucket into one vector per bucket that the parameters are
+//! views of. f32 parameters are their own master weights (no copy); bf16
+//! parameters get fp32 master shards, which keep the updates that bf16 would
+//! round away. The
+//! arithmetic is AdamW's, element by element, so the result matches the
+//! unsharded optimizer.
 
-use super::adamw::decays;
-use crate::dist::{ProcessGroup, ReduceOp};
-use anyhow::Result;
+use super::adamw::{decays, AdamW};
+use super::ddp;
+pub use crate::config::finetune::ZeroStage;
+use crate::dist::{ProcessGroup, ReduceOp, Work};
+use crate::ffi::grad_hooks::{self as ffi, uorch_grad_hook_set, uorch_grad_reset};
+use anyhow::{anyhow, bail, Result};
+use std::collections::BTreeMap;
+use std::ffi::c_void;
 use tch::{Kind, Tensor};
 
-pub struct ShardedAdamW {
+/// What the finetuning loop needs of its optimizer, whatever the stage.
+pub trait DataParallelOptimizer {
+    /// After each micro-batch's backward (every rank the same number of times;
+    /// a rank with no data calls it with no gradients).
+    fn after_backward(&mut self) -> Result<()>;
+    /// The update from the gradients of the step's micro-batches, summed over
+    /// ranks, clipped to `max_norm` (0 = off); returns the norm before clipping.
+    fn step(&mut self, lr: f64, max_norm: f64) -> Result<f64>;
+    /// Bytes of optimizer state (moments, master weights) this rank holds.
+    fn state_bytes(&self) -> i64;
+    /// This rank's optimizer state, for its checkpoint file.
+    fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// Restore [`state_tensors`](Self::state_tensors) (same parameters, ranks and rank).
+    fn load_state(&mut self, t: &BTreeMap<String, Tensor>) -> Result<()>;
+}
+
+/// The optimizer of `stage` for `named` (the trainable parameters, identical
+/// on every rank), over `group` (none: one process).
+pub fn optimizer<'g>(
+    stage: ZeroStage,
+    named: &[(String, Tensor)],
+    group: Option<&'g ProcessGroup>,
+    bucket_bytes: usize,
+    weight_decay: f64,
+) -> Result<Box<dyn DataParallelOptimizer + 'g>> {
+    Ok(match stage {
+        ZeroStage::Zero => {
+            if named.iter().any(|(_, t)| t.kind() != Kind::Float) {
+                bail!("zero_stage 0 (DDP) updates the parameters themselves: it needs f32 parameters (bf16 needs the fp32 master weights of zero_stage 1 or 2)");
+            }
+            Box::new(Replicated::new(named, group, bucket_bytes, weight_decay))
+        }
+        ZeroStage::One | ZeroStage::Two => {
+            Box::new(ShardedAdamW::new(named, group, bucket_bytes, weight_decay, stage)?)
+        }
+    })
+}
+
+/// Stage 0: DDP's all-reduce and AdamW on every rank.
+pub struct Replicated<'g> {
+    group: Option<&'g ProcessGroup>,
+    named: Vec<(String, Tensor)>,
     params: Vec<Tensor>,
-    total: i64,
-    shard: i64,
-    /// This rank's fp32 master weights, first and second moments: `(shard)`.
-    master: Tensor,
+    buckets: Vec<Vec<usize>>,
+    opt: AdamW,
+}
+
+impl<'g> Replicated<'g> {
+    pub fn new(named: &[(String, Tensor)], group: Option<&'g ProcessGroup>, bucket_bytes: usize, wd: f64) -> Self {
+        let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let buckets = ddp::buckets(&params, bucket_bytes);
+        let named = named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        Replicated { group, named, params, buckets, opt: AdamW::new(wd) }
+    }
+}
+
+impl DataParallelOptimizer for Replicated<'_> {
+    fn after_backward(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn step(&mut self, lr: f64, max_norm: f64) -> Result<f64> {
+        ddp::apply_gradients(self.group, &self.params, &self.named, &self.buckets, max_norm, &mut self.opt, lr)
+    }
+
+    fn state_bytes(&self) -> i64 {
+        2 * self.params.iter().map(|p| p.numel() as i64).sum::<i64>() * 4
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        super::checkpoint::optimizer_tensors(&self.opt)
+    }
+
+    fn load_state(&mut self, t: &BTreeMap<String, Tensor>) -> Result<()> {
+        super::checkpoint::load_optimizer(t, &self.named, &mut self.opt);
+        Ok(())
+    }
+}
+
+/// One bucket of the sharded layout.
+struct Bucket {
+    /// Parameter indices, in the order their values sit in the bucket.
+    params: Vec<usize>,
+    numel: i64,
+    /// This rank's chunk of the padded bucket: `numel` rounded up to the world size, over it.
+    chunk: i64,
+    /// Where the chunk sits in this rank's shard.
+    at: i64,
+}
+
+/// The gradient side: buckets, their reduction into this rank's shard, and
+/// (stage 2) the hook state that autograd's callbacks update during backward.
+struct Reducer<'g> {
+    group: Option<&'g ProcessGroup>,
+    params: Vec<Tensor>,
+    buckets: Vec<Bucket>,
+    /// Bucket of each parameter.
+    bucket_of: Vec<usize>,
+    /// Per bucket: its parameters whose gradient this backward has accumulated.
+    arrived: Vec<usize>,
+    /// Per parameter: accumulated in this backward already.
+    seen: Vec<bool>,
+    /// The next bucket to reduce (buckets are reduced in order).
+    next: usize,
+    /// This rank's summed gradient shard, f32.
+    grad: Tensor,
+    /// The collective in flight, with its input (kept alive) and output.
+    pending: Option<(Work, Tensor, Tensor, i64)>,
+    /// The first failure inside a hook, reported after backward.
+    error: Option<anyhow::Error>,
+    /// Free each bucket's full gradients once reduced (stage 2).
+    free: bool,
+}
+
+impl Reducer<'_> {
+    fn world(&self) -> i64 {
+        self.group.map(|g| g.size as i64).unwrap_or(1)
+    }
+
+    /// A parameter's gradient landed (the hook); reduce what is complete, in order.
+    fn arrived(&mut self, index: usize) {
+        if self.error.is_some() {
+            return;
+        }
+        if std::mem::replace(&mut self.seen[index], true) {
+            self.error = Some(anyhow!(
+                "zero_stage 2: the gradient of trainable parameter {index} was accumulated twice in one backward pass; use zero_stage 1"
+            ));
+            return;
+        }
+        self.arrived[self.bucket_of[index]] += 1;
+        while self.next < self.buckets.len() && self.arrived[self.next] == self.buckets[self.next].params.len() {
+            if let Err(e) = self.reduce(self.next) {
+                self.error = Some(e);
+                return;
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Reduce every bucket not reduced yet (missing gradients count as zero),
+    /// wait for the last collective, and get ready for the next backward.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        while self.next < self.buckets.len() {
+            self.reduce(self.next)?;
+            self.next += 1;
+        }
+        self.settle()?;
+        self.next = 0;
+        self.arrived.iter_mut().for_each(|a| *a = 0);
+        self.seen.iter_mut().for_each(|s| *s = false);
+        Ok(())
+    }
+
+    /// Reduce-scatter bucket `b`'s gradients into this rank's shard; free them
+    /// (stage 2) or zero them (stage 1, whose memory stays allocated).
+    fn reduce(&mut self, b: usize) -> Result<()> {
+        let world = self.world();
+        let bucket = &self.buckets[b];
+        let device = self.grad.device();
+        let flat = tch::no_grad(|| {
+            let mut parts: Vec<Tensor> = bucket
+                .params
+                .iter()
+                .map(|&i| {
+                    let g = self.params[i].grad();
+                    if g.defined() {
+                        g.to_kind(Kind::Float).reshape([-1])
+                    } else {
+                        Tensor::zeros([self.params[i].numel() as i64], (Kind::Float, device))
+                    }
+                })
+                .collect();
+            let pad = bucket.chunk * world - bucket.numel;
+            if pad > 0 {
+                parts.push(Tensor::zeros([pad], (Kind::Float, device)));
+            }
+            Tensor::cat(&parts, 0)
+        });
+        for &i in &bucket.params {
+            let p = &self.params[i];
+            if self.free {
+                reset_grad(p)?;
+            } else {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+        }
+        let (chunk, at) = (bucket.chunk, bucket.at);
+        self.settle()?;
+        match self.group.filter(|g| g.size > 1) {
+            Some(pg) => {
+                let out = Tensor::zeros([chunk], (Kind::Float, device));
+                let work = pg.reduce_scatter(&out, &flat, ReduceOp::Sum)?;
+                self.pending = Some((work, flat, out, at));
+            }
+            None => tch::no_grad(|| {
+                let _ = self.grad.narrow(0, at, chunk).g_add_(&flat);
+            }),
+        }
+        Ok(())
+    }
+
+    /// Wait for the collective in flight and add its chunk into the shard.
+    fn settle(&mut self) -> Result<()> {
+        if let Some((work, _input, out, at)) = self.pending.take() {
+            work.wait()?;
+            tch::no_grad(|| {
+                let _ = self.grad.narrow(0, at, out.size()[0]).g_add_(&out);
+            });
+        }
+        Ok(())
+    }
+}
+
+fn reset_grad(p: &Tensor) -> Result<()> {
+    // SAFETY: `p` is a live tensor for the call.
+    if unsafe { uorch_grad_reset(p.as_ptr() as *mut _) } != 0 {
+        bail!("freeing a gradient: {}", ffi::last_error());
+    }
+    Ok(())
+}
+
+extern "C" fn gradient_arrived(data: *mut c_void, index: i64) {
+    // SAFETY: `data` is the boxed `Reducer` of a live `ShardedAdamW`, which
+    // removes its hooks before it is dropped; autograd calls hooks while the
+    // owner is blocked in backward, so nothing else touches it meanwhile.
+    let r = unsafe { &mut *(data as *mut Reducer<'static>) };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.arrived(index as usize))).is_err() {
+        r.error.get_or_insert_with(|| anyhow!("zero_stage 2: the gradient hook panicked"));
+    }
+}
+
+/// Stages 1 and 2: AdamW with the moments and master weights sharded.
+pub struct ShardedAdamW<'g> {
+    reducer: Box<Reducer<'g>>,
+    stage: ZeroStage,
+    /// Per bucket: its values, padded, in the parameters' dtype; the
+    /// parameters are views into it, so the all-gather lands in them.
+    flat: Vec<Tensor>,
+    /// Per bucket: this rank's fp32 master chunk. For f32 parameters it is a
+    /// view of `flat` (the parameters are their own master weights); for
+    /// bf16 ones an fp32 copy, which keeps updates that bf16 rounds away.
+    master: Vec<Tensor>,
+    /// This rank's first and second moments: `(shard)`.
     m: Tensor,
     v: Tensor,
     /// 1 where weight decay applies, 0 elsewhere (and in the padding).
@@ -29,35 +297,102 @@ pub struct ShardedAdamW {
     pub step: i64,
 }
 
-fn flat(ts: impl Iterator<Item = Tensor>, padded: i64) -> Tensor {
-    let mut parts: Vec<Tensor> = ts.map(|t| t.to_kind(Kind::Float).reshape([-1])).collect();
-    let n: i64 = parts.iter().map(|p| p.size()[0]).sum();
-    if padded > n {
-        let device = parts.first().map(|p| p.device()).unwrap_or(tch::Device::Cpu);
-        parts.push(Tensor::zeros([padded - n], (Kind::Float, device)));
+/// The buckets over `params` and this rank's chunk of each, padded.
+fn layout(params: &[Tensor], bucket_bytes: usize, world: i64) -> Vec<Bucket> {
+    // Reverse order: backward produces the last parameters' gradients first.
+    let reversed: Vec<Tensor> = params.iter().rev().map(Tensor::shallow_clone).collect();
+    let n = params.len();
+    let mut at = 0;
+    ddp::buckets(&reversed, bucket_bytes)
+        .into_iter()
+        .map(|idx| {
+            let params: Vec<usize> = idx.into_iter().map(|i| n - 1 - i).collect();
+            let numel = params.iter().map(|&i| reversed[n - 1 - i].numel() as i64).sum::<i64>();
+            let chunk = (numel + world - 1) / world;
+            let b = Bucket { params, numel, chunk, at };
+            at += chunk;
+            b
+        })
+        .collect()
+}
+
+/// Bucket `b` of `values` (one tensor per parameter) as one padded vector of `kind`.
+fn padded(values: &[Tensor], b: &Bucket, world: i64, kind: Kind) -> Tensor {
+    let mut parts: Vec<Tensor> = b.params.iter().map(|&i| values[i].detach().to_kind(kind).reshape([-1])).collect();
+    let pad = b.chunk * world - b.numel;
+    if pad > 0 {
+        parts.push(Tensor::zeros([pad], (kind, values[b.params[0]].device())));
     }
     Tensor::cat(&parts, 0)
 }
 
-impl ShardedAdamW {
+/// This rank's chunks of `values`, as one f32 shard.
+fn shard_of(values: &[Tensor], buckets: &[Bucket], rank: i64, world: i64) -> Tensor {
+    let chunks: Vec<Tensor> =
+        buckets.iter().map(|b| padded(values, b, world, Kind::Float).narrow(0, rank * b.chunk, b.chunk)).collect();
+    Tensor::cat(&chunks, 0)
+}
+
+impl<'g> ShardedAdamW<'g> {
     /// Shard `named` (the trainable parameters, identical on every rank) over
-    /// `world` ranks; this is `rank`.
-    pub fn new(named: &[(String, Tensor)], rank: usize, world: usize, weight_decay: f64) -> Self {
+    /// `group`'s ranks (none: one process holds it all). The parameters
+    /// become views into one vector per bucket.
+    pub fn new(
+        named: &[(String, Tensor)],
+        group: Option<&'g ProcessGroup>,
+        bucket_bytes: usize,
+        weight_decay: f64,
+        stage: ZeroStage,
+    ) -> Result<Self> {
         let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
-        let total: i64 = params.iter().map(|p| p.numel() as i64).sum();
-        let shard = (total + world as i64 - 1) / world as i64;
-        let padded = shard * world as i64;
-        let rank = rank as i64;
-        let all = tch::no_grad(|| flat(params.iter().map(|p| p.detach()), padded));
-        let master = all.narrow(0, rank * shard, shard).copy();
-        let mask = flat(named.iter().map(|(n, t)| if decays(n) { t.ones_like() } else { t.zeros_like() }), padded);
-        let decay = mask.narrow(0, rank * shard, shard).copy();
-        Self {
-            m: master.zeros_like(),
-            v: master.zeros_like(),
+        let (rank, world) = group.map(|g| (g.rank as i64, g.size as i64)).unwrap_or((0, 1));
+        let buckets = layout(&params, bucket_bytes, world);
+        let mut bucket_of = vec![0; params.len()];
+        let (mut flat, mut master) = (Vec::new(), Vec::new());
+        tch::no_grad(|| -> Result<()> {
+            for (k, b) in buckets.iter().enumerate() {
+                let kind = params[b.params[0]].kind();
+                if b.params.iter().any(|&i| params[i].kind() != kind) {
+                    bail!("the trainable parameters of one bucket mix dtypes ({kind:?} and others)");
+                }
+                let values = padded(&params, b, world, kind);
+                let mut offset = 0;
+                for &i in &b.params {
+                    bucket_of[i] = k;
+                    let n = params[i].numel() as i64;
+                    params[i].shallow_clone().set_data(&values.narrow(0, offset, n).view_as(&params[i]));
+                    offset += n;
+                }
+                let mine = values.narrow(0, rank * b.chunk, b.chunk);
+                master.push(if kind == Kind::Float { mine } else { mine.to_kind(Kind::Float) });
+                flat.push(values);
+            }
+            Ok(())
+        })?;
+        let mask: Vec<Tensor> = named
+            .iter()
+            .map(|(n, t)| if decays(n) { t.detach().ones_like() } else { t.detach().zeros_like() })
+            .collect();
+        let decay = shard_of(&mask, &buckets, rank, world);
+        let reducer = Box::new(Reducer {
+            group,
+            arrived: vec![0; buckets.len()],
+            seen: vec![false; params.len()],
             params,
-            total,
-            shard,
+            buckets,
+            bucket_of,
+            next: 0,
+            grad: decay.zeros_like(),
+            pending: None,
+            error: None,
+            free: stage == ZeroStage::Two,
+        });
+        let mut opt = Self {
+            m: decay.zeros_like(),
+            v: decay.zeros_like(),
+            reducer,
+            stage,
+            flat,
             master,
             decay,
             beta1: 0.9,
@@ -65,62 +400,64 @@ impl ShardedAdamW {
             eps: 1e-8,
             weight_decay,
             step: 0,
+        };
+        if stage == ZeroStage::Two {
+            opt.set_hooks(true)?;
         }
+        Ok(opt)
     }
 
-    /// Bytes of optimizer state this rank holds (master weights and two moments).
-    pub fn state_bytes(&self) -> i64 {
-        3 * self.shard * 4
-    }
-
-    /// This rank's shard of the optimizer state, for a checkpoint.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        vec![
-            ("step".into(), Tensor::from_slice(&[self.step as f64])),
-            ("master".into(), self.master.shallow_clone()),
-            ("m".into(), self.m.shallow_clone()),
-            ("v".into(), self.v.shallow_clone()),
-        ]
-    }
-
-    /// Restore this rank's shard from [`state_tensors`](Self::state_tensors)
-    /// (the same parameters, ranks and rank).
-    pub fn load_state(&mut self, t: &std::collections::BTreeMap<String, Tensor>) -> anyhow::Result<()> {
-        for (name, dst) in [("master", &mut self.master), ("m", &mut self.m), ("v", &mut self.v)] {
-            let src = t.get(name).ok_or_else(|| anyhow::anyhow!("optimizer shard has no `{name}`"))?;
-            if src.size() != dst.size() {
-                anyhow::bail!("optimizer shard `{name}` has shape {:?}, this rank's is {:?}", src.size(), dst.size());
+    fn set_hooks(&mut self, on: bool) -> Result<()> {
+        let data = &mut *self.reducer as *mut Reducer as *mut c_void;
+        for (i, p) in self.reducer.params.iter().enumerate() {
+            let f: Option<ffi::ReadyFn> = if on { Some(gradient_arrived) } else { None };
+            // SAFETY: `p` is live; `data` outlives the hook (removed in drop).
+            if unsafe { uorch_grad_hook_set(p.as_ptr() as *mut _, f, data, i as i64) } != 0 {
+                bail!("registering a gradient hook: {}", ffi::last_error());
             }
-            *dst = src.to_device(dst.device());
         }
-        self.step = t.get("step").map(|s| s.double_value(&[0]) as i64).unwrap_or(0);
         Ok(())
     }
 
-    /// One step from the accumulated gradients (summed over ranks here);
-    /// returns the global gradient norm before clipping to `max_norm` (0 = off).
-    pub fn step(&mut self, group: Option<&ProcessGroup>, lr: f64, max_norm: f64) -> Result<f64> {
-        let padded = self.shard * group.map(|g| g.size as i64).unwrap_or(1);
+    /// Elements of this rank's shard.
+    pub fn shard_len(&self) -> i64 {
+        self.m.size()[0]
+    }
+}
+
+impl Drop for ShardedAdamW<'_> {
+    /// The parameters get storage of their own again: as views into a bucket
+    /// they may sit at offsets that change which kernels a CPU matmul takes,
+    /// and the model evaluated after training must compute what its export
+    /// (loaded fresh) computes, to the last bit.
+    fn drop(&mut self) {
+        if self.stage == ZeroStage::Two {
+            let _ = self.set_hooks(false);
+        }
+        tch::no_grad(|| {
+            for p in &self.reducer.params {
+                p.shallow_clone().set_data(&p.detach().copy());
+            }
+        });
+    }
+}
+
+impl DataParallelOptimizer for ShardedAdamW<'_> {
+    fn after_backward(&mut self) -> Result<()> {
+        match self.stage {
+            ZeroStage::Two => self.reducer.flush(),
+            // Stage 1 reduces the accumulated gradients once, at the step.
+            _ => Ok(()),
+        }
+    }
+
+    fn step(&mut self, lr: f64, max_norm: f64) -> Result<f64> {
+        if self.stage != ZeroStage::Two {
+            self.reducer.flush()?;
+        }
+        let group = self.reducer.group.filter(|g| g.size > 1);
         tch::no_grad(|| -> Result<f64> {
-            let grads = flat(
-                self.params.iter().map(|p| {
-                    let g = p.grad();
-                    if g.defined() {
-                        g
-                    } else {
-                        p.zeros_like()
-                    }
-                }),
-                padded,
-            );
-            let g = match group {
-                Some(pg) => {
-                    let out = Tensor::zeros([self.shard], (Kind::Float, grads.device()));
-                    pg.reduce_scatter(&out, &grads, ReduceOp::Sum)?.wait()?;
-                    out
-                }
-                None => grads,
-            };
+            let g = std::mem::replace(&mut self.reducer.grad, self.m.zeros_like());
             let sq = g.square().sum(Kind::Float).reshape([1]);
             if let Some(pg) = group {
                 pg.all_reduce(&[&sq], ReduceOp::Sum)?.wait()?;
@@ -134,32 +471,98 @@ impl ShardedAdamW {
             let _ = self.v.lerp_(&g.square(), 1.0 - self.beta2);
             let mut denom = self.v.sqrt();
             let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
-            if self.weight_decay > 0.0 {
-                let shrink = (&self.decay * (-lr * self.weight_decay)) + 1.0;
-                let _ = self.master.g_mul_(&shrink);
-            }
-            let _ = self.master.addcdiv_(&(&self.m * (-lr / bc1)), &denom);
-            // Every rank gets every shard back, into its parameters.
-            let full = match group {
-                Some(pg) => {
-                    let out = Tensor::zeros([padded], (Kind::Float, self.master.device()));
-                    pg.all_gather(&out, &self.master)?.wait()?;
-                    out
+            let update = (&self.m * (-lr / bc1)) / denom;
+            let shrink = (self.weight_decay > 0.0).then(|| (&self.decay * (-lr * self.weight_decay)) + 1.0);
+            // Each bucket: the master chunk updated, then every rank's chunk
+            // gathered into the bucket's vector, which the parameters view.
+            let rank = self.reducer.group.map(|g| g.rank as i64).unwrap_or(0);
+            for ((b, master), flat) in self.reducer.buckets.iter().zip(&self.master).zip(&self.flat) {
+                let mut master = master.shallow_clone();
+                if let Some(s) = &shrink {
+                    let _ = master.g_mul_(&s.narrow(0, b.at, b.chunk));
                 }
-                None => self.master.shallow_clone(),
-            };
-            let mut offset = 0;
-            for p in &self.params {
-                let n = p.numel() as i64;
-                p.shallow_clone().copy_(&full.narrow(0, offset, n).view_as(p));
-                offset += n;
-                let mut gr = p.grad();
-                if gr.defined() {
-                    let _ = gr.zero_();
+                let _ = master.g_add_(&update.narrow(0, b.at, b.chunk));
+                let mine = master.to_kind(flat.kind()).copy();
+                match group {
+                    Some(pg) => pg.all_gather(flat, &mine)?.wait()?,
+                    None => {
+                        flat.narrow(0, rank * b.chunk, b.chunk).copy_(&mine);
+                    }
                 }
             }
-            debug_assert_eq!(offset, self.total);
             Ok(norm)
         })
+    }
+
+    /// Moments always; master weights only where they are copies (bf16).
+    fn state_bytes(&self) -> i64 {
+        let copies: i64 = self
+            .reducer
+            .buckets
+            .iter()
+            .zip(&self.flat)
+            .filter(|(_, f)| f.kind() != Kind::Float)
+            .map(|(b, _)| b.chunk)
+            .sum();
+        (2 * self.shard_len() + copies) * 4
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("step".into(), Tensor::from_slice(&[self.step as f64])),
+            ("master".into(), Tensor::cat(&self.master, 0)),
+            ("m".into(), self.m.shallow_clone()),
+            ("v".into(), self.v.shallow_clone()),
+        ]
+    }
+
+    fn load_state(&mut self, t: &BTreeMap<String, Tensor>) -> Result<()> {
+        let get = |name: &str| {
+            let src = t.get(name).ok_or_else(|| anyhow!("optimizer shard has no `{name}`"))?;
+            if src.size() != [self.shard_len()] {
+                bail!("optimizer shard `{name}` has shape {:?}, this rank's is [{}]", src.size(), self.shard_len());
+            }
+            Ok(src.to_device(self.m.device()))
+        };
+        let (master, m, v) = (get("master")?, get("m")?, get("v")?);
+        tch::no_grad(|| {
+            for (b, dst) in self.reducer.buckets.iter().zip(&self.master) {
+                dst.shallow_clone().copy_(&master.narrow(0, b.at, b.chunk));
+            }
+        });
+        (self.m, self.v) = (m, v);
+        self.step = t.get("step").map(|s| s.double_value(&[0]) as i64).unwrap_or(0);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_run_backwards_and_each_rank_owns_a_padded_chunk_of_each() {
+        let p = |n: i64| Tensor::zeros([n], (Kind::Float, tch::Device::Cpu));
+        // 4-byte elements, 40-byte buckets: [3] gets 7+3 values, then [1, 0].
+        let params = vec![p(2), p(5), p(3), p(7)];
+        let b = layout(&params, 40, 3);
+        let got: Vec<(Vec<usize>, i64, i64, i64)> =
+            b.iter().map(|b| (b.params.clone(), b.numel, b.chunk, b.at)).collect();
+        assert_eq!(got, vec![(vec![3, 2], 10, 4, 0), (vec![1, 0], 7, 3, 4)]);
+        // Rank 1's shard: values 4..8 of bucket 0 (param 3 then 2), 3..6 of bucket 1 (param 1 then 0).
+        let vals: Vec<Tensor> = (0..4).map(|i| params[i].ones_like() * (i as f64 + 1.0)).collect();
+        let s = Vec::<f32>::try_from(&shard_of(&vals, &b, 1, 3)).unwrap();
+        assert_eq!(s, vec![4.0, 4.0, 4.0, 3.0, 2.0, 2.0, 1.0]);
+        // Rank 2 holds padding past the last value of each bucket.
+        let s = Vec::<f32>::try_from(&shard_of(&vals, &b, 2, 3)).unwrap();
+        assert_eq!(s, vec![3.0, 3.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn zero_stage_reads_0_1_2_and_names_the_choices_otherwise() {
+        let s: ZeroStage = serde_json::from_str("1").unwrap();
+        assert_eq!(s, ZeroStage::One);
+        let e = serde_json::from_str::<ZeroStage>("3").unwrap_err().to_string();
+        assert!(e.contains("expected 0 (DDP), 1"), "{e}");
     }
 }
