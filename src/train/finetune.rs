@@ -270,16 +270,20 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     // Step loop.
     let mut tb = if w.rank == 0 { Some(EventWriter::create(&job.run.tb())?) } else { None };
     model.set_training(true);
-    super::memory::reset_peak();
+    let resident = super::memory::reset_peak().unwrap_or(0);
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
         return Ok(results);
     }
     let training_peak_memory_bytes = super::memory::peak_bytes().unwrap_or(0);
+    let training_added_memory_bytes = (training_peak_memory_bytes - resident).max(0);
+    let mib = |b: i64| b as f64 / (1 << 20) as f64;
     eprintln!(
-        "finetune: rank {} peak memory while training {:.1} MiB",
+        "finetune: rank {} peak memory while training {:.1} MiB ({:.1} MiB over the {:.1} MiB resident at the start)",
         w.rank,
-        training_peak_memory_bytes as f64 / (1 << 20) as f64
+        mib(training_peak_memory_bytes),
+        mib(training_added_memory_bytes),
+        mib(resident)
     );
     let optimizer_state_bytes_per_rank = stage.opt.state_bytes();
     drop(stage);
@@ -298,6 +302,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         optimizer_state_bytes_per_rank,
         zero_stage: f.zero_stage.into(),
         training_peak_memory_bytes,
+        training_added_memory_bytes,
         world_size: w.world,
         final_loss: trained.last_loss,
         gates: Vec::new(),

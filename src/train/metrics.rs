@@ -43,6 +43,10 @@ pub struct FinetuneMetrics {
     /// (host memory; 0 where unknown).
     #[serde(default)]
     pub training_peak_memory_bytes: i64,
+    /// That mark less what was resident when the loop began: what training
+    /// added (gradients, optimizer state, activations).
+    #[serde(default)]
+    pub training_added_memory_bytes: i64,
     pub world_size: usize,
     #[serde(deserialize_with = "nan_if_null")]
     pub final_loss: f64,

@@ -140,8 +140,12 @@ struct Reducer<'g> {
     seen: Vec<bool>,
     /// The next bucket to reduce (buckets are reduced in order).
     next: usize,
-    /// This rank's summed gradient shard, f32.
-    grad: Tensor,
+    /// This rank's summed gradient shard, f32: allocated by the first
+    /// reduction of a step, handed to the update and gone after it.
+    grad: Option<Tensor>,
+    /// Elements of this rank's shard, and where it lives.
+    len: i64,
+    device: tch::Device,
     /// The collective in flight, with its input (kept alive) and output.
     pending: Option<(Work, Tensor, Tensor, i64)>,
     /// The first failure inside a hook, reported after backward.
@@ -198,7 +202,7 @@ impl Reducer<'_> {
     fn reduce(&mut self, b: usize) -> Result<()> {
         let world = self.world();
         let bucket = &self.buckets[b];
-        let device = self.grad.device();
+        let device = self.device;
         let flat = tch::no_grad(|| {
             let mut parts: Vec<Tensor> = bucket
                 .params
@@ -238,7 +242,7 @@ impl Reducer<'_> {
                 self.pending = Some((work, flat, out, at));
             }
             None => tch::no_grad(|| {
-                let _ = self.grad.narrow(0, at, chunk).g_add_(&flat);
+                let _ = self.shard_grad().narrow(0, at, chunk).g_add_(&flat);
             }),
         }
         Ok(())
@@ -249,10 +253,17 @@ impl Reducer<'_> {
         if let Some((work, _input, out, at)) = self.pending.take() {
             work.wait()?;
             tch::no_grad(|| {
-                let _ = self.grad.narrow(0, at, out.size()[0]).g_add_(&out);
+                let _ = self.shard_grad().narrow(0, at, out.size()[0]).g_add_(&out);
             });
         }
         Ok(())
+    }
+}
+
+impl Reducer<'_> {
+    fn shard_grad(&mut self) -> &mut Tensor {
+        let (len, device) = (self.len, self.device);
+        self.grad.get_or_insert_with(|| Tensor::zeros([len], (Kind::Float, device)))
     }
 }
 
@@ -285,9 +296,10 @@ pub struct ShardedAdamW<'g> {
     /// view of `flat` (the parameters are their own master weights); for
     /// bf16 ones an fp32 copy, which keeps updates that bf16 rounds away.
     master: Vec<Tensor>,
-    /// This rank's first and second moments: `(shard)`.
-    m: Tensor,
-    v: Tensor,
+    /// This rank's first and second moments: `(shard)` each, from the first
+    /// step on (allocated there, as plain AdamW does, so that the step
+    /// loop's memory figures compare across stages).
+    moments: Option<(Tensor, Tensor)>,
     /// 1 where weight decay applies, 0 elsewhere (and in the padding).
     decay: Tensor,
     pub beta1: f64,
@@ -382,14 +394,15 @@ impl<'g> ShardedAdamW<'g> {
             buckets,
             bucket_of,
             next: 0,
-            grad: decay.zeros_like(),
+            grad: None,
+            len: decay.size()[0],
+            device: decay.device(),
             pending: None,
             error: None,
             free: stage == ZeroStage::Two,
         });
         let mut opt = Self {
-            m: decay.zeros_like(),
-            v: decay.zeros_like(),
+            moments: None,
             reducer,
             stage,
             flat,
@@ -419,9 +432,17 @@ impl<'g> ShardedAdamW<'g> {
         Ok(())
     }
 
+    /// A moment for a checkpoint (zeros before the first step).
+    fn moment(&self, pick: impl Fn(&(Tensor, Tensor)) -> &Tensor) -> Tensor {
+        match &self.moments {
+            Some(mv) => pick(mv).shallow_clone(),
+            None => Tensor::zeros([self.shard_len()], (Kind::Float, self.reducer.device)),
+        }
+    }
+
     /// Elements of this rank's shard.
     pub fn shard_len(&self) -> i64 {
-        self.m.size()[0]
+        self.reducer.len
     }
 }
 
@@ -457,7 +478,8 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
         }
         let group = self.reducer.group.filter(|g| g.size > 1);
         tch::no_grad(|| -> Result<f64> {
-            let g = std::mem::replace(&mut self.reducer.grad, self.m.zeros_like());
+            let len = self.shard_len();
+            let g = self.reducer.grad.take().unwrap_or_else(|| Tensor::zeros([len], (Kind::Float, self.reducer.device)));
             let sq = g.square().sum(Kind::Float).reshape([1]);
             if let Some(pg) = group {
                 pg.all_reduce(&[&sq], ReduceOp::Sum)?.wait()?;
@@ -467,11 +489,12 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
             self.step += 1;
             let bc1 = 1.0 - self.beta1.powi(self.step as i32);
             let bc2 = 1.0 - self.beta2.powi(self.step as i32);
-            let _ = self.m.lerp_(&g, 1.0 - self.beta1);
-            let _ = self.v.lerp_(&g.square(), 1.0 - self.beta2);
-            let mut denom = self.v.sqrt();
+            let (m, v) = self.moments.get_or_insert_with(|| (g.zeros_like(), g.zeros_like()));
+            let _ = m.lerp_(&g, 1.0 - self.beta1);
+            let _ = v.lerp_(&g.square(), 1.0 - self.beta2);
+            let mut denom = v.sqrt();
             let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
-            let update = (&self.m * (-lr / bc1)) / denom;
+            let update = (&*m * (-lr / bc1)) / denom;
             let shrink = (self.weight_decay > 0.0).then(|| (&self.decay * (-lr * self.weight_decay)) + 1.0);
             // Each bucket: the master chunk updated, then every rank's chunk
             // gathered into the bucket's vector, which the parameters view.
@@ -511,8 +534,8 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
         vec![
             ("step".into(), Tensor::from_slice(&[self.step as f64])),
             ("master".into(), Tensor::cat(&self.master, 0)),
-            ("m".into(), self.m.shallow_clone()),
-            ("v".into(), self.v.shallow_clone()),
+            ("m".into(), self.moment(|(m, _)| m)),
+            ("v".into(), self.moment(|(_, v)| v)),
         ]
     }
 
@@ -522,7 +545,7 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
             if src.size() != [self.shard_len()] {
                 bail!("optimizer shard `{name}` has shape {:?}, this rank's is [{}]", src.size(), self.shard_len());
             }
-            Ok(src.to_device(self.m.device()))
+            Ok(src.to_device(self.reducer.device))
         };
         let (master, m, v) = (get("master")?, get("m")?, get("v")?);
         tch::no_grad(|| {
@@ -530,7 +553,7 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
                 dst.shallow_clone().copy_(&master.narrow(0, b.at, b.chunk));
             }
         });
-        (self.m, self.v) = (m, v);
+        self.moments = Some((m, v));
         self.step = t.get("step").map(|s| s.double_value(&[0]) as i64).unwrap_or(0);
         Ok(())
     }
