@@ -1,7 +1,9 @@
-//! File writes that never leave a half-written file behind.
+//! File writes that never leave a half-written file behind, and output
+//! folders that never clobber what they did not make.
 
+use anyhow::{bail, Context};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` through a temporary file in the same folder, fsync it,
 /// then rename it into place: readers see the old file or the new one, never a part.
@@ -45,9 +47,186 @@ pub fn write_cached<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> a
     Ok(())
 }
 
+/// An advisory lock (flock) on a folder, held while this value lives; the
+/// kernel drops it when the process dies, so a dead holder's lock is free.
+pub struct FolderLock(#[allow(dead_code)] std::fs::File);
+
+/// Take the lock file `name` of `dir` (created with the folder), or say who
+/// holds it: the pid and host its holder wrote there.
+pub fn lock_folder(dir: &Path, name: &str) -> anyhow::Result<FolderLock> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; released when the file closes.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = if holder.trim().is_empty() { "another process".to_string() } else { holder.trim().to_string() };
+        bail!("{} is in use by {holder} (it holds {}): wait for it to end, or stop it", dir.display(), path.display());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    f.set_len(0)?;
+    write!(f, "`uorch` pid {} on {}", std::process::id(), host.trim())?;
+    Ok(FolderLock(f))
+}
+
+/// `p` as an absolute path with symlinks resolved as far as it exists.
+fn resolved(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    match (p.parent().filter(|d| !d.as_os_str().is_empty()), p.file_name()) {
+        (Some(dir), Some(name)) => resolved(dir).join(name),
+        (None, Some(name)) => std::env::current_dir().unwrap_or_default().join(name),
+        _ => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()),
+    }
+}
+
+/// Whether a command may write the output folder `out` (`flag` names its
+/// option): never when it is, holds or lies inside one of `sources` (what
+/// the command reads); and, without `force`, not when it exists and is a
+/// file, or a folder that is neither empty nor `made_by_us` (a previous
+/// output of the same command, which it may replace).
+pub fn check_output_dir(
+    out: &Path,
+    flag: &str,
+    sources: &[&Path],
+    force: bool,
+    made_by_us: impl Fn(&Path) -> bool,
+) -> anyhow::Result<()> {
+    let o = resolved(out);
+    for src in sources {
+        let s = resolved(src);
+        let how = if o == s {
+            "is"
+        } else if s.starts_with(&o) {
+            "holds"
+        } else if o.starts_with(&s) {
+            "lies inside"
+        } else {
+            continue;
+        };
+        bail!("{flag} {} {how} {}, which this command reads: choose another {flag}", out.display(), src.display());
+    }
+    if force {
+        return Ok(());
+    }
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    if !meta.is_dir() {
+        bail!(
+            "{flag} {} exists and is not a folder: pass --force to replace it, or choose another {flag}",
+            out.display()
+        );
+    }
+    let empty = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_none();
+    if !empty && !made_by_us(out) {
+        bail!(
+            "{flag} {} exists and holds files this command did not write: pass --force to replace it, or choose another {flag}",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Put the finished folder `tmp` at `out`: an existing `out` is moved aside
+/// first and removed only once `tmp` is in place.
+pub fn replace_dir(tmp: &Path, out: &Path) -> anyhow::Result<()> {
+    let old = out.with_file_name(format!(
+        ".{}.old-{}",
+        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let had = std::fs::symlink_metadata(out).is_ok();
+    if had {
+        std::fs::rename(out, &old).with_context(|| format!("moving {} aside to {}", out.display(), old.display()))?;
+    }
+    if let Err(e) = std::fs::rename(tmp, out) {
+        if had {
+            let _ = std::fs::rename(&old, out);
+        }
+        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
+    }
+    if had {
+        let removed = if std::fs::symlink_metadata(&old).map(|m| m.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&old)
+        } else {
+            std::fs::remove_file(&old)
+        };
+        removed.with_context(|| format!("removing the replaced {}", old.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_folder_never_overlaps_what_is_read_and_never_clobbers_a_stranger() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+        let ours = |p: &Path| p.join("integration.json").exists();
+        let check = |out: &Path, force| check_output_dir(out, "--out", &[&run], force, ours);
+        for (out, how) in [(run.clone(), "is"), (d.path().to_path_buf(), "holds"), (run.join("x"), "lies inside")] {
+            let e = check(&out, true).unwrap_err().to_string();
+            assert!(e.contains(&format!(" {how} ")) && e.contains("choose another --out"), "{e}");
+        }
+        // Through a symlink to the run folder, too.
+        std::os::unix::fs::symlink(&run, d.path().join("link")).unwrap();
+        assert!(check(&d.path().join("link"), true).is_err());
+
+        let other = d.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        check(&other, false).unwrap(); // empty
+        std::fs::write(other.join("notes.txt"), "mine").unwrap();
+        let e = check(&other, false).unwrap_err().to_string();
+        assert!(e.contains("holds files this command did not write: pass --force"), "{e}");
+        check(&other, true).unwrap();
+        std::fs::write(other.join("integration.json"), "{}").unwrap();
+        check(&other, false).unwrap(); // a previous export
+        check(&d.path().join("new"), false).unwrap();
+        std::fs::write(d.path().join("file"), "x").unwrap();
+        assert!(check(&d.path().join("file"), false).unwrap_err().to_string().contains("is not a folder"));
+    }
+
+    #[test]
+    fn a_locked_folder_names_its_holder_and_frees_when_the_holder_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let held = lock_folder(d.path(), ".lock").unwrap();
+        // flock locks belong to the open file: a second open conflicts, in this process too.
+        let e = lock_folder(d.path(), ".lock").err().unwrap().to_string();
+        assert!(e.contains(&format!("in use by `uorch` pid {}", std::process::id())), "{e}");
+        drop(held);
+        lock_folder(d.path(), ".lock").unwrap();
+    }
+
+    #[test]
+    fn replacing_a_folder_keeps_the_old_one_until_the_new_one_is_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, out) = (d.path().join(".out.tmp"), d.path().join("out"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::write(tmp.join("a"), "new").unwrap();
+        // Nothing to rename: the old one stays whole.
+        assert!(replace_dir(&d.path().join("missing"), &out).is_err());
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("a"), "old").unwrap();
+        assert!(replace_dir(&d.path().join("missing"), &out).is_err());
+        assert_eq!(std::fs::read_to_string(out.join("a")).unwrap(), "old");
+        replace_dir(&tmp, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("a")).unwrap(), "new");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out")]);
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temporaries() {

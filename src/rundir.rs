@@ -22,6 +22,7 @@
 //! finetune_predictions.jsonl       the finetuned model's answer to every test question
 //! finetune_metrics.json            finetuning results against the baselines (its presence = done)
 //! restarts.jsonl                   each elastic restart (`--max-restarts`): when, which rank, why
+//! .lock                            held (flock) by the launcher running the run; says its pid and host
 //! ```
 //!
 //! Every file is written to a temporary name and renamed, so a crash never
@@ -106,6 +107,8 @@ pub const FINETUNE_BASELINES: &str = "finetune_baselines.json";
 
 /// One line per elastic restart of the run's workers.
 pub const RESTARTS: &str = "restarts.jsonl";
+/// Held (flock) by the launcher running the run.
+pub const LOCK: &str = ".lock";
 
 /// A run folder's path, and the path of each file in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

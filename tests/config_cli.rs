@@ -122,3 +122,30 @@ fn resolved_dump_reads_back_to_the_same_config_and_shows_origins() {
     assert!(text.contains("seed: 77  # --set seed=77"), "{text}");
     assert!(text.contains("configs/run/defaults.yaml:2:14"), "{text}");
 }
+
+#[test]
+fn check_names_every_input_path_that_is_not_there_at_its_key() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "run.yaml",
+        "name: paths\noutput_root: /tmp/x\ndata:\n  store: /nonexistent/store\nfinetune:\n  model: /nonexistent/llm\n  steps: 2\n",
+    );
+    let err = check_fails(&f, &[]);
+    assert!(err.contains("run.yaml:4:10: key `data.store`: /nonexistent/store is not a folder that exists"), "{err}");
+    assert!(err.contains("run.yaml:6:10: key `finetune.model`: /nonexistent/llm is not a folder that exists"), "{err}");
+    // A folder without the file that makes it what the key needs.
+    std::fs::create_dir(d.path().join("empty")).unwrap();
+    let err = check_fails(
+        &f,
+        &["data.store=".to_string() + d.path().join("empty").to_str().unwrap()]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(err.contains("has no readable manifest.json"), "{err}");
+    // And `uorch launch` refuses before any stage runs or any file is written.
+    let o = uorch().arg("launch").arg(&f).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("2 input path(s) missing"), "{}", stderr(&o));
+    assert!(!Path::new("/tmp/x/paths").exists());
+}

@@ -154,6 +154,48 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     ] {
         assert!(export.join(f).exists(), "{f} missing");
     }
+    // Exports never clobber: not the run folder they read (even with
+    // --force), not a folder of someone else's files without --force; a
+    // previous export is replaced.
+    let exporting = |out: &Path, force: bool| {
+        let mut c = uorch();
+        c.arg("export").arg(&run).arg("--out").arg(out);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let o = exporting(&run, true);
+    assert!(!o.status.success() && stderr(&o).contains("which this command reads"), "{}", stderr(&o));
+    assert!(run.join("finetune_metrics.json").exists() && run.join("finetune_checkpoints").exists());
+    let mine = d.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let o = exporting(&mine, false);
+    assert!(!o.status.success() && stderr(&o).contains("pass --force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep me");
+    assert!(exporting(&export, false).status.success(), "a previous export is replaced");
+    assert!(exporting(&mine, true).status.success());
+    assert!(mine.join("integration.json").exists() && !mine.join("notes.txt").exists());
+    // An export is verified on load: one flipped byte is refused, not served as NaN scores.
+    let w = mine.join("user_llm.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x55;
+    std::fs::write(&w, bytes).unwrap();
+    let o = uorch()
+        .args(["generate", "--json", "--model"])
+        .arg(&mine)
+        .args(["--store"])
+        .arg(&store)
+        .args(["--user", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a damaged export answered");
+    assert!(
+        stderr(&o).contains("user_llm.safetensors has SHA-256") && stderr(&o).contains("the export is damaged"),
+        "{}",
+        stderr(&o)
+    );
     // The LLM is in Hugging Face layout with the adapters merged: the base's
     // tensor names only, and the adapted projections changed.
     let base = std::fs::read(model.join("model.safetensors")).unwrap();

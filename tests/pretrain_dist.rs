@@ -234,3 +234,112 @@ fn with_max_restarts_a_killed_worker_restarts_the_group_from_its_checkpoint_to_t
         assert!(!alive(w), "worker {w} of the first start still running");
     }
 }
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_rerun_refused_for_a_changed_config_changes_nothing_in_the_run_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let st = store(d.path());
+    let cfg = config(d.path(), &st, "refused", "pretrain: {steps: 4, batch_size: 8}\n");
+    let o = launch(&cfg, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = d.path().join("runs/refused");
+    let before = snapshot(&run);
+    let o = launch(&cfg, &["--set", "pretrain.lr=0.5"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("was written by a run with a different configuration"), "{}", stderr(&o));
+    // Not config.yaml, env.json or a TensorBoard file: the folder is as it was (its lock aside).
+    let mut after = snapshot(&run);
+    let mut before = before;
+    for s in [&mut before, &mut after] {
+        s.remove(Path::new(".lock"));
+    }
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    assert!(before == after, "the refused run rewrote files of the run folder");
+}
+
+#[test]
+fn a_second_launch_of_a_running_run_is_refused_naming_the_holder() {
+    let d = tempfile::tempdir().unwrap();
+    let st = store(d.path());
+    let cfg = config(d.path(), &st, "busy", "pretrain: {steps: 100000, batch_size: 8, log_every: 1000000}\n");
+    let mut first = uorch().arg("launch").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let run = d.path().join("runs/busy");
+    let t0 = Instant::now();
+    while losses(&run).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the first launch did not start training");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let config_before = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    let o = launch(&cfg, &[]);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("another `uorch launch` is running run `busy`"), "{err}");
+    assert!(err.contains(&format!("in use by `uorch` pid {}", first.id())), "{err}");
+    assert_eq!(std::fs::read_to_string(run.join("config.yaml")).unwrap(), config_before);
+    // Its holder killed, the lock is free again: the kernel dropped it.
+    uorch::fsutil::lock_folder(&run, ".lock").unwrap();
+}
+
+#[test]
+fn when_every_checkpoint_is_damaged_the_rerun_says_it_starts_over() {
+    let d = tempfile::tempdir().unwrap();
+    let st = store(d.path());
+    let cfg = config(
+        d.path(),
+        &st,
+        "damaged",
+        "pretrain: {steps: 6, batch_size: 8, checkpoint_every: 3, keep_checkpoints: 2}\n",
+    );
+    let o = launch(&cfg, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = d.path().join("runs/damaged/checkpoints");
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().join("state.json").exists()) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(e.path().join("model.safetensors")).unwrap();
+        std::io::Write::write_all(&mut f, b"x").unwrap();
+        damaged += 1;
+    }
+    assert_eq!(damaged, 2);
+    let o = launch(&cfg, &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("no usable checkpoint in") && err.contains("all 2 are damaged"), "{err}");
+    assert!(err.contains("starting over from step 0"), "{err}");
+    assert_eq!(losses(&d.path().join("runs/damaged")).len(), 12, "trained again from the start");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_names_the_path_and_the_operation() {
+    let d = tempfile::tempdir().unwrap();
+    let st = store(d.path());
+    let cfg = config(d.path(), &st, "blocked", "pretrain: {steps: 4, batch_size: 8, checkpoint_every: 2}\n");
+    // Where the checkpoint folder should go, a file.
+    let run = d.path().join("runs/blocked");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("checkpoints"), "in the way").unwrap();
+    let o = launch(&cfg, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let want = format!("creating the checkpoint folder {}", run.join("checkpoints").display());
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(std::fs::read_to_string(run.join("checkpoints")).unwrap(), "in the way");
+}

@@ -119,3 +119,21 @@ fn merged_lora_weights_give_the_adapted_outputs() {
     assert!(diff < 1e-5, "{diff}");
     let _ = nn::VarStore::new(Device::Cpu);
 }
+
+#[test]
+fn loading_weights_of_another_configuration_names_the_missing_tensor() {
+    let _rng = crate::common::torch_rng();
+    // Weights saved from a model with a Perceiver, loaded into one without
+    // and back: extra tensors and missing ones are both errors.
+    let with = UserLlm::new(tiny_llm(5), shape(), &cfg(Integration::CrossAttention, Strategy::Enc, true)).unwrap();
+    let without = UserLlm::new(tiny_llm(5), shape(), &cfg(Integration::CrossAttention, Strategy::Enc, false)).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("with.safetensors"), d.path().join("without.safetensors"));
+    uorch::model::weights::save_tensors(&a, &with.trained_weights()).unwrap();
+    uorch::model::weights::save_tensors(&b, &without.trained_weights()).unwrap();
+    let e = with.load_weights(&b, &with.trained_weights()).unwrap_err().to_string();
+    assert!(e.contains("no tensor perceiver") && e.contains("another configuration"), "{e}");
+    let e = without.load_weights(&a, &without.trained_weights()).unwrap_err().to_string();
+    assert!(e.contains("is not part of this model"), "{e}");
+    assert_eq!(with.load_weights(&a, &with.trained_weights()).unwrap(), with.trained_weights().len());
+}

@@ -1,7 +1,7 @@
 //! `uorch config show|check|presets`, and how every command names a config
 //! file with its overrides.
 
-use crate::config::{self, emit, ConfigErrors, RunConfig};
+use crate::config::{self, emit, ConfigError, ConfigErrors, RunConfig};
 use crate::sweep::plan;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -64,6 +64,15 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
         ConfigCmd::Check { src } => {
             if plan::is_experiment(&src.file)? {
                 let plan = plan::build(&src.file, &src.set, 0)?;
+                let mut missing: Vec<(String, String)> = plan
+                    .stages
+                    .iter()
+                    .filter_map(|st| st.config.as_ref())
+                    .flat_map(|c| c.missing_paths(false))
+                    .collect();
+                missing.sort();
+                missing.dedup();
+                fail_on(&config::load_tree(&src.file, &src.set)?, &missing)?;
                 println!(
                     "{}: ok (an experiment: {} trial(s), {} stage(s))",
                     src.file.display(),
@@ -71,7 +80,8 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
                     plan.stages.len()
                 );
             } else {
-                src.load()?;
+                let resolved = src.load()?;
+                fail_on(&resolved.tree, &resolved.config.missing_paths(true))?;
                 println!("{}: ok", src.file.display());
             }
         }
@@ -82,4 +92,14 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The missing paths as config errors at the keys that name them (every
+/// one listed, exit status 2 as for other config errors).
+fn fail_on(tree: &config::tree::Node, missing: &[(String, String)]) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let errors = missing.iter().map(|(key, message)| ConfigError::at_key(tree, key, message.clone())).collect();
+    Err(ConfigErrors(errors).into())
 }

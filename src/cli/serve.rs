@@ -56,8 +56,12 @@ pub struct GenerateArgs {
 pub struct ExportArgs {
     /// The run folder (`<output_root>/<name>`) of a finished finetuning run.
     run_dir: PathBuf,
+    /// The export folder: new, empty, or a previous export (else --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace whatever is at --out (never the run folder itself).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
@@ -102,7 +106,7 @@ fn ask_export(a: GenerateArgs) -> Result<()> {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    let spec = export::export(&a.run_dir, &a.out)?;
+    let spec = export::export(&a.run_dir, &a.out, a.force)?;
     println!(
         "exported {} ({:?}, {} cross-attention layer(s), task {}) to {}",
         a.run_dir.display(),

@@ -8,7 +8,7 @@ pub use super::finetune::FinetuneConfig;
 use super::finetune::{Integration, Placement, Strategy};
 use super::{Checks, Validate, DEFAULT_OUTPUT_ROOT};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,5 +327,36 @@ impl RunConfig {
     /// The run's folder.
     pub fn run_dir(&self) -> PathBuf {
         self.output_root.join(&self.name)
+    }
+
+    /// The input paths the config names that are not there or not readable:
+    /// (key, what is wrong), e.g. (`data.store`, `… has no readable manifest.json …`). The
+    /// encoder's run (`finetune.encoder_from`) is checked only when
+    /// `encoder_from` is true (a sweep's pretraining stage makes it later).
+    pub fn missing_paths(&self, encoder_from: bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut need = |key: &str, dir: &Path, file: &str, what: &str| {
+            if !dir.is_dir() {
+                out.push((key.to_string(), format!("{} is not a folder that exists ({what})", dir.display())));
+            } else if std::fs::File::open(dir.join(file)).is_err() {
+                out.push((key.to_string(), format!("{} has no readable {file} ({what})", dir.display())));
+            }
+        };
+        // A config without stages reads no store.
+        if let (Some(d), true) = (&self.data, self.pretrain.is_some() || self.finetune.is_some()) {
+            need("data.store", &d.store, "manifest.json", "a store from `uorch data prepare`");
+        }
+        if let Some(f) = &self.finetune {
+            need(
+                "finetune.model",
+                &f.model,
+                "config.json",
+                "a Hugging Face model folder, e.g. from `uorch model import-gguf`",
+            );
+            if let (true, Some(from)) = (encoder_from, &f.encoder_from) {
+                need("finetune.encoder_from", from, "config.yaml", "the run folder whose pretrained encoder to use");
+            }
+        }
+        out
     }
 }

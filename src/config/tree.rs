@@ -240,10 +240,18 @@ impl MarkedEventReceiver for Builder {
                         Yaml::Null => Value::Null,
                         Yaml::Boolean(b) => Value::Bool(b),
                         Yaml::Integer(i) => Value::Int(i),
-                        Yaml::Real(r) => match r.parse::<f64>() {
-                            Ok(x) => Value::Float(x),
-                            Err(_) => Value::Float(parse_special_float(&r).unwrap_or(f64::NAN)),
-                        },
+                        Yaml::Real(r) => {
+                            let x = r.parse::<f64>().ok().or_else(|| parse_special_float(&r)).unwrap_or(f64::NAN);
+                            if !x.is_finite() {
+                                let why = if r.trim_start_matches(['+', '-']).starts_with('.') {
+                                    "is not a finite number: config numbers must be finite"
+                                } else {
+                                    "is beyond the range of a 64-bit float (about 1.8e308): write a finite number"
+                                };
+                                self.fail(origin.clone(), format!("{text} {why}"));
+                            }
+                            Value::Float(x)
+                        }
                         _ => Value::Str(text),
                     }
                 };
@@ -299,6 +307,16 @@ mod tests {
         assert_eq!(n.get("e").unwrap().value, Value::Null);
         assert_eq!(n.get("f").unwrap().value, Value::Str("hello".into()));
         assert_eq!(n.get("g").unwrap().value, Value::Float(0.5));
+    }
+
+    #[test]
+    fn numbers_beyond_f64_and_non_finite_ones_get_their_own_message() {
+        let e = parse("pretrain:\n  lr: 1e400\n").unwrap_err();
+        assert_eq!(e.origin.to_string(), "t.yaml:2:7");
+        assert!(e.message.contains("1e400 is beyond the range of a 64-bit float"), "{}", e.message);
+        let e = parse("lr: -.inf\n").unwrap_err();
+        assert!(e.message.contains("-.inf is not a finite number"), "{}", e.message);
+        assert_eq!(parse("lr: 1.5e300\n").unwrap().get("lr").unwrap().value, Value::Float(1.5e300));
     }
 
     #[test]

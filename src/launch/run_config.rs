@@ -21,7 +21,7 @@ pub fn describe(cfg: &RunConfig) -> String {
         cfg.seed,
         threads_text(cfg.cpu_threads),
         cfg.dist.nproc.count(),
-        stages(cfg)
+        stages(cfg, cfg.dist.nproc.count())
     )
 }
 
@@ -29,6 +29,26 @@ pub fn describe(cfg: &RunConfig) -> String {
 /// restarting the workers after a failure up to `max_restarts` times.
 pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended> {
     tch::manual_seed(cfg.seed as i64);
+    let missing: Vec<String> = cfg.missing_paths(true).into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "run `{}` cannot start, {} input path(s) missing:\n  {}",
+            cfg.name,
+            missing.len(),
+            missing.join("\n  ")
+        );
+    }
+    // One launch per run folder (the first machine's launcher holds it; the
+    // others of a multi-machine run share it), and a launch that will be
+    // refused is refused before it writes a byte.
+    let _lock = if topo.node_rank == 0 {
+        let lock = crate::fsutil::lock_folder(RunDir::of(cfg).path(), crate::rundir::LOCK);
+        Some(lock.map_err(|e| anyhow::anyhow!("another `uorch launch` is running run `{}`: {e:#}", cfg.name))?)
+    } else {
+        None
+    };
+    let workers = Topology { nproc: cfg.dist.nproc.count(), ..topo.clone() }.resolve()?;
+    crate::train::preflight::check_run_folder(cfg, workers.nproc * workers.nnodes)?;
     let env = env_report::collect();
     let fresh = !RunDir::of(cfg).tb().exists();
     let dir = RunDir::create(cfg, &env)?;
@@ -37,12 +57,12 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
         session_start(&mut events, cfg, &env_report::render(&env))?;
     }
     println!("run `{}` in {}", cfg.name, dir.path().display());
-    println!("stages: {}", stages(cfg));
+    println!("stages: {}", stages(cfg, workers.nproc * workers.nnodes));
     if cfg.pretrain.is_none() && cfg.finetune.is_none() {
         session_end(&mut events, cfg, true)?;
         return Ok(Ended::Completed);
     }
-    let topo = Topology { nproc: cfg.dist.nproc.count(), ..topo }.resolve()?;
+    let topo = workers;
     let threads = threads_per_worker(cfg.cpu_threads, topo.nproc);
     match launch(&dir.config(), &topo, threads, max_restarts, &dir.restarts()) {
         Ok(Ended::Completed) => {
@@ -96,14 +116,13 @@ fn summary(cfg: &RunConfig, dir: &RunDir) -> Result<String> {
     Ok(s)
 }
 
-fn stages(cfg: &RunConfig) -> String {
+/// What the run will do, `world` ranks in all.
+fn stages(cfg: &RunConfig, world: usize) -> String {
     let mut v = Vec::new();
     if let Some(p) = &cfg.pretrain {
         v.push(format!(
             "encoder pretraining ({} steps, batch {} per rank x {} rank(s)) and next-item evaluation",
-            p.steps,
-            p.batch_size,
-            cfg.dist.nproc.count()
+            p.steps, p.batch_size, world
         ));
     }
     if let Some(f) = &cfg.finetune {

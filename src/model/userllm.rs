@@ -213,9 +213,20 @@ impl UserLlm {
     }
 
     /// Copy the tensors of a safetensors file (as [`trained_weights`](Self::trained_weights)
-    /// wrote them) into this model; returns how many there were.
-    pub fn load_weights(&self, path: &std::path::Path) -> Result<usize> {
+    /// wrote them) into this model; every tensor of `expected` must be in it
+    /// (a file of another configuration would otherwise leave parts of the
+    /// model as they were built). Returns how many there were.
+    pub fn load_weights(&self, path: &std::path::Path, expected: &[(String, Tensor)]) -> Result<usize> {
         let saved = super::weights::read_tensors(path)?;
+        if let Some((name, _)) = expected.iter().find(|(n, _)| !saved.contains_key(n)) {
+            let missing = expected.iter().filter(|(n, _)| !saved.contains_key(n)).count();
+            bail!(
+                "{}: no tensor {name} ({missing} of the {} this model needs are missing; the file holds {}): was it written for another configuration?",
+                path.display(),
+                expected.len(),
+                saved.len()
+            );
+        }
         let named: BTreeMap<String, Tensor> = self.named_parameters().into_iter().collect();
         tch::no_grad(|| -> Result<()> {
             for (name, src) in &saved {

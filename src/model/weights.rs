@@ -49,14 +49,21 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path)?;
-    std::fs::File::open(path)?.sync_all()?;
-    Ok(())
+    let written = (|| -> Result<()> {
+        safetensors::serialize_to_file(views, None, path)?;
+        std::fs::File::open(path)?.sync_all()?;
+        Ok(())
+    })();
+    if written.is_err() {
+        // No half file that a later read could take for tensors.
+        let _ = std::fs::remove_file(path);
+    }
+    written.with_context(|| format!("writing tensors to {}", path.display()))
 }
 
 /// Every tensor of a safetensors file, as f32 on the CPU.
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
     Ok(st
         .tensors()

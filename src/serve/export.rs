@@ -21,7 +21,7 @@ use crate::model::llama::load::load;
 use crate::model::lora::LoraConfig;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, Part, PerceiverConfig, ProjectionKind, Strategy, UserLlm, UserLlmConfig};
-use crate::model::weights::save_tensors;
+use crate::model::weights::{save_tensors, sha256_file};
 use crate::model::xattn::Placement;
 use crate::rundir::RunDir;
 use crate::task::ask::TaskSpec;
@@ -33,6 +33,8 @@ use tch::{Device, Kind};
 pub const INTEGRATION_FILE: &str = "integration.json";
 pub const USER_WEIGHTS: &str = "user_llm.safetensors";
 pub const CATALOG_FILE: &str = "catalog.json";
+/// The SHA-256 of every other file of the export, written last, checked on load.
+pub const CHECKSUMS_FILE: &str = "checksums.json";
 const EXPORT_VERSION: u32 = 1;
 /// Files of the base model folder copied when present (tokenizer and generation settings).
 const BASE_FILES: [&str; 5] =
@@ -54,8 +56,16 @@ pub struct IntegrationFile {
     pub source: serde_json::Value,
 }
 
-/// Write the export of a finished finetuning run.
-pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
+/// What `user_llm.safetensors` holds: everything but the LLM (its adapters merged).
+fn user_parts(model: &UserLlm) -> Vec<(String, tch::Tensor)> {
+    model.named_parameters().into_iter().filter(|(n, _)| !matches!(Part::of(n), Part::Llm | Part::Lora)).collect()
+}
+
+/// Write the export of a finished finetuning run to `out`: refused when
+/// `out` overlaps the run folder, and (without `force`) when it holds files
+/// that are not a previous export; written beside it and renamed into place.
+pub fn export(run_dir: &Path, out: &Path, force: bool) -> Result<IntegrationFile> {
+    crate::fsutil::check_output_dir(out, "--out", &[run_dir], force, is_export)?;
     let run = RunDir::new(run_dir);
     let cfg_path = run.config();
     let cfg: RunConfig = crate::config::load::<RunConfig>(&cfg_path, &[])
@@ -76,7 +86,7 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
     }
     let store = Store::open(&cfg.data.as_ref().context("no data section")?.store)?;
     let mut model = assemble::for_run(&cfg, &store, assemble::load_llm(f, Device::Cpu)?)?;
-    model.load_weights(&weights)?;
+    model.load_weights(&weights, &model.trained_weights())?;
     model.merge_lora();
 
     let tmp = out.with_file_name(format!(
@@ -85,7 +95,7 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let written = (|| -> Result<IntegrationFile> {
         for name in BASE_FILES {
             let src = f.model.join(name);
@@ -96,12 +106,7 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
         let mut llm: Vec<_> = model.llm.vs.variables().into_iter().collect();
         llm.sort_by(|a, b| a.0.cmp(&b.0));
         save_tensors(&tmp.join("model.safetensors"), &llm)?;
-        let user: Vec<_> = model
-            .named_parameters()
-            .into_iter()
-            .filter(|(n, _)| !matches!(Part::of(n), Part::Llm | Part::Lora))
-            .collect();
-        save_tensors(&tmp.join(USER_WEIGHTS), &user)?;
+        save_tensors(&tmp.join(USER_WEIGHTS), &user_parts(&model))?;
         Catalog::of_store(&store).save(&tmp.join(CATALOG_FILE))?;
         let spec = IntegrationFile {
             export_version: EXPORT_VERSION,
@@ -116,14 +121,17 @@ pub fn export(run_dir: &Path, out: &Path) -> Result<IntegrationFile> {
             source: serde_json::json!({"run": run_dir, "strategy": f.strategy, "steps": f.steps, "uorch_commit": env!("UORCH_GIT_COMMIT")}),
         };
         crate::fsutil::write_atomic(&tmp.join(INTEGRATION_FILE), &serde_json::to_vec_pretty(&spec)?)?;
+        let mut sums = std::collections::BTreeMap::new();
+        for e in std::fs::read_dir(&tmp)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            sums.insert(name, sha256_file(&e.path())?);
+        }
+        crate::fsutil::write_atomic(&tmp.join(CHECKSUMS_FILE), &serde_json::to_vec_pretty(&sums)?)?;
         Ok(spec)
     })();
     match written {
         Ok(spec) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
-            }
-            std::fs::rename(&tmp, out)?;
+            crate::fsutil::replace_dir(&tmp, out)?;
             Ok(spec)
         }
         Err(e) => {
@@ -141,6 +149,26 @@ pub struct Loaded {
     pub spec: IntegrationFile,
 }
 
+/// Every file the export recorded has the SHA-256 it recorded.
+fn verify(dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKSUMS_FILE);
+    let text = std::fs::read(&path).with_context(|| {
+        format!("{}: no {CHECKSUMS_FILE}, so the export cannot be verified: export the run again", dir.display())
+    })?;
+    let sums: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&text).with_context(|| format!("{}: unreadable", path.display()))?;
+    for (name, want) in &sums {
+        let got = sha256_file(&dir.join(name)).with_context(|| format!("{}: missing {name}", dir.display()))?;
+        if &got != want {
+            bail!(
+                "{}: {name} has SHA-256 {got}, the export recorded {want}: the export is damaged; export the run again",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn is_export(dir: &Path) -> bool {
     dir.join(INTEGRATION_FILE).exists()
 }
@@ -153,6 +181,7 @@ pub fn load_export(dir: &Path, device: Device) -> Result<Loaded> {
     if spec.export_version != EXPORT_VERSION {
         bail!("{}: export version {}, this uorch reads {EXPORT_VERSION}", path.display(), spec.export_version);
     }
+    verify(dir)?;
     let llm = load(dir, device, Kind::Float)?;
     let cfg = UserLlmConfig {
         integration: spec.integration,
@@ -165,11 +194,7 @@ pub fn load_export(dir: &Path, device: Device) -> Result<Loaded> {
     };
     let model = UserLlm::new(llm, spec.encoder.clone(), &cfg)?;
     if spec.integration.mode().reads_user() {
-        let n = model.load_weights(&dir.join(USER_WEIGHTS))?;
-        let expected = model.named_parameters().iter().filter(|(n, _)| Part::of(n) != Part::Llm).count();
-        if n != expected {
-            bail!("{}: {n} tensors, the integration needs {expected}", dir.join(USER_WEIGHTS).display());
-        }
+        model.load_weights(&dir.join(USER_WEIGHTS), &user_parts(&model))?;
     }
     model.set_training(false);
     Ok(Loaded { model, tok: Tokenizer::from_dir(dir)?, catalog: Catalog::load(&dir.join(CATALOG_FILE))?, spec })

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 pub const PLAN_FILE: &str = "experiment.json";
-const LOCK_FILE: &str = ".lock";
+pub const LOCK_FILE: &str = ".lock";
 const STAGES_DIR: &str = "stages";
 const RUNS_DIR: &str = "runs";
 const STATUS_DIR: &str = "status";
@@ -27,10 +27,6 @@ const MD_FILE: &str = "results.md";
 
 pub fn plan(dir: &Path) -> PathBuf {
     dir.join(PLAN_FILE)
-}
-
-pub fn lock(dir: &Path) -> PathBuf {
-    dir.join(LOCK_FILE)
 }
 
 pub fn stages(dir: &Path) -> PathBuf {

@@ -13,9 +13,8 @@ pub mod spec;
 pub mod state;
 
 use crate::config::value_name;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use plan::{Plan, StageKind};
-use std::os::fd::AsRawFd;
 
 /// What `--dry-run` prints: every stage (shared pretraining first) and trial.
 pub fn describe(plan: &Plan) -> String {
@@ -66,16 +65,9 @@ pub fn describe(plan: &Plan) -> String {
 
 /// Hold the experiment folder for this controller (a second one on the
 /// same folder would run the same stages twice).
-pub struct Lock(#[allow(dead_code)] std::fs::File);
-
-pub fn lock(plan: &Plan) -> Result<Lock> {
-    std::fs::create_dir_all(&plan.dir)?;
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout::lock(&plan.dir))?;
-    // SAFETY: flock on a descriptor we own; released when the file closes.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another `uorch launch` is running the experiment in {} (its .lock is held)", plan.dir.display());
-    }
-    Ok(Lock(f))
+pub fn lock(plan: &Plan) -> Result<crate::fsutil::FolderLock> {
+    crate::fsutil::lock_folder(&plan.dir, layout::LOCK_FILE)
+        .map_err(|e| anyhow::anyhow!("another `uorch launch` is running this experiment: {e:#}"))
 }
 
 /// Results table, files and HParams record of a plan, from what is on disk.

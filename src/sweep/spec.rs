@@ -142,6 +142,27 @@ fn axis_points(a: &Axis) -> Result<Vec<(String, Settings)>> {
     Ok(points)
 }
 
+/// No two sources (axes, an extra trial) of one trial set the same key, or
+/// a key inside another's (`finetune.perceiver` and
+/// `finetune.perceiver.latents`): the later would silently overwrite the
+/// earlier, and the trial would be labelled with a value it did not train.
+fn no_clash(set: &Settings, from: &[String], trial: &str) -> Result<()> {
+    let inside = |a: &str, b: &str| a == b || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('.'));
+    for (i, (a, _)) in set.iter().enumerate() {
+        for (j, (b, _)) in set.iter().enumerate().skip(i + 1) {
+            if from[i] != from[j] && (inside(a, b) || inside(b, a)) {
+                let what = if a == b { format!("both set `{a}`") } else { format!("set `{a}` and `{b}`") };
+                bail!(
+                    "sweep: {} and {} {what}: in trial `{trial}` one would overwrite the other, and the trial would carry a label it did not train with; set each key in one place",
+                    from[i],
+                    from[j]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl SweepSpec {
     /// Read the `sweep:` section of an experiment tree (taking it out, so the
     /// rest is the base run config).
@@ -166,17 +187,19 @@ impl SweepSpec {
             }
         }
         let points: Vec<_> = self.axes.iter().map(axis_points).collect::<Result<_>>()?;
-        let cross = |axes: &[usize]| -> Vec<(Labels, Settings)> {
-            let mut out = vec![(Vec::new(), Vec::new())];
+        // Each setting with where it comes from, for the clash check.
+        let cross = |axes: &[usize]| -> Vec<(Labels, Settings, Vec<String>)> {
+            let mut out = vec![(Vec::new(), Vec::new(), Vec::new())];
             for &i in axes {
                 let mut next = Vec::new();
-                for (labels, set) in &out {
+                for (labels, set, from) in &out {
                     for (l, s) in &points[i] {
                         let mut labels = labels.clone();
                         labels.push((self.axes[i].name.clone(), l.clone()));
-                        let mut set = set.clone();
+                        let (mut set, mut from) = (set.clone(), from.clone());
                         set.extend(s.iter().cloned());
-                        next.push((labels, set));
+                        from.extend(s.iter().map(|_| format!("axis `{}` (value `{l}`)", self.axes[i].name)));
+                        next.push((labels, set, from));
                     }
                 }
                 out = next;
@@ -191,8 +214,10 @@ impl SweepSpec {
         let mut trials = Vec::new();
         if !self.axes.is_empty() {
             let all: Vec<usize> = (0..self.axes.len()).collect();
-            for (labels, set) in cross(&all) {
-                trials.push(TrialSpec { name: name_of(None, &labels), axes: labels, set });
+            for (labels, set, from) in cross(&all) {
+                let name = name_of(None, &labels);
+                no_clash(&set, &from, &name)?;
+                trials.push(TrialSpec { name, axes: labels, set });
             }
         }
         for e in &self.extra {
@@ -209,9 +234,12 @@ impl SweepSpec {
                         .ok_or_else(|| anyhow::anyhow!("sweep.extra `{}`: over: no axis named {n:?}", e.name))
                 })
                 .collect::<Result<_>>()?;
-            for (labels, mut set) in cross(&idx) {
+            for (labels, mut set, mut from) in cross(&idx) {
                 set.extend(e.set.iter().map(|(k, v)| (k.clone(), v.clone())));
-                trials.push(TrialSpec { name: name_of(Some(&e.name), &labels), axes: labels, set });
+                from.extend(e.set.iter().map(|_| format!("extra trial `{}`", e.name)));
+                let name = name_of(Some(&e.name), &labels);
+                no_clash(&set, &from, &name)?;
+                trials.push(TrialSpec { name, axes: labels, set });
             }
         }
         if trials.is_empty() {
@@ -273,6 +301,17 @@ mod tests {
         assert!(err("sweep:\n  axes: [{name: a, key: x, values: [\"a b\", \"a-b\"]}]\n")
             .contains("two values share the name \"a-b\""));
         assert!(err("sweep:\n  extra: [{name: t, over: [nope]}]\n").contains("no axis named \"nope\""));
+        // Two axes on one key: both trials would train with the last value.
+        let e = err("sweep:\n  axes:\n    - {name: a, key: finetune.steps, values: [1, 2]}\n    - {name: b, key: finetune.steps, values: [3]}\n");
+        assert!(e.contains("axis `a` (value `1`) and axis `b` (value `3`) both set `finetune.steps`"), "{e}");
+        // A key inside another axis's value.
+        let e = err("sweep:\n  axes:\n    - {name: p, key: finetune.perceiver, values: [null]}\n    - {name: l, key: finetune.perceiver.latents, values: [8]}\n");
+        assert!(e.contains("set `finetune.perceiver` and `finetune.perceiver.latents`"), "{e}");
+        // An extra trial that overrides an axis it is crossed with.
+        let e = err("sweep:\n  axes: [{name: a, key: finetune.lr, values: [0.1]}]\n  extra: [{name: t, set: {finetune.lr: 0.5}, over: [a]}]\n");
+        assert!(e.contains("axis `a` (value `0.1`) and extra trial `t` both set `finetune.lr`"), "{e}");
+        // Different keys that share a prefix of letters only are fine.
+        assert!(spec("sweep:\n  axes:\n    - {name: a, key: finetune.lr, values: [1]}\n    - {name: b, key: finetune.lr_min, values: [2]}\n").trials().is_ok());
         assert!(err("sweep: {}\n").contains("no trials"));
     }
 }

@@ -35,10 +35,10 @@ pub struct TrainState {
 /// An empty staging folder for the checkpoint of `step` (its files are
 /// written there, possibly by several ranks, then [`commit`]ted).
 pub fn staging(root: &Path, step: u64) -> Result<PathBuf> {
-    std::fs::create_dir_all(root)?;
+    std::fs::create_dir_all(root).with_context(|| format!("creating the checkpoint folder {}", root.display()))?;
     let tmp = root.join(staging_dir(step));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp)?;
+    std::fs::create_dir(&tmp).with_context(|| format!("creating the staging folder {}", tmp.display()))?;
     Ok(tmp)
 }
 
@@ -59,11 +59,14 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
         for name in names {
             state.files.insert(name.clone(), sha256_file(&staging.join(&name))?);
         }
-        std::fs::write(staging.join(STATE), serde_json::to_vec_pretty(&state)?)?;
+        let state_file = staging.join(STATE);
+        std::fs::write(&state_file, serde_json::to_vec_pretty(&state)?)
+            .with_context(|| format!("writing {}", state_file.display()))?;
         std::fs::File::open(staging.join(STATE))?.sync_all()?;
         let dest = root.join(step_dir(state.step));
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(staging, &dest)?;
+        std::fs::rename(staging, &dest)
+            .with_context(|| format!("renaming {} to {}", staging.display(), dest.display()))?;
         std::fs::File::open(root)?.sync_all()?;
         Ok(dest)
     })();
@@ -124,7 +127,8 @@ pub fn save_together(
     let token = if w.rank == 0 {
         staging(root, state.step)?;
         let token = format!("{} {} {:?}", std::process::id(), state.step, std::time::SystemTime::now());
-        std::fs::write(tmp.join(STAGED_BY), &token)?;
+        std::fs::write(tmp.join(STAGED_BY), &token)
+            .with_context(|| format!("writing {}", tmp.join(STAGED_BY).display()))?;
         token.into_bytes()
     } else {
         Vec::new()
@@ -191,6 +195,11 @@ pub fn check_confirmations(all: &[Confirmation], staging: &Path) -> Result<BTree
         }
     }
     Ok(verified)
+}
+
+/// How many checkpoint folders `root` holds, usable or not.
+pub fn count(root: &Path) -> usize {
+    list(root).map(|l| l.len()).unwrap_or(0)
 }
 
 /// Complete checkpoints, oldest first.

@@ -42,19 +42,20 @@ pub fn build(cfg: &RunConfig, store: &Store, device: Device, pretrained_encoder:
     if pretrained_encoder && f.integration.mode().reads_user() {
         let from = RunDir::new(f.encoder_from.clone().unwrap_or_else(|| cfg.run_dir()));
         let root = from.checkpoints(StageFiles::Pretrain);
-        let (dir, _) = checkpoint::latest(&root)?.with_context(|| {
+        let (dir, state) = checkpoint::latest(&root)?.with_context(|| {
             format!(
                 "finetuning needs a pretrained encoder: no pretraining checkpoint in {} (add a pretrain section)",
                 root.display()
             )
         })?;
         checkpoint::load_matching(&dir, "encoder.", &model.named_parameters())?;
+        eprintln!("finetune: the encoder of {} (pretraining step {})", dir.display(), state.step);
     }
     Ok(model)
 }
 
 /// What decides the trajectory: a checkpoint resumes only a run with the same hash.
-fn config_hash(cfg: &RunConfig) -> String {
+pub(crate) fn config_hash(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "finetune": cfg.finetune});
     crate::fsutil::config_digest(&key, 16)
 }
@@ -144,7 +145,7 @@ struct Job<'a> {
 
 /// Finetuning as the skeleton runs it: the model and what trains, the
 /// data-parallel optimizer, the training examples as questions and answers.
-struct Finetuning<'a> {
+pub(crate) struct Finetuning<'a> {
     job: &'a Job<'a>,
     w: &'a Worker,
     model: &'a UserLlm,
@@ -163,7 +164,7 @@ impl Stage for Finetuning<'_> {
     const SEED_SALT: i64 = 0x5eed;
 
     fn load(&mut self, dir: &Path) -> Result<()> {
-        self.model.load_weights(&dir.join(checkpoint::MODEL))?;
+        self.model.load_weights(&dir.join(checkpoint::MODEL), &self.trainable)?;
         self.opt.load_state(&read_tensors(&dir.join(checkpoint::optimizer_shard(self.w.rank)))?)
     }
 

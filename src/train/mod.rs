@@ -7,6 +7,7 @@ pub mod ddp;
 pub mod finetune;
 pub mod memory;
 pub mod metrics;
+pub mod preflight;
 pub mod pretrain;
 pub mod schedule;
 pub mod skeleton;

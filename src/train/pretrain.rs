@@ -44,7 +44,7 @@ pub struct Outcome {
 
 /// Pretraining as the skeleton runs it: the encoder, its optimizer, this
 /// rank's shard of the training windows.
-struct Pretraining<'a> {
+pub(crate) struct Pretraining<'a> {
     p: &'a PretrainConfig,
     w: &'a Worker,
     store: &'a Store,

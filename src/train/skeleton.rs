@@ -50,6 +50,34 @@ pub trait Stage {
     fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()>;
 }
 
+/// Whether the checkpoint `dir` (in `root`, with `state`) can resume a run of
+/// `hash` on `world` workers.
+pub fn resumable<S: Stage>(
+    root: &Path,
+    dir: &Path,
+    state: &checkpoint::TrainState,
+    hash: &str,
+    world: usize,
+) -> Result<()> {
+    if state.config_hash != hash {
+        bail!(
+            "{} was written by a run with a different configuration (hash {} vs {hash}): use a new run name, or delete {} to start over",
+            dir.display(),
+            state.config_hash,
+            root.display()
+        );
+    }
+    if state.world_size != world {
+        bail!(
+            "{} was written with {} workers, this run has {world}: {}; resume with the same --nproc",
+            dir.display(),
+            state.world_size,
+            S::WORLD_REASON
+        );
+    }
+    Ok(())
+}
+
 /// The step-loop settings of a `pretrain:` or `finetune:` section.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -127,25 +155,18 @@ impl Loop<'_> {
     /// This rank's newest complete checkpoint, loaded; its step (0: none).
     fn resume_here<S: Stage>(&self, stage: &mut S) -> Result<u64> {
         let root = self.run.checkpoints(S::FILES);
-        let Some((dir, state)) = checkpoint::latest(&root)? else { return Ok(0) };
-        if state.config_hash != self.config_hash {
-            bail!(
-                "{} was written by a run with a different configuration (hash {} vs {}): use a new run name, or delete {} to start over",
-                dir.display(),
-                state.config_hash,
-                self.config_hash,
-                root.display()
-            );
-        }
-        if state.world_size != self.worker.world {
-            bail!(
-                "{} was written with {} workers, this run has {}: {}; resume with the same --nproc",
-                dir.display(),
-                state.world_size,
-                self.worker.world,
-                S::WORLD_REASON
-            );
-        }
+        let Some((dir, state)) = checkpoint::latest(&root)? else {
+            let n = checkpoint::count(&root);
+            if n > 0 && self.worker.rank == 0 {
+                eprintln!(
+                    "{}no usable checkpoint in {}: all {n} are damaged (the warnings above say how); starting over from step 0",
+                    S::PREFIX,
+                    root.display()
+                );
+            }
+            return Ok(0);
+        };
+        resumable::<S>(&root, &dir, &state, &self.config_hash, self.worker.world)?;
         stage.load(&dir)?;
         if self.worker.rank == 0 {
             eprintln!("{}resuming from {} (step {})", S::PREFIX, dir.display(), state.step);

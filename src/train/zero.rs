@@ -479,7 +479,8 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
         let group = self.reducer.group.filter(|g| g.size > 1);
         tch::no_grad(|| -> Result<f64> {
             let len = self.shard_len();
-            let g = self.reducer.grad.take().unwrap_or_else(|| Tensor::zeros([len], (Kind::Float, self.reducer.device)));
+            let g =
+                self.reducer.grad.take().unwrap_or_else(|| Tensor::zeros([len], (Kind::Float, self.reducer.device)));
             let sq = g.square().sum(Kind::Float).reshape([1]);
             if let Some(pg) = group {
                 pg.all_reduce(&[&sq], ReduceOp::Sum)?.wait()?;

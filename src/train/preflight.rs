@@ -1,0 +1,28 @@
+//! What a launch checks in the run folder before it writes anything there.
+
+use super::skeleton::resumable;
+use super::{checkpoint, finetune, pretrain};
+use crate::config::RunConfig;
+use crate::rundir::{RunDir, StageFiles};
+use anyhow::Result;
+
+/// Before a launch writes anything into the run folder: every stage's newest
+/// checkpoint can resume this config on `world` workers (a refused run must
+/// change nothing, not even the folder's config.yaml).
+pub fn check_run_folder(cfg: &RunConfig, world: usize) -> Result<()> {
+    let run = RunDir::of(cfg);
+    if let Some(p) = &cfg.pretrain {
+        let root = run.checkpoints(StageFiles::Pretrain);
+        if let Some((dir, state)) = checkpoint::latest(&root)? {
+            let hash = pretrain::config_hash(cfg, &cfg.encoder.clone().unwrap_or_default(), p);
+            resumable::<pretrain::Pretraining<'static>>(&root, &dir, &state, &hash, world)?;
+        }
+    }
+    if cfg.finetune.is_some() {
+        let root = run.checkpoints(StageFiles::Finetune);
+        if let Some((dir, state)) = checkpoint::latest(&root)? {
+            resumable::<finetune::Finetuning<'static>>(&root, &dir, &state, &finetune::config_hash(cfg), world)?;
+        }
+    }
+    Ok(())
+}
