@@ -17,3 +17,11 @@ pub fn children_peak_rss() -> u64 {
         ru.ru_maxrss as u64 * 1024
     }
 }
+
+/// The `elapsed_s` of every step in a run's step log (`train_log.jsonl`,
+/// `finetune_log.jsonl`).
+pub(crate) fn logged_elapsed(log: &std::path::Path) -> anyhow::Result<Vec<f64>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(log).with_context(|| format!("{}: no step log", log.display()))?;
+    Ok(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect())
+}

@@ -4,7 +4,7 @@
 //! PyTorch encoder of `benches/encoder_reference.py` in the same run when a
 //! Python with torch is given.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
 
@@ -15,10 +15,7 @@ pub struct Figures {
 
 /// Sequences/s of a finished run from its train log: steps after `warmup`.
 fn throughput(run: &Path, global_batch: usize, warmup: usize) -> Result<f64> {
-    let text = std::fs::read_to_string(run.join("train_log.jsonl"))
-        .with_context(|| format!("{}: no train log", run.display()))?;
-    let times: Vec<f64> =
-        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect();
+    let times = super::logged_elapsed(&run.join("train_log.jsonl"))?;
     if times.len() <= warmup + 1 {
         bail!("{}: only {} steps logged", run.display(), times.len());
     }

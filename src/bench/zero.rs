@@ -4,7 +4,7 @@
 //! step loop per rank, step time, and the final loss (which should agree, as
 //! the stages compute the same update).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::Path;
 use std::process::Command;
 
@@ -28,10 +28,7 @@ fn keeps(stage: u8) -> &'static str {
 
 /// Seconds per step after the first, from a run's finetuning log.
 fn step_seconds(run: &Path) -> Result<f64> {
-    let text = std::fs::read_to_string(run.join("finetune_log.jsonl"))
-        .with_context(|| format!("{}: no finetuning log", run.display()))?;
-    let t: Vec<f64> =
-        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect();
+    let t = super::logged_elapsed(&run.join("finetune_log.jsonl"))?;
     if t.len() < 2 {
         bail!("{}: fewer than 2 steps logged", run.display());
     }

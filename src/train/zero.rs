@@ -204,23 +204,15 @@ impl Reducer<'_> {
         let bucket = &self.buckets[b];
         let device = self.device;
         let flat = tch::no_grad(|| {
-            let mut parts: Vec<Tensor> = bucket
-                .params
-                .iter()
-                .map(|&i| {
-                    let g = self.params[i].grad();
-                    if g.defined() {
-                        g.to_kind(Kind::Float).reshape([-1])
-                    } else {
-                        Tensor::zeros([self.params[i].numel() as i64], (Kind::Float, device))
-                    }
-                })
-                .collect();
-            let pad = bucket.chunk * world - bucket.numel;
-            if pad > 0 {
-                parts.push(Tensor::zeros([pad], (Kind::Float, device)));
-            }
-            Tensor::cat(&parts, 0)
+            let grads = bucket.params.iter().map(|&i| {
+                let g = self.params[i].grad();
+                if g.defined() {
+                    g.to_kind(Kind::Float).reshape([-1])
+                } else {
+                    Tensor::zeros([self.params[i].numel() as i64], (Kind::Float, device))
+                }
+            });
+            padded_parts(grads.collect(), bucket, world, (Kind::Float, device))
         });
         for &i in &bucket.params {
             let p = &self.params[i];
@@ -258,9 +250,8 @@ impl Reducer<'_> {
         }
         Ok(())
     }
-}
 
-impl Reducer<'_> {
+    /// The step's gradient shard, allocated by its first use.
     fn shard_grad(&mut self) -> &mut Tensor {
         let (len, device) = (self.len, self.device);
         self.grad.get_or_insert_with(|| Tensor::zeros([len], (Kind::Float, device)))
@@ -330,10 +321,20 @@ fn layout(params: &[Tensor], bucket_bytes: usize, world: i64) -> Vec<Bucket> {
 
 /// Bucket `b` of `values` (one tensor per parameter) as one padded vector of `kind`.
 fn padded(values: &[Tensor], b: &Bucket, world: i64, kind: Kind) -> Tensor {
-    let mut parts: Vec<Tensor> = b.params.iter().map(|&i| values[i].detach().to_kind(kind).reshape([-1])).collect();
+    let device = values[b.params[0]].device();
+    padded_parts(
+        b.params.iter().map(|&i| values[i].detach().to_kind(kind).reshape([-1])).collect(),
+        b,
+        world,
+        (kind, device),
+    )
+}
+
+/// A bucket's flattened `parts`, zero-padded to `world` equal chunks.
+fn padded_parts(mut parts: Vec<Tensor>, b: &Bucket, world: i64, options: (Kind, tch::Device)) -> Tensor {
     let pad = b.chunk * world - b.numel;
     if pad > 0 {
-        parts.push(Tensor::zeros([pad], (kind, values[b.params[0]].device())));
+        parts.push(Tensor::zeros([pad], options));
     }
     Tensor::cat(&parts, 0)
 }
@@ -499,19 +500,19 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
             let shrink = (self.weight_decay > 0.0).then(|| (&self.decay * (-lr * self.weight_decay)) + 1.0);
             // Each bucket: the master chunk updated, then every rank's chunk
             // gathered into the bucket's vector, which the parameters view.
-            let rank = self.reducer.group.map(|g| g.rank as i64).unwrap_or(0);
             for ((b, master), flat) in self.reducer.buckets.iter().zip(&self.master).zip(&self.flat) {
                 let mut master = master.shallow_clone();
                 if let Some(s) = &shrink {
                     let _ = master.g_mul_(&s.narrow(0, b.at, b.chunk));
                 }
                 let _ = master.g_add_(&update.narrow(0, b.at, b.chunk));
-                let mine = master.to_kind(flat.kind()).copy();
                 match group {
-                    Some(pg) => pg.all_gather(flat, &mine)?.wait()?,
-                    None => {
-                        flat.narrow(0, rank * b.chunk, b.chunk).copy_(&mine);
-                    }
+                    // A copy: the input must not alias the output's chunk.
+                    Some(pg) => pg.all_gather(flat, &master.to_kind(flat.kind()).copy())?.wait()?,
+                    // One rank: its chunk is the whole bucket, and f32 master
+                    // weights are the parameters already.
+                    None if flat.kind() != Kind::Float => flat.shallow_clone().copy_(&master.to_kind(flat.kind())),
+                    None => {}
                 }
             }
             Ok(norm)
