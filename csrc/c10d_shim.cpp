@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <ATen/autocast_mode.h>
+#include <c10/util/Logging.h>
 
 #include <cstring>
 #include <string>
@@ -105,6 +106,9 @@ extern "C" {
 
 const char* uorch_last_error() { return g_error.c_str(); }
 
+// c10's log level from TORCH_CPP_LOG_LEVEL, read again now that uorch set it.
+void uorch_init_logging() { c10::initLogging(); }
+
 // device_type 0: CPU, 1: CUDA (device_index then names it).
 int uorch_pg_nccl_rules(uorch_pg* pg, int device_type, int device_index) {
   return guarded([&]() -> int {
@@ -115,9 +119,14 @@ int uorch_pg_nccl_rules(uorch_pg* pg, int device_type, int device_index) {
   }, 1);
 }
 
-uorch_store* uorch_tcpstore_new(const char* host, int port, int world_size, int is_server, int64_t timeout_ms) {
+// A server with listen_fd >= 0 serves on that already bound and listening
+// socket (TCPStore owns it then): it listens on the address the caller bound,
+// not on every interface as TCPStore does by itself.
+uorch_store* uorch_tcpstore_new(const char* host, int port, int world_size, int is_server, int64_t timeout_ms,
+                                int listen_fd) {
   return guarded([&]() -> uorch_store* {
     c10d::TCPStoreOptions opts;
+    if (listen_fd >= 0) opts.masterListenFd = listen_fd;
     opts.port = static_cast<std::uint16_t>(port);
     opts.isServer = is_server != 0;
     opts.numWorkers = world_size;
@@ -157,6 +166,15 @@ int uorch_store_get(uorch_store* s, const char* key, uint8_t** out, size_t* len)
 int uorch_store_add(uorch_store* s, const char* key, int64_t delta, int64_t* out) {
   return guarded([&]() -> int {
     *out = s->store->add(std::string(key), delta);
+    return 0;
+  }, 1);
+}
+
+// *present: 1 when every key is set, else 0 (answers at once).
+int uorch_store_check(uorch_store* s, const char** keys, int n, int* present) {
+  return guarded([&]() -> int {
+    std::vector<std::string> ks(keys, keys + n);
+    *present = s->store->check(ks) ? 1 : 0;
     return 0;
   }, 1);
 }
@@ -224,12 +242,12 @@ uorch_work* uorch_pg_barrier(uorch_pg* pg) {
   return guarded([&]() -> uorch_work* { return new uorch_work{pg->backend->barrier()}; }, nullptr);
 }
 
-// 0: completed; 1: failed or timed out (message in uorch_last_error()).
+// 0: completed; 1: failed (message in uorch_last_error()); 2: timed out.
 int uorch_work_wait(uorch_work* w, int64_t timeout_ms) {
   return guarded([&]() -> int {
     if (!w->work->wait(std::chrono::milliseconds(timeout_ms))) {
       g_error = "timed out";
-      return 1;
+      return 2;
     }
     return 0;
   }, 1);

@@ -201,3 +201,19 @@ fn nccl_rules_refuse_the_cpu_control_tensor_that_worker_sum_used_to_send_on_the_
     let plain = ProcessGroup::gloo(store, 0, 1, Duration::from_secs(30), "127.0.0.1").unwrap();
     plain.all_reduce(&[&control], ReduceOp::Sum).unwrap().wait().unwrap();
 }
+
+#[test]
+fn the_rendezvous_store_listens_on_the_master_address_only() {
+    use std::net::TcpStream;
+    // 127.0.0.2 is this machine too, on another address of the loopback.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let server = uorch::dist::rendezvous::serve("127.0.0.2", port, 1, Duration::from_secs(5)).unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the store answers on 127.0.0.1 too");
+    let client = Store::tcp("127.0.0.2", port, 1, false, Duration::from_secs(5)).unwrap();
+    client.set("k", b"v").unwrap();
+    assert_eq!(server.get("k").unwrap(), b"v");
+    assert!(server.check(&["k"]).unwrap() && !server.check(&["k", "absent"]).unwrap());
+}

@@ -487,3 +487,37 @@ fn two_workers_share_the_evaluation_and_their_predictions_equal_one_process_even
     let order: Vec<usize> = users.iter().map(|u| s.user_index(u).unwrap()).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "predictions in case order: {users:?}");
 }
+
+#[test]
+fn sigterm_during_the_final_evaluation_lets_it_finish_and_the_launch_reports_the_run_completed() {
+    let (d, store, model) = workspace();
+    // Evaluation of 60 next-item cases takes seconds; training 2 steps does not.
+    let body = "task: next-item, cross_attention_layers: every_2, strategy: lora, lora: {rank: 4, alpha: 8}, candidates: 30, steps: 2, batch_size: 4, eval_examples: 60, text_prompt_baseline: false";
+    let cfg = write_config(d.path(), "late", &store, &model, body, 2);
+    let run = d.path().join("runs/late");
+    let child = uorch()
+        .arg("launch")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = run.join("finetune_log.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+        assert!(t0.elapsed().as_secs() < 300, "finetuning did not finish its steps");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The last step is logged: the stop flag is read no more, what is left is the final evaluation.
+    assert!(!run.join("finetune_metrics.json").exists(), "the evaluation ended before the signal");
+    // SAFETY: signalling the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{so}\n{se}");
+    assert!(se.contains("asking the workers to checkpoint and stop"), "{se}");
+    assert!(!so.contains("resume"), "nothing is left to resume: {so}");
+    assert!(so.contains("finetuning done"), "{so}");
+    let results = finetune_metrics(&run)["results"].as_array().unwrap().clone();
+    assert!(results.iter().any(|r| r["who"] == "USER-LLM finetuned"), "{results:?}");
+}

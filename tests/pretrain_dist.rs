@@ -112,8 +112,10 @@ fn start_with(cfg: &Path, run: &Path, steps: usize, args: &[&str]) -> (Child, Ve
     (child, workers)
 }
 
-#[test]
-fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_process() {
+/// Kill rank `victim` of a 2-worker pretraining: the launch must fail at
+/// once naming it, its peer must name it too (not a timeout), and no worker
+/// may be left.
+fn kill_a_rank_and_read_the_reports(victim_rank: usize) {
     let d = tempfile::tempdir().unwrap();
     let s = store(d.path());
     let cfg = config(
@@ -124,7 +126,7 @@ fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_proce
     );
     let (child, workers) = start(&cfg, &d.path().join("runs/kill"), 3);
     assert_eq!(workers.len(), 2);
-    let victim = *workers.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
+    let victim = *workers.iter().find(|&&p| rank_of(p) == Some(victim_rank)).unwrap();
     let t0 = Instant::now();
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
@@ -132,10 +134,26 @@ fn a_killed_worker_stops_the_launch_with_its_rank_and_signal_and_leaves_no_proce
     assert!(t0.elapsed() < Duration::from_secs(10), "launcher took {:?}", t0.elapsed());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("worker rank 1 failed (signal 9 (SIGKILL))"), "{err}");
+    assert!(err.contains(&format!("worker rank {victim_rank} failed (signal 9 (SIGKILL))")), "{err}");
+    let peer = 1 - victim_rank;
+    // The launcher records the death before it stops the peer, whose collective fails at once.
+    let said = err.lines().find(|l| l.starts_with(&format!("[rank {peer}] error:")));
+    let line = said.unwrap_or_else(|| panic!("rank {peer} said nothing: {err}"));
+    assert!(line.contains(&format!("rank {victim_rank} stopped (signal 9 (SIGKILL))")), "{err}");
+    assert!(!line.contains("timeout"), "{err}");
     for w in workers {
         assert!(!alive(w), "worker {w} still running");
     }
+}
+
+#[test]
+fn a_killed_worker_is_named_by_the_launcher_and_by_its_peer_and_leaves_no_process() {
+    kill_a_rank_and_read_the_reports(1);
+}
+
+#[test]
+fn a_killed_rank_0_is_named_by_its_peer_too_as_the_launcher_serves_the_store() {
+    kill_a_rank_and_read_the_reports(0);
 }
 
 #[test]
@@ -342,4 +360,48 @@ fn a_checkpoint_that_cannot_be_written_names_the_path_and_the_operation() {
     let want = format!("creating the checkpoint folder {}", run.join("checkpoints").display());
     assert!(err.contains(&want), "{err}");
     assert_eq!(std::fs::read_to_string(run.join("checkpoints")).unwrap(), "in the way");
+}
+
+/// No C++ stack trace reaches a user (it is for `UORCH_LOG=debug`).
+fn assert_no_cpp_trace(err: &str) {
+    for trace in ["Exception raised from", "frame #", ".cpp:"] {
+        assert!(!err.contains(trace), "a C++ trace ({trace}) in: {err}");
+    }
+}
+
+#[test]
+fn a_node_that_never_joins_is_named_after_progress_lines_without_a_cpp_trace() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let cfg = config(d.path(), &s, "alone", "pretrain: {steps: 4, batch_size: 8}\ndist: {nproc: 1, timeout_s: 3}\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let t0 = Instant::now();
+    let o = launch(&cfg, &["--nnodes", "2", "--node-rank", "0", "--master-port", &port]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert!(err.contains("rendezvous: 1 of 2 nodes here after"), "no progress line: {err}");
+    assert!(err.contains("waiting for node 1"), "{err}");
+    assert!(err.contains("rendezvous: 1 of 2 nodes arrived within 3 s (dist.timeout_s); missing: node 1"), "{err}");
+    assert_no_cpp_trace(&err);
+    // Nothing trained: no worker started.
+    assert!(losses(&d.path().join("runs/alone")).is_empty());
+}
+
+#[test]
+fn a_second_node_whose_first_never_starts_says_it_waits_for_it_and_then_gives_up_naming_the_address() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let cfg = config(d.path(), &s, "orphan", "pretrain: {steps: 4, batch_size: 8}\ndist: {nproc: 1, timeout_s: 3}\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let o = launch(&cfg, &["--nnodes", "2", "--node-rank", "1", "--master-port", &port]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!("rendezvous: waiting for the first machine's launcher at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("did not answer at 127.0.0.1:{port} within 3 s")), "{err}");
+    assert!(err.contains("--node-rank 0"), "{err}");
+    assert_no_cpp_trace(&err);
 }

@@ -137,6 +137,6 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
     Ok(())
 }
 
-pub fn worker(a: WorkerArgs) -> Result<()> {
-    worker_process::run(&a.config)
+pub fn worker(a: WorkerArgs) -> Result<ExitCode> {
+    Ok(if worker_process::run(&a.config)? { ExitCode::from(worker_process::STOPPED as u8) } else { ExitCode::SUCCESS })
 }

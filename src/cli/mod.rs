@@ -70,6 +70,7 @@ pub fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Before any tensor work: make libtorch's CUDA half visible when it exists.
     crate::torch_runtime::init();
+    crate::ffi::quiet_cpp_logs();
     match run(Cli::parse().command) {
         Ok(code) => code,
         Err(e) => {
@@ -96,7 +97,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Bench(c) => bench::run(c).map(done),
         Command::Launch(a) => launch::launch(a),
         Command::Sweep(c) => launch::sweep(c).map(done),
-        Command::Worker(a) => launch::worker(a).map(done),
+        Command::Worker(a) => launch::worker(a),
     }
 }
 

@@ -1,11 +1,14 @@
 //! Process groups over c10d (Gloo here; NCCL through the plugin) with
 //! in-place collectives on tch tensors. Each collective returns a [`Work`]
-//! handle; waiting on it fails with an error naming the operation, the rank
-//! and the timeout instead of hanging when a peer never arrives.
+//! handle; waiting on it fails with an error naming the operation and the
+//! rank, and the cause: the peer that stopped, as its launcher recorded it,
+//! or the timeout when a peer never arrives.
 
+use super::rendezvous::{self, Stopped};
 use super::store::Store;
 use crate::ffi::c10d as ffi;
 use anyhow::{bail, Result};
+use std::sync::Arc;
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -34,6 +37,8 @@ pub struct ProcessGroup {
     pub size: usize,
     pub timeout: Duration,
     pub backend: &'static str,
+    /// Where the launchers record stopped ranks (see [`ProcessGroup::watch`]).
+    peers: Option<Arc<Stopped>>,
     /// Keeps the store alive as long as the group that uses it.
     _store: Store,
 }
@@ -56,6 +61,7 @@ pub struct Work {
     op: &'static str,
     rank: usize,
     timeout: Duration,
+    peers: Option<Arc<Stopped>>,
     /// For averages: the tensors to divide by `divisor` once complete.
     scale: Option<(Vec<Tensor>, f64)>,
 }
@@ -71,14 +77,18 @@ impl Work {
     /// Block until the collective completes; an error after the group's timeout.
     pub fn wait(mut self) -> Result<()> {
         // SAFETY: ptr is live until drop.
-        if unsafe { ffi::uorch_work_wait(self.ptr, self.timeout.as_millis() as i64) } != 0 {
-            bail!(
-                "{} on rank {} did not complete within the {:?} collective timeout: {}",
-                self.op,
-                self.rank,
-                self.timeout,
-                ffi::last_error()
-            );
+        let code = unsafe { ffi::uorch_work_wait(self.ptr, self.timeout.as_millis() as i64) };
+        if code != 0 {
+            let (op, rank, error) = (self.op, self.rank, ffi::last_error());
+            // A peer that died is the cause, whatever the socket said.
+            let stopped = self.peers.as_ref().map(|p| p.awaited(Duration::from_secs(2))).unwrap_or_default();
+            if !stopped.is_empty() {
+                bail!("{op} on rank {rank} failed: {} ({error})", rendezvous::describe(&stopped));
+            }
+            if code == 2 || error.to_lowercase().contains("timed out") {
+                bail!("{op} on rank {rank} did not complete within the {:?} collective timeout: {error}", self.timeout);
+            }
+            bail!("{op} on rank {rank} failed: {error}");
         }
         if let Some((ts, divisor)) = self.scale.take() {
             tch::no_grad(|| {
@@ -108,13 +118,19 @@ impl ProcessGroup {
         if ptr.is_null() {
             bail!("creating the Gloo group (rank {rank} of {size}, {hostname}): {}", ffi::last_error());
         }
-        Ok(Self { ptr, rank, size, timeout, backend: "gloo", _store: store })
+        Ok(Self { ptr, rank, size, timeout, backend: "gloo", peers: None, _store: store })
     }
 
     /// A NCCL group (through the plugin); this rank uses CUDA device `device`.
     pub fn nccl(store: Store, rank: usize, size: usize, timeout: Duration, device: usize) -> Result<Self> {
         let ptr = super::nccl::plugin()?.new_group(store.ptr, rank, size, timeout.as_millis() as i64, device)?;
-        Ok(Self { ptr, rank, size, timeout, backend: "nccl", _store: store })
+        Ok(Self { ptr, rank, size, timeout, backend: "nccl", peers: None, _store: store })
+    }
+
+    /// Name a stopped peer, as its launcher recorded it in `peers`, when a
+    /// collective fails.
+    pub fn watch(&mut self, peers: Arc<Stopped>) {
+        self.peers = Some(peers);
     }
 
     /// From now on, refuse every collective that ProcessGroupNCCL would
@@ -138,7 +154,7 @@ impl ProcessGroup {
         if ptr.is_null() {
             bail!("{op} on rank {}: {}", self.rank, ffi::last_error());
         }
-        Ok(Work { ptr, op, rank: self.rank, timeout: self.timeout, scale: None })
+        Ok(Work { ptr, op, rank: self.rank, timeout: self.timeout, peers: self.peers.clone(), scale: None })
     }
 
     /// Reduce `tensors` across ranks, in place.

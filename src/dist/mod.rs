@@ -3,6 +3,7 @@
 
 pub mod group;
 pub mod nccl;
+pub mod rendezvous;
 pub mod store;
 
 pub use group::{ProcessGroup, ReduceOp, Work};

@@ -28,8 +28,24 @@ fn cstr(s: &str) -> CString {
 
 impl Store {
     /// Connect to (or, with `is_server`, serve) a TCPStore at `host:port`.
-    /// Every operation, and connecting, gives up after `timeout`.
+    /// Every operation, and connecting, gives up after `timeout`. A server
+    /// made here listens on every interface, as TCPStore does; [`Store::serve`]
+    /// listens on one address.
     pub fn tcp(host: &str, port: u16, world_size: usize, is_server: bool, timeout: Duration) -> Result<Self> {
+        Self::open(host, port, world_size, is_server, timeout, -1)
+    }
+
+    /// Serve a TCPStore on `listener`'s address only (c10d's TCPStore binds
+    /// every interface unless handed a socket).
+    pub fn serve(listener: std::net::TcpListener, world_size: usize, timeout: Duration) -> Result<Self> {
+        use std::os::fd::IntoRawFd;
+        let addr = listener.local_addr()?;
+        // The store owns the socket from here on.
+        let fd = listener.into_raw_fd();
+        Self::open(&addr.ip().to_string(), addr.port(), world_size, true, timeout, fd)
+    }
+
+    fn open(host: &str, port: u16, world_size: usize, is_server: bool, timeout: Duration, fd: i32) -> Result<Self> {
         // SAFETY: valid C strings; the shim catches C++ exceptions.
         let ptr = unsafe {
             ffi::uorch_tcpstore_new(
@@ -38,8 +54,12 @@ impl Store {
                 world_size as i32,
                 is_server as i32,
                 timeout.as_millis() as i64,
+                fd,
             )
         };
+        // On failure the socket is left open: whether TCPStore had taken it
+        // over before it threw is unknown, and closing it twice could close
+        // another file opened meanwhile.
         if ptr.is_null() {
             bail!(
                 "TCPStore at {host}:{port} ({}): {}",
@@ -90,6 +110,18 @@ impl Store {
             bail!("store add {key}: {}", ffi::last_error());
         }
         Ok(out)
+    }
+
+    /// Whether every key is set, at once.
+    pub fn check(&self, keys: &[&str]) -> Result<bool> {
+        let owned: Vec<CString> = keys.iter().map(|k| cstr(k)).collect();
+        let ptrs: Vec<*const std::os::raw::c_char> = owned.iter().map(|k| k.as_ptr()).collect();
+        let mut present = 0;
+        // SAFETY: ptrs point into `owned`, alive for the call; present is written on success.
+        if unsafe { ffi::uorch_store_check(self.ptr, ptrs.as_ptr(), ptrs.len() as i32, &mut present) } != 0 {
+            bail!("store check {keys:?}: {}", ffi::last_error());
+        }
+        Ok(present != 0)
     }
 
     /// Wait until every key is set, or fail after `timeout`.

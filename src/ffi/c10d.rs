@@ -22,18 +22,21 @@ pub type CTensor = *mut torch_sys::C_tensor;
 
 extern "C" {
     pub fn uorch_last_error() -> *const c_char;
+    pub fn uorch_init_logging();
     pub fn uorch_tcpstore_new(
         host: *const c_char,
         port: c_int,
         world: c_int,
         is_server: c_int,
         timeout_ms: i64,
+        listen_fd: c_int,
     ) -> *mut CStore;
     pub fn uorch_prefixstore_new(prefix: *const c_char, base: *mut CStore) -> *mut CStore;
     pub fn uorch_store_free(s: *mut CStore);
     pub fn uorch_store_set(s: *mut CStore, key: *const c_char, data: *const u8, len: usize) -> c_int;
     pub fn uorch_store_get(s: *mut CStore, key: *const c_char, out: *mut *mut u8, len: *mut usize) -> c_int;
     pub fn uorch_store_add(s: *mut CStore, key: *const c_char, delta: i64, out: *mut i64) -> c_int;
+    pub fn uorch_store_check(s: *mut CStore, keys: *const *const c_char, n: c_int, present: *mut c_int) -> c_int;
     pub fn uorch_store_wait(s: *mut CStore, keys: *const *const c_char, n: c_int, timeout_ms: i64) -> c_int;
     pub fn uorch_free(p: *mut c_void);
     pub fn uorch_pg_gloo_new(

@@ -64,7 +64,8 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
     }
     let topo = workers;
     let threads = threads_per_worker(cfg.cpu_threads, topo.nproc);
-    match launch(&dir.config(), &topo, threads, max_restarts, &dir.restarts()) {
+    let timeout = std::time::Duration::from_secs(cfg.dist.timeout_s);
+    match launch(&dir.config(), &topo, threads, max_restarts, &dir, timeout) {
         Ok(Ended::Completed) => {
             session_end(&mut events, cfg, true)?;
             if topo.node_rank != 0 {

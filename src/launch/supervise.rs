@@ -9,6 +9,9 @@
 //! checkpoint instead, up to N times ([`after_failure`]).
 
 use super::topology::Topology;
+use crate::dist::rendezvous::{self, Party, Stopped};
+use crate::dist::Store;
+use crate::rundir::{RunDir, StageFiles};
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 struct Running {
     rank: usize,
@@ -107,12 +110,20 @@ struct Failure {
     rank: usize,
     status: ExitStatus,
     tail: Vec<String>,
+    /// Ranks of other machines that had stopped before it, as their
+    /// launchers recorded them (the likely cause).
+    after: Vec<(usize, String)>,
 }
 
 impl Failure {
     fn report(&self) -> String {
+        let after = if self.after.is_empty() {
+            String::new()
+        } else {
+            format!(" after {} on another node", rendezvous::describe(&self.after))
+        };
         format!(
-            "worker rank {} failed ({}); the other workers were stopped.\nlast lines of its stderr:\n{}",
+            "worker rank {} failed ({}){after}; the other workers were stopped.\nlast lines of its stderr:\n{}",
             self.rank,
             describe(self.status),
             if self.tail.is_empty() {
@@ -135,15 +146,18 @@ pub fn launch(
     topo: &Topology,
     threads_per_worker: usize,
     max_restarts: usize,
-    restarts: &Path,
+    run: &RunDir,
+    timeout: Duration,
 ) -> Result<Ended> {
+    let restarts = &run.restarts();
     // Ignore the error when a handler exists (a second launch in one process, as in tests).
     let interrupts = super::signals::interrupt_counter().unwrap_or_else(|_| Arc::new(AtomicUsize::new(0)));
     let mut topo = topo.clone();
     let mut restart = 0;
     loop {
+        let agent = Agent::start(&topo, timeout)?;
         let mut children = spawn_workers(config, &topo, threads_per_worker, restart)?;
-        let failure = match supervise(&mut children, &interrupts)? {
+        let failure = match supervise(&mut children, &interrupts, run, &agent)? {
             Ok(ended) => return Ok(ended),
             Err(failure) => failure,
         };
@@ -163,6 +177,33 @@ pub fn launch(
                 topo.master_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             }
         }
+    }
+}
+
+/// This launcher's part of the rendezvous, for one start of the workers:
+/// the first machine's launcher serves the store (so it outlives any
+/// worker), the others join it, and every machine has arrived before a
+/// worker starts.
+struct Agent {
+    /// Kept open while the workers run.
+    _store: Store,
+    stopped: Stopped,
+}
+
+impl Agent {
+    fn start(topo: &Topology, timeout: Duration) -> Result<Self> {
+        let (addr, port, world) = (&topo.master_addr, topo.master_port, topo.world());
+        let store = if topo.node_rank == 0 {
+            rendezvous::serve(addr, port, world, timeout)?
+        } else {
+            rendezvous::join(addr, port, world, timeout)?
+        };
+        if topo.nnodes > 1 {
+            let name = |i: usize| format!("node {i}");
+            Party { what: "node", expected: topo.nnodes, name: &name }.arrive(&store, topo.node_rank, timeout, true)?;
+        }
+        let stopped = Stopped::new(&store, world)?;
+        Ok(Self { _store: store, stopped })
     }
 }
 
@@ -206,6 +247,7 @@ fn spawn_workers(config: &Path, topo: &Topology, threads_per_worker: usize, rest
             .env("MASTER_ADDR", &topo.master_addr)
             .env("MASTER_PORT", topo.master_port.to_string())
             .env("TORCHELASTIC_RESTART_COUNT", restart.to_string())
+            .env("TORCHELASTIC_USE_AGENT_STORE", "True")
             .env("UORCH_THREADS", threads_per_worker.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -239,38 +281,47 @@ fn join_pumps(children: &mut [Running]) {
 
 /// Act on the workers until they have all exited ([`decide`]); a worker's
 /// own failure stops the others and comes back as the inner `Err`.
-fn supervise(children: &mut [Running], interrupts: &AtomicUsize) -> Result<std::result::Result<Ended, Failure>> {
-    let mut forwarded = false;
+fn supervise(
+    children: &mut [Running],
+    interrupts: &AtomicUsize,
+    run: &RunDir,
+    agent: &Agent,
+) -> Result<std::result::Result<Ended, Failure>> {
+    let mut forwarded = None;
     loop {
         let seen = interrupts.load(Ordering::SeqCst);
         let states: Vec<WorkerState> =
             children.iter_mut().map(|r| r.child.try_wait().map(WorkerState::of)).collect::<std::io::Result<_>>()?;
-        match decide(seen, forwarded, &states) {
+        match decide(seen, forwarded.is_some(), &states) {
             Action::Wait => std::thread::sleep(Duration::from_millis(100)),
             Action::Forward => {
                 // A terminal's Ctrl-C reaches the workers too; SIGTERM from elsewhere does not.
                 eprintln!("interrupt: asking the workers to checkpoint and stop (again to kill them)");
                 signal(children, libc::SIGTERM);
-                forwarded = true;
+                forwarded = Some(SystemTime::now());
             }
             Action::KillAll => {
                 signal(children, libc::SIGKILL);
                 for r in children.iter_mut() {
                     let _ = r.child.wait();
                 }
-                bail!("stopped at once on a second interrupt: workers killed without a checkpoint");
+                bail!("stopped at once on a second interrupt: {}", after_kill(run, forwarded));
             }
             Action::Fail(i) => {
                 let (rank, WorkerState::Failed(status)) = (children[i].rank, states[i]) else {
                     unreachable!("decide names a failed worker")
                 };
+                // Before the others are stopped: their failing collectives name this rank.
+                let ours = |r: usize| children.iter().any(|c| c.rank == r);
+                let after = agent.stopped.reported().into_iter().filter(|(r, _)| !ours(*r)).collect();
+                let _ = agent.stopped.report(rank, &describe(status));
                 for p in std::mem::take(&mut children[i].pumps) {
                     let _ = p.join();
                 }
                 let tail: Vec<String> = children[i].last_stderr.lock().expect("tail").iter().cloned().collect();
                 stop_all(children, Duration::from_secs(3));
                 join_pumps(children);
-                return Ok(Err(Failure { rank, status, tail }));
+                return Ok(Err(Failure { rank, status, tail, after }));
             }
             Action::Finished(ended) => {
                 join_pumps(children);
@@ -280,11 +331,37 @@ fn supervise(children: &mut [Running], interrupts: &AtomicUsize) -> Result<std::
     }
 }
 
+/// What a second interrupt left behind, read from the run's checkpoint
+/// folders: whether the workers checkpointed after the first (`asked`, when
+/// it was forwarded), and what a rerun resumes from.
+fn after_kill(run: &RunDir, asked: Option<SystemTime>) -> String {
+    let newest = [StageFiles::Finetune, StageFiles::Pretrain].into_iter().find_map(|stage| {
+        let (dir, state) = crate::train::checkpoint::latest(&run.checkpoints(stage)).ok().flatten()?;
+        let written = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
+        Some((dir, state.step, written))
+    });
+    match newest {
+        None => "the workers were killed before any checkpoint was written; running again starts over".into(),
+        Some((dir, step, written)) => {
+            let after_request = matches!((asked, written), (Some(a), Some(w)) if w >= a);
+            let when = if after_request {
+                "the workers were killed after writing the checkpoint the first interrupt asked for"
+            } else {
+                "the workers were killed before writing the checkpoint the first interrupt asked for"
+            };
+            format!("{when}; running the same command again resumes from {} (step {step})", dir.display())
+        }
+    }
+}
+
 /// What the supervisor knows of one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerState {
     Running,
+    /// Exited 0: its stages are done.
     Succeeded,
+    /// Stopped on request after checkpointing ([`STOPPED`](super::worker::STOPPED)).
+    Stopped,
     Failed(ExitStatus),
 }
 
@@ -293,6 +370,7 @@ impl WorkerState {
         match status {
             None => WorkerState::Running,
             Some(s) if s.success() => WorkerState::Succeeded,
+            Some(s) if s.code() == Some(super::worker::STOPPED) => WorkerState::Stopped,
             Some(s) => WorkerState::Failed(s),
         }
     }
@@ -317,7 +395,10 @@ pub enum Action {
 /// first was already forwarded, and each worker's state. After an interrupt a
 /// worker's failure is expected (it was asked to stop), so only failures
 /// without one stop the group; the worker named is the first in rank order
-/// that a signal killed, else the first that failed.
+/// that a signal killed, else the first that failed. Once all have exited,
+/// the launch was interrupted if any worker stopped on request, or failed
+/// after an interrupt; workers that all finished their stages completed it,
+/// however late an interrupt came.
 pub fn decide(interrupts: usize, forwarded: bool, workers: &[WorkerState]) -> Action {
     if interrupts >= 2 {
         return Action::KillAll;
@@ -334,7 +415,8 @@ pub fn decide(interrupts: usize, forwarded: bool, workers: &[WorkerState]) -> Ac
         }
     }
     if workers.iter().all(|w| *w != WorkerState::Running) {
-        return Action::Finished(if interrupts > 0 { Ended::Interrupted } else { Ended::Completed });
+        let cut_short = workers.iter().any(|w| matches!(w, WorkerState::Stopped | WorkerState::Failed(_)));
+        return Action::Finished(if cut_short { Ended::Interrupted } else { Ended::Completed });
     }
     Action::Wait
 }
@@ -375,7 +457,13 @@ mod tests {
             // after an interrupt, failures are the requested stop
             (1, true, vec![failed(), Running], Wait),
             (1, true, vec![failed(), Succeeded], Finished(Ended::Interrupted)),
-            (1, true, vec![Succeeded, Succeeded], Finished(Ended::Interrupted)),
+            (1, true, vec![Stopped, Stopped], Finished(Ended::Interrupted)),
+            // an interrupt too late to cut anything short (the final
+            // evaluation ran to its end): the run completed
+            (1, true, vec![Succeeded, Succeeded], Finished(Ended::Completed)),
+            // workers stopped by a signal sent to them, not to the launcher
+            (0, false, vec![Stopped, Stopped], Finished(Ended::Interrupted)),
+            (0, false, vec![Stopped, Running], Wait),
             // a second interrupt kills at once, forwarded or not
             (2, true, vec![Running, Running], KillAll),
             (3, false, vec![Succeeded, Running], KillAll),
@@ -383,6 +471,32 @@ mod tests {
         for (interrupts, forwarded, workers, want) in rows {
             assert_eq!(decide(interrupts, forwarded, &workers), want, "{interrupts} {forwarded} {workers:?}");
         }
+    }
+
+    /// A sealed, empty checkpoint of `step` in the run's finetuning folder.
+    fn checkpoint(run: &RunDir, step: u64) -> std::path::PathBuf {
+        use crate::train::checkpoint::{commit, staging, TrainState};
+        let root = run.checkpoints(StageFiles::Finetune);
+        let state = TrainState { step, config_hash: "h".into(), world_size: 1, loss: 0.0, files: Default::default() };
+        commit(&root, &staging(&root, step).unwrap(), state, 3).unwrap()
+    }
+
+    #[test]
+    fn after_a_second_interrupt_the_launcher_says_whether_the_requested_checkpoint_was_written() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::new(d.path());
+        let said = after_kill(&run, Some(SystemTime::now()));
+        assert!(said.contains("before any checkpoint was written; running again starts over"), "{said}");
+        let older = checkpoint(&run, 10);
+        std::thread::sleep(Duration::from_millis(20));
+        let asked = SystemTime::now();
+        let said = after_kill(&run, Some(asked));
+        assert!(said.contains("killed before writing the checkpoint the first interrupt asked for"), "{said}");
+        assert!(said.contains(&format!("resumes from {} (step 10)", older.display())), "{said}");
+        let newer = checkpoint(&run, 12);
+        let said = after_kill(&run, Some(asked));
+        assert!(said.contains("killed after writing the checkpoint the first interrupt asked for"), "{said}");
+        assert!(said.contains(&format!("resumes from {} (step 12)", newer.display())), "{said}");
     }
 
     #[test]

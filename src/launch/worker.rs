@@ -7,8 +7,14 @@ use crate::train::worker::Worker;
 use anyhow::Result;
 use std::path::Path;
 
-/// The body of `uorch worker --config CONFIG`.
-pub fn run(config: &Path) -> Result<()> {
+/// The exit status of a worker that stopped on request after checkpointing
+/// (as after SIGINT): the launcher tells it from a finished run by it, so a
+/// stop that came too late to cut anything short is reported as completed.
+pub const STOPPED: i32 = 130;
+
+/// The body of `uorch worker --config CONFIG`; `Ok(true)` when it stopped on
+/// request with a checkpoint before its stages were done.
+pub fn run(config: &Path) -> Result<bool> {
     // A socket to a peer that died must fail the collective with an error,
     // not kill this worker by SIGPIPE: the launcher would then name this
     // rank, not the one that died (the CLI restores SIGPIPE for pipes).
@@ -28,14 +34,14 @@ pub fn run(config: &Path) -> Result<()> {
     if cfg.pretrain.is_some() {
         let out = crate::train::pretrain::run(&cfg, &w)?;
         if out.interrupted {
-            return Ok(());
+            return Ok(true);
         }
         if w.rank == 0 {
             eprintln!("finished {} steps, final loss {:.6}", out.steps, out.final_loss);
         }
     }
-    if cfg.finetune.is_some() {
-        crate::train::finetune::run(&cfg, &w)?;
+    if cfg.finetune.is_some() && crate::train::finetune::run(&cfg, &w)? {
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }

@@ -231,7 +231,9 @@ impl Stage for Finetuning<'_> {
     }
 }
 
-pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
+/// Finetune and evaluate; `Ok(true)` when stopped on request (checkpointed)
+/// before the step loop finished.
+pub fn run(cfg: &RunConfig, w: &Worker) -> Result<bool> {
     let job = Job::open(cfg)?;
     let f = job.f;
 
@@ -274,7 +276,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
     let resident = super::memory::reset_peak().unwrap_or(0);
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
-        return Ok(results);
+        return Ok(true);
     }
     let training_peak_memory_bytes = super::memory::peak_bytes().unwrap_or(0);
     let training_added_memory_bytes = (training_peak_memory_bytes - resident).max(0);
@@ -310,7 +312,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Vec<Evaluated>> {
         results,
         restarts: w.restart,
     };
-    job.finish(&mut model, partial, tb.as_mut(), w)
+    job.finish(&mut model, partial, tb.as_mut(), w)?;
+    Ok(false)
 }
 
 /// The parameters the strategy trains; none is an error.

@@ -3,6 +3,7 @@
 //! SIGINT / SIGTERM raise so the run checkpoints at the next step.
 
 use crate::config::run::Backend;
+use crate::dist::rendezvous::{self, Party, Stopped};
 use crate::dist::{ProcessGroup, ReduceOp, Store};
 use crate::task::evaluate::{Gather, Share};
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,9 @@ pub struct Worker {
     control: Option<ProcessGroup>,
     /// The rendezvous store, for waits without a timeout ([`Gather::gather`]).
     store: Option<Store>,
+    /// The ranks their launchers saw stop: an untimed wait ends with the
+    /// cause instead of waiting on a rank that is gone.
+    peers: Option<Arc<Stopped>>,
     pub stop: Arc<AtomicBool>,
     /// How many times the launcher restarted the workers (torchrun's
     /// `TORCHELASTIC_RESTART_COUNT`); 0 on the first start.
@@ -76,6 +80,7 @@ impl Worker {
                 group: None,
                 control: None,
                 store: None,
+                peers: None,
                 stop,
                 restart,
                 host: local_hostname(),
@@ -84,8 +89,17 @@ impl Worker {
         }
         let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
         let port: u16 = port.context("MASTER_PORT is not set")?.parse().context("MASTER_PORT is not a port")?;
-        let store = Store::tcp(&addr, port, world, rank == 0, timeout)
+        // Under `uorch launch` the launcher serves the store (torchrun's
+        // agent store); started otherwise, rank 0 serves it.
+        let agent_store = std::env::var("TORCHELASTIC_USE_AGENT_STORE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        let store = Store::tcp(&addr, port, world, rank == 0 && !agent_store, timeout)
             .with_context(|| format!("rank {rank}: rendezvous at {addr}:{port}"))?;
+        // Every rank here before any group forms: one that never comes is
+        // named, not left to a process group's timeout.
+        let per_node = env_usize("LOCAL_WORLD_SIZE")?.unwrap_or(world).max(1);
+        let name = |r: usize| format!("rank {r} (node {})", r / per_node);
+        Party { what: "rank", expected: world, name: &name }.arrive(&store, rank, timeout, rank == 0)?;
+        let peers = Arc::new(Stopped::new(&store, world)?);
         let host = std::env::var("UORCH_HOST_ADDR").unwrap_or_else(|_| {
             if addr == "127.0.0.1" || addr == "localhost" {
                 "127.0.0.1".into()
@@ -94,7 +108,7 @@ impl Worker {
             }
         });
         let data_store = store.prefixed("data")?;
-        let group = match (device, backend) {
+        let mut group = match (device, backend) {
             (Device::Cuda(d), Backend::Auto | Backend::Nccl) => {
                 ProcessGroup::nccl(data_store, rank, world, timeout, d)?
             }
@@ -106,7 +120,9 @@ impl Worker {
                 g
             }
         };
-        let control = ProcessGroup::gloo(store.prefixed("control")?, rank, world, timeout, &host)?;
+        let mut control = ProcessGroup::gloo(store.prefixed("control")?, rank, world, timeout, &host)?;
+        group.watch(peers.clone());
+        control.watch(peers.clone());
         if rank == 0 {
             let rules = if group.backend == "gloo" && nccl_rules() { " (NCCL rules)" } else { "" };
             eprintln!(
@@ -124,6 +140,7 @@ impl Worker {
             group: Some(group),
             control: Some(control),
             store,
+            peers: Some(peers),
             stop,
             restart,
             host,
@@ -153,7 +170,7 @@ impl Worker {
             store.add(&done, 1)?;
             Ok(value)
         } else {
-            wait_count(store, &done, 1)?;
+            self.wait_count(store, &done, 1)?;
             store.get(&key)
         }
     }
@@ -203,18 +220,29 @@ impl Gather for Worker {
         if self.rank != 0 {
             return Ok(None);
         }
-        wait_count(store, &format!("{name}/ready"), self.world as i64)?;
+        self.wait_count(store, &format!("{name}/ready"), self.world as i64)?;
         (0..self.world).map(|r| store.get(&format!("{name}/{r}"))).collect::<Result<Vec<_>>>().map(Some)
     }
 }
 
-/// Poll an integer key until it reaches `at_least` (`add(key, 0)` answers at
-/// once; an unreachable store is an error).
-fn wait_count(store: &Store, key: &str, at_least: i64) -> Result<()> {
-    while store.add(key, 0)? < at_least {
-        std::thread::sleep(Duration::from_millis(20));
+impl Worker {
+    /// Poll an integer key until it reaches `at_least` (`add(key, 0)` answers
+    /// at once; an unreachable store is an error), or until a launcher
+    /// records a stopped rank: then the error names it.
+    fn wait_count(&self, store: &Store, key: &str, at_least: i64) -> Result<()> {
+        let mut polls = 0u64;
+        while store.add(key, 0)? < at_least {
+            polls += 1;
+            if polls % 25 == 0 {
+                let stopped = self.peers.as_ref().map(|p| p.reported()).unwrap_or_default();
+                if !stopped.is_empty() {
+                    bail!("rank {} waiting for {key}: {}", self.rank, rendezvous::describe(&stopped));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn local_hostname() -> String {
