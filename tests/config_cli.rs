@@ -149,3 +149,30 @@ fn check_names_every_input_path_that_is_not_there_at_its_key() {
     assert!(!o.status.success() && stderr(&o).contains("2 input path(s) missing"), "{}", stderr(&o));
     assert!(!Path::new("/tmp/x/paths").exists());
 }
+
+#[test]
+fn check_lists_every_type_error_unknown_key_range_error_and_missing_path_once_each() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "run.yaml",
+        "name: x\nseed: many\nsed: 1\ndata: {store: /nonexistent, window: ten, stride: 0}\nencoder: {dim: 16, layers: 1.5, heads: 2}\ndist: {timeout_s: 0, backend: glooo}\npretrain: {steps: 4, batch_size: 8}\n",
+    );
+    let err = check_fails(&f, &[]);
+    let at = |line: usize, col: usize, key: &str| format!("error: {}:{line}:{col}: key `{key}`: ", f.display());
+    let want = [
+        (at(2, 7, "seed"), "expected a non-negative integer, found string \"many\""),
+        (at(3, 1, "sed"), "unknown key `sed`"),
+        (at(4, 37, "data.window"), "expected a non-negative integer, found string \"ten\""),
+        (at(4, 50, "data.stride"), "expected at least 1"),
+        (at(4, 15, "data.store"), "/nonexistent is not a folder that exists"),
+        (at(5, 28, "encoder.layers"), "expected a non-negative integer, found floating point `1.5`"),
+        (at(6, 31, "dist.backend"), "unknown value `glooo`"),
+        (at(6, 19, "dist.timeout_s"), "expected at least 1 second"),
+    ];
+    for (prefix, message) in &want {
+        assert!(err.lines().any(|l| l.starts_with(prefix) && l.contains(message)), "no `{prefix}{message}` in:\n{err}");
+    }
+    // Once each: a stand-in value put past one error reports nothing of its own.
+    assert_eq!(err.lines().count(), want.len(), "{err}");
+}

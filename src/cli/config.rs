@@ -80,8 +80,17 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
                     plan.stages.len()
                 );
             } else {
-                let resolved = src.load()?;
-                fail_on(&resolved.tree, &resolved.config.missing_paths(true))?;
+                // Every problem at once: type errors, out-of-range values, missing paths.
+                let tree = config::load_tree(&src.file, &src.set)?;
+                let (cfg, mut errors) = config::check_tree::<RunConfig>(&tree);
+                for (key, message) in cfg.map(|c| c.missing_paths(true)).unwrap_or_default() {
+                    if !config::covered(&errors, &key) {
+                        errors.push(ConfigError::at_key(&tree, &key, message));
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(ConfigErrors(errors).into());
+                }
                 println!("{}: ok", src.file.display());
             }
         }

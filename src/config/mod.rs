@@ -11,6 +11,7 @@ mod defaults;
 pub mod emit;
 pub mod encoder;
 mod error;
+mod every_error;
 pub mod finetune;
 mod merge;
 pub mod run;
@@ -70,15 +71,31 @@ pub fn load<T: DeserializeOwned + Validate>(path: &Path, overrides: &[String]) -
 
 /// Deserialize and validate a merged tree.
 pub fn from_tree<T: DeserializeOwned + Validate>(tree: &Node) -> Result<T, ConfigErrors> {
-    let json = tree.to_json();
-    let config: T = serde_path_to_error::deserialize(&json).map_err(|e| error::from_serde(tree, e))?;
-    let mut checks = Checks::default();
-    config.validate(&mut checks);
-    if checks.failures.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(
-            checks.failures.into_iter().map(|(key, message)| ConfigError::at_key(tree, &key, message)).collect(),
-        ))
+    match check_tree::<T>(tree) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
     }
+}
+
+/// Every problem of a merged tree: each type error (the first at each key),
+/// then each out-of-range value, and the config (patched where it had type
+/// errors; `None` when the document was beyond patching) for further checks.
+pub fn check_tree<T: DeserializeOwned + Validate>(tree: &Node) -> (Option<T>, Vec<ConfigError>) {
+    let (config, mut errors) = every_error::deserialize::<T>(tree);
+    if let Some(config) = &config {
+        let mut checks = Checks::default();
+        config.validate(&mut checks);
+        let failures: Vec<_> = checks.failures.into_iter().filter(|(k, _)| !covered(&errors, k)).collect();
+        errors.extend(failures.into_iter().map(|(key, message)| ConfigError::at_key(tree, &key, message)));
+    }
+    (config, errors)
+}
+
+/// Whether `key` is at or under a key some error already names: its value
+/// there is a stand-in, so further checks of it would only mislead.
+pub fn covered(errors: &[ConfigError], key: &str) -> bool {
+    errors.iter().any(|e| {
+        let t = &e.key;
+        t.is_empty() || key == t || key.starts_with(&format!("{t}.")) || key.starts_with(&format!("{t}["))
+    })
 }
