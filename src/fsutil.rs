@@ -57,11 +57,14 @@ pub fn lock_folder(dir: &Path, name: &str) -> anyhow::Result<FolderLock> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(name);
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        // A link in its place is refused: it could lead out of the folder.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .with_context(|| format!("opening the lock {}", path.display()))?;
     // SAFETY: flock on a descriptor we own; released when the file closes.
@@ -74,6 +77,45 @@ pub fn lock_folder(dir: &Path, name: &str) -> anyhow::Result<FolderLock> {
     f.set_len(0)?;
     write!(f, "`uorch` pid {} on {}", std::process::id(), host.trim())?;
     Ok(FolderLock(f))
+}
+
+/// Open `path` to append to it, creating it; a symbolic link there is
+/// refused rather than followed (it may lead out of the folder).
+pub fn append_to(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {} to append to it (a symbolic link there is refused)", path.display()))
+}
+
+/// Symbolic links inside `dir` (at any depth; links are not followed) that
+/// lead out of it, each with where it leads: writing through one would
+/// append to, or delete in, a folder the command was not given. A dangling
+/// link counts by where it points.
+pub fn links_leaving(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let root = resolved(dir);
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let (path, Ok(kind)) = (e.path(), e.file_type()) else { continue };
+            if kind.is_dir() {
+                todo.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map(|t| d.join(t)).unwrap_or_default();
+                let lands = resolved(&std::path::absolute(&target).unwrap_or(target));
+                if !lands.starts_with(&root) {
+                    out.push((path, lands));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// `p` as an absolute path with symlinks resolved as far as it exists.
@@ -251,5 +293,27 @@ mod tests {
         assert_eq!((read_cached::<u32>(&p, "a"), read_cached::<u32>(&p, "b")), (None, Some(3)), "replaced");
         std::fs::write(&p, b"not json").unwrap();
         assert_eq!(read_cached::<u32>(&p, "b"), None, "a broken file");
+    }
+
+    #[test]
+    fn links_that_lead_out_of_a_folder_are_found_at_any_depth_and_links_inside_are_not() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        std::fs::create_dir_all(run.join("a/b")).unwrap();
+        std::fs::create_dir_all(d.path().join("out")).unwrap();
+        symlink("b", run.join("a/inside")).unwrap();
+        symlink(run.join("a/b"), run.join("absolute-inside")).unwrap();
+        symlink("../../out", run.join("a/up")).unwrap();
+        symlink(d.path().join("out"), run.join("a/b/deep")).unwrap();
+        symlink("/nonexistent/x", run.join("dangling")).unwrap();
+        let found: Vec<PathBuf> = links_leaving(&run).into_iter().map(|(l, _)| l).collect();
+        assert_eq!(found, vec![run.join("a/b/deep"), run.join("a/up"), run.join("dangling")]);
+        // The folder itself reached through a link is no escape.
+        symlink(&run, d.path().join("via")).unwrap();
+        assert_eq!(links_leaving(&d.path().join("via")).len(), 3);
+        // Appending refuses a link.
+        let e = append_to(&run.join("a/inside")).unwrap_err();
+        assert!(format!("{e:#}").contains("a symbolic link there is refused"), "{e:#}");
     }
 }

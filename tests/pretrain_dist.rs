@@ -405,3 +405,40 @@ fn a_second_node_whose_first_never_starts_says_it_waits_for_it_and_then_gives_up
     assert!(err.contains("--node-rank 0"), "{err}");
     assert_no_cpp_trace(&err);
 }
+
+#[test]
+fn symbolic_links_out_of_a_run_folder_are_refused_before_anything_is_written_through_them() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(d.path());
+    let cfg = config(
+        d.path(),
+        &s,
+        "linked",
+        "pretrain: {steps: 6, batch_size: 8, checkpoint_every: 1, keep_checkpoints: 1}\n",
+    );
+    let run = d.path().join("runs/linked");
+    std::fs::create_dir_all(&run).unwrap();
+    // Someone else's log and someone else's step folders, linked in.
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("ckpt/step-00000001")).unwrap();
+    std::fs::create_dir_all(elsewhere.join("ckpt/step-00000002")).unwrap();
+    std::fs::write(elsewhere.join("log.jsonl"), "precious\n").unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("log.jsonl"), run.join("train_log.jsonl")).unwrap();
+    std::os::unix::fs::symlink("../../elsewhere/ckpt", run.join("checkpoints")).unwrap();
+    let o = launch(&cfg, &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("has symbolic links that lead out of it"), "{err}");
+    assert!(err.contains(&format!("{} -> ", run.join("train_log.jsonl").display())), "{err}");
+    assert!(err.contains(&format!("{} -> ", run.join("checkpoints").display())), "{err}");
+    assert_eq!(std::fs::read_to_string(elsewhere.join("log.jsonl")).unwrap(), "precious\n");
+    assert!(elsewhere.join("ckpt/step-00000001").exists() && elsewhere.join("ckpt/step-00000002").exists());
+    // A link that stays inside the run folder is fine.
+    std::fs::remove_file(run.join("train_log.jsonl")).unwrap();
+    std::fs::remove_file(run.join("checkpoints")).unwrap();
+    std::fs::create_dir_all(run.join("mine")).unwrap();
+    std::os::unix::fs::symlink("mine", run.join("checkpoints")).unwrap();
+    let o = launch(&cfg, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(losses(&run).len(), 6);
+}

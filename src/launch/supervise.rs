@@ -171,7 +171,7 @@ pub fn launch(
                 );
                 let line = serde_json::json!({"restart": restart, "max_restarts": max_restarts, "rank": failure.rank,
                     "status": describe(failure.status), "unix_time": unix_time(), "stderr_tail": failure.tail});
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(restarts)?;
+                let mut f = crate::fsutil::append_to(restarts)?;
                 writeln!(f, "{line}").with_context(|| format!("appending to {}", restarts.display()))?;
                 // One machine: a fresh rendezvous port (the old server's may linger).
                 topo.master_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

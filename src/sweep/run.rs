@@ -78,7 +78,7 @@ fn tail(path: &std::path::Path, n: usize) -> String {
 fn spawn(plan: &Plan, stage: &Stage, index: usize, slot: &Slot, slots: usize, o: &Options) -> Result<Child> {
     let log_path = layout::log(&plan.dir, &stage.name);
     std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = crate::fsutil::append_to(&log_path)?;
     let mut cmd = Command::new(&o.exe);
     cmd.arg("launch").arg(plan.config_path(&stage.name));
     if o.nnodes > 1 {

@@ -4,13 +4,24 @@ use super::skeleton::resumable;
 use super::{checkpoint, finetune, pretrain};
 use crate::config::RunConfig;
 use crate::rundir::{RunDir, StageFiles};
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 /// Before a launch writes anything into the run folder: every stage's newest
 /// checkpoint can resume this config on `world` workers (a refused run must
 /// change nothing, not even the folder's config.yaml).
 pub fn check_run_folder(cfg: &RunConfig, world: usize) -> Result<()> {
     let run = RunDir::of(cfg);
+    // Logs are appended and old checkpoints deleted through these paths.
+    let leaving = crate::fsutil::links_leaving(run.path());
+    if !leaving.is_empty() {
+        let list: Vec<String> =
+            leaving.iter().map(|(link, to)| format!("{} -> {}", link.display(), to.display())).collect();
+        bail!(
+            "run folder {} has symbolic links that lead out of it, which uorch would write or delete through:\n  {}\nremove them (uorch writes only inside the run folder)",
+            run.path().display(),
+            list.join("\n  ")
+        );
+    }
     if let Some(p) = &cfg.pretrain {
         let root = run.checkpoints(StageFiles::Pretrain);
         if let Some((dir, state)) = checkpoint::latest(&root)? {

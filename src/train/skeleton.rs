@@ -178,11 +178,7 @@ impl Loop<'_> {
     pub fn train<S: Stage>(&self, stage: &mut S, start: u64, mut tb: Option<&mut EventWriter>) -> Result<Trained> {
         let (w, sc) = (self.worker, &self.schedule);
         let lead = w.rank == 0;
-        let mut log = if lead {
-            Some(std::fs::OpenOptions::new().create(true).append(true).open(self.run.log(S::FILES))?)
-        } else {
-            None
-        };
+        let mut log = if lead { Some(crate::fsutil::append_to(&self.run.log(S::FILES))?) } else { None };
         let per_epoch = steps_per_epoch(self.examples, w.world, sc.batch_size) as u64;
         let shard =
             Sharding { world: w.world, rank: w.rank, batch_size: sc.batch_size, seed: self.seed, shuffle: true };
