@@ -179,6 +179,23 @@ pub fn check_output_dir(
     Ok(())
 }
 
+/// [`check_output_dir`] for a command whose output is worth keeping (a
+/// store, an imported model): even its own earlier output (`made_by_us`) is
+/// replaced only with `force`; an empty folder is fine.
+pub fn check_precious_output(
+    out: &Path,
+    sources: &[&Path],
+    force: bool,
+    made_by_us: impl Fn(&Path) -> bool,
+) -> anyhow::Result<()> {
+    check_output_dir(out, "--out", sources, force, &made_by_us)?;
+    let holds_files = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if !force && holds_files {
+        bail!("{} already exists: pass --force to replace it, or choose another --out", out.display());
+    }
+    Ok(())
+}
+
 /// Put the finished folder `tmp` at `out`: an existing `out` is moved aside
 /// first and removed only once `tmp` is in place.
 pub fn replace_dir(tmp: &Path, out: &Path) -> anyhow::Result<()> {

@@ -385,3 +385,28 @@ fn a_store_reads_in_python_with_numpy_alone() {
         .collect();
     assert_eq!(py["first"], serde_json::Value::Array(expected));
 }
+
+#[test]
+fn prepare_never_writes_over_what_it_reads_nor_into_a_strangers_folder() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "movies.csv", b"movieId,title,genres\n1,A,Drama\n");
+    write(d.path(), "ratings.csv", b"userId,movieId,rating,timestamp\n1,1,4,1\n");
+    // The input folder itself, even with --force: it would be moved aside and deleted.
+    let o = run_prepare(&[d.path()], d.path(), &["--force"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("which this command reads: choose another --out"), "{}", stderr(&o));
+    assert!(d.path().join("ratings.csv").exists() && d.path().join("movies.csv").exists());
+    // A folder of someone else's files, without --force.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    write(&other, "notes.txt", b"mine\n");
+    let o = run_prepare(&[&d.path().join("ratings.csv"), &d.path().join("movies.csv")], &other, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds files this command did not write: pass --force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(other.join("notes.txt")).unwrap(), "mine\n");
+    // An empty folder is fine.
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    prepare(&[&d.path().join("ratings.csv"), &d.path().join("movies.csv")], &empty, &[]);
+    assert!(empty.join("manifest.json").exists());
+}

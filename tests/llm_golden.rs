@@ -5,7 +5,7 @@
 
 use crate::common::{project_root, stderr, stdout, uorch};
 use safetensors::SafeTensors;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use uorch::model::generate::{generate, Sampling};
 use uorch::model::gguf::Gguf;
@@ -193,4 +193,32 @@ fn model_info_and_tokenize_cli() {
         .unwrap();
     let want = &goldens()["tokenize"][0]["ids"];
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), *want);
+}
+
+#[test]
+fn import_gguf_refuses_a_strangers_folder_and_replaces_its_own_only_with_force() {
+    let d = tempfile::tempdir().unwrap();
+    let gguf = project_root().join("assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let import = |out: &Path, extra: &[&str]| {
+        uorch().args(["model", "import-gguf"]).arg(&gguf).arg("--out").arg(out).args(extra).output().unwrap()
+    };
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let o = import(&other, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds files this command did not write: pass --force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(other.join("notes.txt")).unwrap(), "mine");
+    // Its own earlier import: kept without --force, replaced with it (nothing left aside).
+    let m = d.path().join("m");
+    let o = import(&m, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = import(&m, &[]);
+    assert!(!o.status.success() && stderr(&o).contains("already exists: pass --force"), "{}", stderr(&o));
+    let o = import(&m, &["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> =
+        std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "only `m` and `other`: {names:?}");
+    assert!(m.join("model.safetensors").exists() && m.join("config.json").exists());
 }

@@ -61,9 +61,10 @@ impl Drop for Staging {
 
 pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     let (format, inputs) = formats::detect(&opts.inputs, opts.format)?;
-    if opts.out.exists() && !opts.force {
-        bail!("{} already exists: pass --force to replace it, or choose another --out", opts.out.display());
-    }
+    // The files it reads (not their folders: a store may go inside a dataset's folder).
+    let files = inputs.all();
+    let sources: Vec<&Path> = files.iter().map(|p| p.as_ref()).collect();
+    crate::fsutil::check_precious_output(&opts.out, &sources, opts.force, |p| p.join("manifest.json").exists())?;
     let parent = opts.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let name = opts.out.file_name().context("--out needs a folder name")?.to_string_lossy().into_owned();
@@ -156,15 +157,6 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Prepared> {
     lap("write", &mut timings);
 
     // Swap into place: the old store (with --force) is moved aside first.
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let had_old = opts.out.exists();
-    if had_old {
-        std::fs::rename(&opts.out, &old).with_context(|| format!("moving the old {} aside", opts.out.display()))?;
-    }
-    std::fs::rename(&staging.0, &opts.out)
-        .with_context(|| format!("moving the new store to {}", opts.out.display()))?;
-    if had_old {
-        std::fs::remove_dir_all(&old)?;
-    }
+    crate::fsutil::replace_dir(&staging.0, &opts.out)?;
     Ok(Prepared { format, manifest, rows_read, skipped_examples: bad.first, timings })
 }

@@ -77,9 +77,7 @@ pub fn import(path: &Path, out: &Path, force: bool) -> Result<Imported> {
     if arch != "llama" && arch != "qwen2" {
         bail!("{}: architecture {arch:?} is not supported (llama, qwen2 are)", path.display());
     }
-    if out.exists() && !force {
-        bail!("{} already exists: pass --force to replace it", out.display());
-    }
+    crate::fsutil::check_precious_output(out, &[path], force, |p| p.join("config.json").exists())?;
     let key = |k: &str| format!("{arch}.{k}");
     let hidden = u(&g, &key("embedding_length"))?;
     let heads = u(&g, &key("attention.head_count"))?;
@@ -156,11 +154,8 @@ pub fn import(path: &Path, out: &Path, force: bool) -> Result<Imported> {
         std::fs::write(staging.join("tokenizer_config.json"), serde_json::to_string_pretty(&tok.config)?)?;
         let gen = json!({"bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id"), "do_sample": false});
         std::fs::write(staging.join("generation_config.json"), serde_json::to_string_pretty(&gen)?)?;
-        if out.exists() {
-            std::fs::remove_dir_all(out)?;
-        }
-        std::fs::rename(&staging, out)?;
-        Ok(())
+        // An old model (with --force) is moved aside, and removed once the new one is in place.
+        crate::fsutil::replace_dir(&staging, out)
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
