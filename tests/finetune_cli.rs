@@ -374,9 +374,15 @@ fn straight_then_cut_at(
     assert!(o.status.success(), "{}", stderr(&o));
     let cut = write_config(d.path(), "cut", &store, &model, body, 2);
     let run = d.path().join("runs/cut");
+    let child = launch_until_logged(&cut, args, &run, steps);
+    (d, cut, run, child)
+}
+
+/// `uorch launch CFG ARGS` in the background, once `run`'s finetuning log has `steps` lines.
+fn launch_until_logged(cfg: &Path, args: &[&str], run: &Path, steps: usize) -> std::process::Child {
     let child = uorch()
         .arg("launch")
-        .arg(&cut)
+        .arg(cfg)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -388,7 +394,7 @@ fn straight_then_cut_at(
         assert!(t0.elapsed().as_secs() < 300, "finetuning did not get to step {steps}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    (d, cut, run, child)
+    child
 }
 
 fn finetune_metrics(run: &Path) -> serde_json::Value {
@@ -495,19 +501,7 @@ fn sigterm_during_the_final_evaluation_lets_it_finish_and_the_launch_reports_the
     let body = "task: next-item, cross_attention_layers: every_2, strategy: lora, lora: {rank: 4, alpha: 8}, candidates: 30, steps: 2, batch_size: 4, eval_examples: 60, text_prompt_baseline: false";
     let cfg = write_config(d.path(), "late", &store, &model, body, 2);
     let run = d.path().join("runs/late");
-    let child = uorch()
-        .arg("launch")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = run.join("finetune_log.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0) < 2 {
-        assert!(t0.elapsed().as_secs() < 300, "finetuning did not finish its steps");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = launch_until_logged(&cfg, &[], &run, 2);
     // The last step is logged: the stop flag is read no more, what is left is the final evaluation.
     assert!(!run.join("finetune_metrics.json").exists(), "the evaluation ended before the signal");
     // SAFETY: signalling the launcher this test started.

@@ -76,8 +76,11 @@ impl Party<'_> {
         Ok(out)
     }
 
-    fn names(&self, which: &[usize]) -> String {
-        which.iter().map(|&i| (self.name)(i)).collect::<Vec<_>>().join(", ")
+    /// How many are here, and the names of those missing.
+    fn tally(&self, store: &Store) -> Result<(usize, String)> {
+        let missing = self.missing(store)?;
+        let names = missing.iter().map(|&i| (self.name)(i)).collect::<Vec<_>>().join(", ");
+        Ok((self.expected - missing.len(), names))
     }
 
     /// Say that `me` is here, and wait until all are. With `speak`, a line
@@ -91,26 +94,18 @@ impl Party<'_> {
         while store.add(&self.count_key(), 0)? < self.expected as i64 {
             let waited = t0.elapsed();
             if waited >= timeout {
-                let missing = self.missing(store)?;
+                let (here, missing) = self.tally(store)?;
                 bail!(
-                    "rendezvous: {} of {} {}s arrived within {:.0} s (dist.timeout_s); missing: {}",
-                    self.expected - missing.len(),
+                    "rendezvous: {here} of {} {}s arrived within {:.0} s (dist.timeout_s); missing: {missing}",
                     self.expected,
                     self.what,
-                    timeout.as_secs_f64(),
-                    self.names(&missing)
+                    timeout.as_secs_f64()
                 );
             }
             if speak && waited >= next {
-                let missing = self.missing(store)?;
-                eprintln!(
-                    "rendezvous: {} of {} {}s here after {:.0} s; waiting for {}",
-                    self.expected - missing.len(),
-                    self.expected,
-                    self.what,
-                    waited.as_secs_f64(),
-                    self.names(&missing)
-                );
+                let (here, missing) = self.tally(store)?;
+                let (n, what, s) = (self.expected, self.what, waited.as_secs_f64());
+                eprintln!("rendezvous: {here} of {n} {what}s here after {s:.0} s; waiting for {missing}");
                 next += every;
             }
             std::thread::sleep(Duration::from_millis(50));

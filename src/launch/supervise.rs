@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -287,7 +287,7 @@ fn supervise(
     run: &RunDir,
     agent: &Agent,
 ) -> Result<std::result::Result<Ended, Failure>> {
-    let mut forwarded = None;
+    let mut forwarded: Option<Newest> = None;
     loop {
         let seen = interrupts.load(Ordering::SeqCst);
         let states: Vec<WorkerState> =
@@ -298,14 +298,14 @@ fn supervise(
                 // A terminal's Ctrl-C reaches the workers too; SIGTERM from elsewhere does not.
                 eprintln!("interrupt: asking the workers to checkpoint and stop (again to kill them)");
                 signal(children, libc::SIGTERM);
-                forwarded = Some(SystemTime::now());
+                forwarded = Some(newest_checkpoint(run));
             }
             Action::KillAll => {
                 signal(children, libc::SIGKILL);
                 for r in children.iter_mut() {
                     let _ = r.child.wait();
                 }
-                bail!("stopped at once on a second interrupt: {}", after_kill(run, forwarded));
+                bail!("stopped at once on a second interrupt: {}", after_kill(run, &forwarded.flatten()));
             }
             Action::Fail(i) => {
                 let (rank, WorkerState::Failed(status)) = (children[i].rank, states[i]) else {
@@ -331,25 +331,31 @@ fn supervise(
     }
 }
 
-/// What a second interrupt left behind, read from the run's checkpoint
-/// folders: whether the workers checkpointed after the first (`asked`, when
-/// it was forwarded), and what a rerun resumes from.
-fn after_kill(run: &RunDir, asked: Option<SystemTime>) -> String {
-    let newest = [StageFiles::Finetune, StageFiles::Pretrain].into_iter().find_map(|stage| {
-        let (dir, state) = crate::train::checkpoint::latest(&run.checkpoints(stage)).ok().flatten()?;
+/// The run's newest sealed checkpoint (finetuning's first), with its step
+/// and when its folder last changed: what a rerun resumes from.
+type Newest = Option<(PathBuf, u64, Option<SystemTime>)>;
+
+fn newest_checkpoint(run: &RunDir) -> Newest {
+    [StageFiles::Finetune, StageFiles::Pretrain].into_iter().find_map(|stage| {
+        let (step, dir) = crate::train::checkpoint::newest(&run.checkpoints(stage))?;
         let written = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
-        Some((dir, state.step, written))
-    });
-    match newest {
+        Some((dir, step, written))
+    })
+}
+
+/// What a second interrupt left behind: whether the workers checkpointed
+/// after the first (`asked`: the newest checkpoint when it was forwarded),
+/// and what a rerun resumes from.
+fn after_kill(run: &RunDir, asked: &Newest) -> String {
+    match newest_checkpoint(run) {
         None => "the workers were killed before any checkpoint was written; running again starts over".into(),
-        Some((dir, step, written)) => {
-            let after_request = matches!((asked, written), (Some(a), Some(w)) if w >= a);
-            let when = if after_request {
+        Some(now) => {
+            let when = if asked.as_ref() != Some(&now) {
                 "the workers were killed after writing the checkpoint the first interrupt asked for"
             } else {
                 "the workers were killed before writing the checkpoint the first interrupt asked for"
             };
-            format!("{when}; running the same command again resumes from {} (step {step})", dir.display())
+            format!("{when}; running the same command again resumes from {} (step {})", now.0.display(), now.1)
         }
     }
 }
@@ -485,18 +491,20 @@ mod tests {
     fn after_a_second_interrupt_the_launcher_says_whether_the_requested_checkpoint_was_written() {
         let d = tempfile::tempdir().unwrap();
         let run = RunDir::new(d.path());
-        let said = after_kill(&run, Some(SystemTime::now()));
+        let said = after_kill(&run, &newest_checkpoint(&run));
         assert!(said.contains("before any checkpoint was written; running again starts over"), "{said}");
         let older = checkpoint(&run, 10);
-        std::thread::sleep(Duration::from_millis(20));
-        let asked = SystemTime::now();
-        let said = after_kill(&run, Some(asked));
+        let asked = newest_checkpoint(&run);
+        let said = after_kill(&run, &asked);
         assert!(said.contains("killed before writing the checkpoint the first interrupt asked for"), "{said}");
         assert!(said.contains(&format!("resumes from {} (step 10)", older.display())), "{said}");
         let newer = checkpoint(&run, 12);
-        let said = after_kill(&run, Some(asked));
+        let said = after_kill(&run, &asked);
         assert!(said.contains("killed after writing the checkpoint the first interrupt asked for"), "{said}");
         assert!(said.contains(&format!("resumes from {} (step 12)", newer.display())), "{said}");
+        // The interrupt asked when nothing was sealed yet.
+        let said = after_kill(&run, &None);
+        assert!(said.contains("killed after writing"), "{said}");
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub struct EventWriter {
     path: PathBuf,
 }
 
+/// An I/O error that names the operation and the file.
+fn at(e: io::Error, op: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
 pub(crate) fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -56,7 +61,7 @@ impl EventWriter {
     /// Create a new event file in `dir` (created if needed). Files are never
     /// appended to: each writer starts its own, as TensorBoard expects.
     pub fn create(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| at(e, "creating", dir))?;
         let name = format!(
             "events.out.tfevents.{}.{}.{}.{}",
             now_secs() as u64,
@@ -65,7 +70,7 @@ impl EventWriter {
             FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
-        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        let file = OpenOptions::new().create_new(true).write(true).open(&path).map_err(|e| at(e, "creating", &path))?;
         let mut w = Self { file, path };
         let first = Msg::new().double(EVENT_WALL_TIME, now_secs()).string(EVENT_FILE_VERSION, "brain.Event:2");
         w.write_event(&first)?;
@@ -78,7 +83,7 @@ impl EventWriter {
 
     fn write_event(&mut self, event: &Msg) -> io::Result<()> {
         // One write call per record: see the module's flush policy.
-        self.file.write_all(&frame(&event.0))
+        self.file.write_all(&frame(&event.0)).map_err(|e| at(e, "writing", &self.path))
     }
 
     fn write_values(&mut self, step: i64, values: &[Msg]) -> io::Result<()> {
@@ -141,7 +146,7 @@ impl EventWriter {
 
     /// Make everything written so far durable (fsync).
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data().map_err(|e| at(e, "syncing", &self.path))
     }
 }
 

@@ -148,6 +148,7 @@ pub fn save_together(
     let verdict = match w.gather(&format!("{key}/confirm"), serde_json::to_vec(&me)?)? {
         Some(all) => {
             let all: Vec<Confirmation> = all.iter().map(|b| serde_json::from_slice(b)).collect::<Result<_, _>>()?;
+            pause_before_seal(&tmp, state.step);
             let sealed = check_confirmations(&all, &tmp).and_then(|verified| {
                 state.files = verified;
                 std::fs::remove_file(tmp.join(STAGED_BY))?;
@@ -162,11 +163,24 @@ pub fn save_together(
     };
     let verdict = w.from_rank0(&format!("{key}/verdict"), verdict.err().unwrap_or_default().into_bytes())?;
     if !verdict.is_empty() {
-        // Rank 0 holds the store: it stays until every rank has read why.
+        // Rank 0 leaves only once every rank has read why.
         w.gather(&format!("{key}/read"), Vec::new())?;
         bail!("{}", String::from_utf8_lossy(&verdict));
     }
     Ok(())
+}
+
+/// Fault injection for the test suite: with `UORCH_FAULT_PAUSE_BEFORE_SEAL`
+/// set to `STEP:MS`, rank 0 waits MS milliseconds with every file of step
+/// STEP's checkpoint staged but not yet sealed, saying so, so that a test
+/// can kill the run at exactly that moment.
+fn pause_before_seal(staging: &Path, step: u64) {
+    let Ok(spec) = std::env::var("UORCH_FAULT_PAUSE_BEFORE_SEAL") else { return };
+    let parsed = spec.split_once(':').and_then(|(s, ms)| Some((s.parse::<u64>().ok()?, ms.parse::<u64>().ok()?)));
+    if let Some((at, ms)) = parsed.filter(|(at, _)| *at == step) {
+        eprintln!("fault injection: pausing {ms} ms before sealing {} (step {at})", staging.display());
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Rank 0's check before sealing: every rank confirmed its files, and each
@@ -200,6 +214,12 @@ pub fn check_confirmations(all: &[Confirmation], staging: &Path) -> Result<BTree
 /// How many checkpoint folders `root` holds, usable or not.
 pub fn count(root: &Path) -> usize {
     list(root).map(|l| l.len()).unwrap_or(0)
+}
+
+/// The newest sealed checkpoint folder in `root` and its step, unverified
+/// (cheap: no file is read).
+pub fn newest(root: &Path) -> Option<(u64, PathBuf)> {
+    list(root).ok()?.pop()
 }
 
 /// Complete checkpoints, oldest first.

@@ -20,7 +20,7 @@ use crate::config::run::PretrainConfig;
 use crate::data::split::{epoch_batches, steps_per_epoch, Sharding};
 use crate::rundir::{RunDir, StageFiles};
 use crate::tb::EventWriter;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -178,7 +178,12 @@ impl Loop<'_> {
     pub fn train<S: Stage>(&self, stage: &mut S, start: u64, mut tb: Option<&mut EventWriter>) -> Result<Trained> {
         let (w, sc) = (self.worker, &self.schedule);
         let lead = w.rank == 0;
-        let mut log = if lead { Some(crate::fsutil::append_to(&self.run.log(S::FILES))?) } else { None };
+        let mut log = if lead {
+            cut_log::<S>(&self.run.log(S::FILES), start)?;
+            Some(crate::fsutil::append_to(&self.run.log(S::FILES))?)
+        } else {
+            None
+        };
         let per_epoch = steps_per_epoch(self.examples, w.world, sc.batch_size) as u64;
         let shard =
             Sharding { world: w.world, rank: w.rank, batch_size: sc.batch_size, seed: self.seed, shuffle: true };
@@ -213,7 +218,7 @@ impl Loop<'_> {
             if let Some(f) = &mut log {
                 let line = serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
                     "elapsed_s": began.elapsed().as_secs_f64()});
-                writeln!(f, "{line}")?;
+                writeln!(f, "{line}").with_context(|| format!("appending to {}", self.run.log(S::FILES).display()))?;
             }
             if done % sc.log_every == 0 || done == sc.steps {
                 stage.log(done, last_loss, lr, grad_norm, tb.as_deref_mut())?;
@@ -227,4 +232,25 @@ impl Loop<'_> {
         }
         Ok(Trained { steps: sc.steps, last_loss, interrupted: false })
     }
+}
+
+/// The step log as of the checkpoint resumed from (`start`): the lines of
+/// steps after it (a crash came before their checkpoint; they run again) and
+/// a line torn by the crash are dropped, in a file replaced whole.
+fn cut_log<S: Stage>(path: &std::path::Path, start: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let step = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64();
+    let kept: Vec<&str> = text.lines().filter(|l| step(l).is_some_and(|s| s <= start)).collect();
+    let dropped = text.lines().count() - kept.len();
+    if dropped == 0 {
+        return Ok(());
+    }
+    let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    crate::fsutil::write_atomic(path, body.as_bytes()).with_context(|| format!("rewriting {}", path.display()))?;
+    eprintln!(
+        "{}{}: dropped {dropped} line(s) after step {start}, logged after the checkpoint resumed from",
+        S::PREFIX,
+        path.display()
+    );
+    Ok(())
 }
