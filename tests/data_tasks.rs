@@ -197,3 +197,15 @@ fn review_examples_skip_targets_without_text_and_need_a_store_with_reviews() {
     assert_eq!(ex.len(), 1);
     assert_eq!(ex[0].target, Target::Review("liked it".into()));
 }
+
+#[test]
+fn the_favorite_category_question_lists_every_option_in_the_catalogs_order() {
+    let d = tempfile::tempdir().unwrap();
+    let store = crate::common::prepare_ml100k(d.path());
+    let cat = Catalog::of_store(&Store::open(&store).unwrap());
+    let q = uorch::task::prompt::question(&cat, Task::FavoriteCategory, None);
+    assert_eq!(cat.categories.len(), 20, "<none>, MovieLens-100K's 18 genres and `unknown`: {:?}", cat.categories);
+    let options = format!("Options: {}.", cat.categories[1..].join(", "));
+    assert!(q.contains(&options), "{q}");
+    assert!(q.contains("Drama") && q.contains("Film-Noir") && !q.contains("<none>"), "{q}");
+}

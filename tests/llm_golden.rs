@@ -222,3 +222,37 @@ fn import_gguf_refuses_a_strangers_folder_and_replaces_its_own_only_with_force()
     assert_eq!(names.len(), 2, "only `m` and `other`: {names:?}");
     assert!(m.join("model.safetensors").exists() && m.join("config.json").exists());
 }
+
+#[test]
+fn the_chat_template_renders_as_jinja2_renders_it_for_transformers() {
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project_root().join("tests/golden/chat_template.json")).unwrap())
+            .unwrap();
+    let tok = Tokenizer::from_dir(&smollm2()).unwrap();
+    assert!(tok.has_chat_template());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(smollm2().join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(config["chat_template"], g["chat_template"], "the golden was made from another template");
+    for case in g["cases"].as_array().unwrap() {
+        let got = tok.chat_prompt(case["user"].as_str().unwrap()).unwrap().unwrap();
+        assert_eq!(got, case["rendered"].as_str().unwrap());
+    }
+    // Its markers are the model's special tokens, one id each.
+    let ids = tok.encode("<|im_start|>assistant\n").unwrap();
+    assert_eq!(tok.decode(&ids[..1]).unwrap(), "<|im_start|>", "{ids:?}");
+    // Without a tokenizer_config.json there is no template, and nothing is rendered.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(smollm2().join("tokenizer.json"), d.path().join("tokenizer.json")).unwrap();
+    assert!(Tokenizer::from_dir(d.path()).unwrap().chat_prompt("hi").unwrap().is_none());
+    // A template that does not render names its file.
+    std::fs::write(
+        d.path().join("tokenizer_config.json"),
+        r#"{"chat_template": "{{ raise_exception('no system role') }}"}"#,
+    )
+    .unwrap();
+    let e = format!("{:#}", Tokenizer::from_dir(d.path()).unwrap().chat_prompt("hi").unwrap_err());
+    assert!(
+        e.contains("tokenizer_config.json: the chat template does not render") && e.contains("no system role"),
+        "{e}"
+    );
+}

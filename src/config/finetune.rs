@@ -81,6 +81,36 @@ pub struct FinetuneConfig {
     /// History length rendered for the TextPrompt baseline.
     #[serde(default = "d_text_window")]
     pub text_prompt_window: usize,
+    /// How a closed-set answer (a category name, an item title) is scored.
+    #[serde(default)]
+    pub scoring: Scoring,
+    /// Put each question to the LLM through its chat template (as the user's
+    /// message, the answer as the assistant's), when the model has one.
+    #[serde(default = "d_true")]
+    pub chat_template: bool,
+}
+
+/// The score of a candidate answer, its end-of-text token included
+/// (`finetune.scoring`): without it, and summed, a name that begins another
+/// always outscores the longer one, and short names win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// Mean log-likelihood per token (the default).
+    #[default]
+    Mean,
+    /// Summed log-likelihood.
+    Sum,
+}
+
+impl Scoring {
+    /// The score of an answer of `tokens` tokens whose log-likelihoods sum to `total`.
+    pub fn of(self, total: f64, tokens: usize) -> f64 {
+        match self {
+            Scoring::Mean => total / tokens.max(1) as f64,
+            Scoring::Sum => total,
+        }
+    }
 }
 
 /// How much of the training state each rank keeps (`finetune.zero_stage`).

@@ -34,16 +34,20 @@ pub fn join(addr: &str, port: u16, world: usize, timeout: Duration) -> Result<St
                 store.timeout = timeout;
                 return Ok(store);
             }
-            Err(_) if t0.elapsed() < timeout => eprintln!(
-                "rendezvous: waiting for the first machine's launcher at {addr}:{port} ({:.0} s of {:.0} s)",
-                t0.elapsed().as_secs_f64(),
-                timeout.as_secs_f64()
-            ),
+            // Said after every failed try, the last included (one try may take the whole timeout).
             Err(e) => {
+                eprintln!(
+                    "rendezvous: waiting for the first machine's launcher at {addr}:{port} ({:.0} s of {:.0} s)",
+                    t0.elapsed().as_secs_f64(),
+                    timeout.as_secs_f64()
+                );
+                if t0.elapsed() < timeout {
+                    continue;
+                }
                 return Err(e.context(format!(
                     "the first machine's launcher did not answer at {addr}:{port} within {:.0} s: is `uorch launch --node-rank 0` running there, with this --master-addr and --master-port?",
                     timeout.as_secs_f64()
-                )))
+                )));
             }
         }
     }

@@ -6,6 +6,7 @@
 
 use super::candidates::rank;
 use super::prompt::{question, text_prompt};
+use crate::config::finetune::Scoring;
 use crate::config::RunConfig;
 use crate::data::catalog::{Catalog, Interaction};
 use crate::data::tasks::Task;
@@ -33,6 +34,13 @@ pub struct TaskSpec {
     pub max_new_tokens: usize,
     /// Seeds the draw of next-item negatives.
     pub seed: u64,
+    /// How a closed-set answer is scored (exports from before it existed: mean).
+    #[serde(default)]
+    pub scoring: Scoring,
+    /// Questions go through the model's chat template when it has one
+    /// (exports from before it existed asked without).
+    #[serde(default)]
+    pub chat_template: bool,
 }
 
 impl TaskSpec {
@@ -47,6 +55,8 @@ impl TaskSpec {
             candidates: f.candidates,
             max_new_tokens: f.max_new_tokens,
             seed: cfg.seed,
+            scoring: f.scoring,
+            chat_template: f.chat_template,
         })
     }
 }
@@ -67,9 +77,9 @@ pub enum Question {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Answer {
-    /// Candidates best first: (category id or item index, score). Categories
-    /// score by total log-likelihood of the name, items by mean per-token
-    /// log-likelihood of the title (titles differ much in length).
+    /// Candidates best first: (category id or item index, score): the
+    /// log-likelihood of the name or title followed by end of text, per
+    /// token or summed ([`Scoring`]).
     Ranked(Vec<(usize, f64)>),
     Text(String),
 }
@@ -92,22 +102,22 @@ pub struct Asker<'a> {
     /// TextPrompt to ask its bare LLM with the history as text).
     pub integration: Integration,
     eos: Vec<i64>,
+    /// Each category's answer tokens, end of text included (category id - 1).
     category_answers: Vec<Vec<i64>>,
 }
 
 impl<'a> Asker<'a> {
     pub fn new(model: &'a UserLlm, tok: &'a Tokenizer, cat: &'a Catalog, spec: TaskSpec) -> Result<Self> {
-        let category_answers =
-            cat.categories.iter().skip(1).map(|n| tok.encode(&format!(" {n}"))).collect::<Result<_>>()?;
-        Ok(Self {
-            integration: model.integration,
-            eos: model.llm.config.eos_ids(),
-            model,
-            tok,
-            cat,
-            spec,
-            category_answers,
-        })
+        let eos = model.llm.config.eos_ids();
+        let end = eos.first().copied().unwrap_or(0);
+        let lead = answer_lead(&spec, tok);
+        let category_answers = cat
+            .categories
+            .iter()
+            .skip(1)
+            .map(|n| Ok([tok.encode(&format!("{lead}{n}"))?, vec![end]].concat()))
+            .collect::<Result<_>>()?;
+        Ok(Self { integration: model.integration, eos, model, tok, cat, spec, category_answers })
     }
 
     /// The same model's LLM alone, with the history as text (zero-shot TextPrompt).
@@ -132,28 +142,33 @@ impl<'a> Asker<'a> {
         } else {
             text
         };
+        let text = match self.spec.chat_template {
+            true => self.tok.chat_prompt(&text)?.unwrap_or(text),
+            false => text,
+        };
         self.tok.encode(&text)
     }
 
-    /// The answer text the model is trained to give: a leading space, then the
-    /// category name, the item title or the review (its first
-    /// `max_new_tokens - 1` tokens), then end of text.
+    /// The answer text the model is trained to give: the category name, the
+    /// item title or the review (its first `max_new_tokens - 1` tokens), after
+    /// a space when it continues `Answer:` ([`answer_lead`]), then end of text.
     pub fn answer_tokens(&self, target: &TargetText) -> Result<Vec<i64>> {
-        let mut ids = match target {
+        Ok(match target {
             TargetText::Category(c) => self.category_answers[*c - 1].clone(),
-            TargetText::Item(i) => self.item_tokens(*i)?,
+            TargetText::Item(i) => self.item_answer(*i)?,
             TargetText::Review(t) => {
-                let mut v = self.tok.encode(&format!(" {}", t.trim()))?;
+                let mut v = self.tok.encode(&format!("{}{}", answer_lead(&self.spec, self.tok), t.trim()))?;
                 v.truncate(self.spec.max_new_tokens.saturating_sub(1).max(1));
+                v.push(self.eos());
                 v
             }
-        };
-        ids.push(self.eos());
-        Ok(ids)
+        })
     }
 
-    fn item_tokens(&self, item: usize) -> Result<Vec<i64>> {
-        self.tok.encode(&format!(" {}", self.cat.title(item)))
+    /// An item's answer tokens: its title, then end of text.
+    fn item_answer(&self, item: usize) -> Result<Vec<i64>> {
+        let lead = answer_lead(&self.spec, self.tok);
+        Ok([self.tok.encode(&format!("{lead}{}", self.cat.title(item)))?, vec![self.eos()]].concat())
     }
 
     /// Encoder inputs for histories (the last `window` interactions of each).
@@ -191,19 +206,25 @@ impl<'a> Asker<'a> {
         };
         let layers = m.llm.layers.len();
         let device = m.llm.device();
+        let scoring = self.spec.scoring;
         let answer = match q {
             Question::FavoriteCategory => {
-                let s = score_candidates(layers, &prompt, &self.category_answers, 0, device, &mut |ids, c, r| {
-                    step(ids, c, Some(r))
-                });
-                Answer::Ranked(rank(s.into_iter().enumerate().map(|(i, x)| (i + 1, x)).collect()))
+                let ids: Vec<usize> = (1..=self.category_answers.len()).collect();
+                Answer::Ranked(rank_answers(
+                    scoring,
+                    layers,
+                    &prompt,
+                    &ids,
+                    &self.category_answers,
+                    device,
+                    &mut |x, c, r| step(x, c, Some(r)),
+                ))
             }
             Question::NextItem { candidates } => {
-                let toks: Vec<Vec<i64>> = candidates.iter().map(|&i| self.item_tokens(i)).collect::<Result<_>>()?;
-                let s = score_candidates(layers, &prompt, &toks, 0, device, &mut |ids, c, r| step(ids, c, Some(r)));
-                Answer::Ranked(rank(
-                    candidates.iter().zip(s).zip(&toks).map(|((&i, x), t)| (i, x / t.len() as f64)).collect(),
-                ))
+                let toks: Vec<Vec<i64>> = candidates.iter().map(|&i| self.item_answer(i)).collect::<Result<_>>()?;
+                Answer::Ranked(rank_answers(scoring, layers, &prompt, candidates, &toks, device, &mut |x, c, r| {
+                    step(x, c, Some(r))
+                }))
             }
             Question::Review { .. } => {
                 let out = generate_with(
@@ -229,10 +250,129 @@ impl<'a> Asker<'a> {
     }
 }
 
+/// What comes before an answer: a space after the plain prompt's
+/// `Answer:`, nothing at the start of the assistant's turn of a chat.
+fn answer_lead(spec: &TaskSpec, tok: &Tokenizer) -> &'static str {
+    if spec.chat_template && tok.has_chat_template() {
+        ""
+    } else {
+        " "
+    }
+}
+
+/// A closed set of answers (`ids`, each with its tokens, end of text
+/// included) ranked after `prompt` by `scoring`, best first.
+pub fn rank_answers(
+    scoring: Scoring,
+    layers: usize,
+    prompt: &[i64],
+    ids: &[usize],
+    answers: &[Vec<i64>],
+    device: tch::Device,
+    step: &mut crate::model::scoring::Step,
+) -> Vec<(usize, f64)> {
+    let totals = score_candidates(layers, prompt, answers, 0, device, step);
+    rank(ids.iter().zip(totals).zip(answers).map(|((&i, total), t)| (i, scoring.of(total, t.len()))).collect())
+}
+
 /// What an example's answer is, as text to train on.
 #[derive(Debug, Clone)]
 pub enum TargetText {
     Category(usize),
     Item(usize),
     Review(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::llama::KvCache;
+
+    const V: usize = 8;
+    const EOS: i64 = 7;
+
+    /// A bigram language model: the next-token distribution at a position
+    /// depends on that position's token only. `next[t]` lists (token,
+    /// probability); what is left is spread evenly over the other tokens.
+    fn bigram(next: &[(i64, &[(i64, f64)])]) -> Vec<[f64; V]> {
+        let mut table = vec![[1.0 / V as f64; V]; V];
+        for (t, probs) in next {
+            let left = 1.0 - probs.iter().map(|(_, p)| p).sum::<f64>();
+            let others = V - probs.len();
+            let mut row = [left / others as f64; V];
+            for &(u, p) in probs.iter() {
+                row[u as usize] = p;
+            }
+            table[*t as usize] = row;
+        }
+        table
+    }
+
+    fn prob(table: &[[f64; V]], from: i64, to: i64) -> f64 {
+        table[from as usize][to as usize]
+    }
+
+    /// The exact log-likelihood of `answer` after `prompt` under the bigram.
+    fn log_likelihood(table: &[[f64; V]], prompt: &[i64], answer: &[i64]) -> f64 {
+        let mut prev = *prompt.last().unwrap();
+        answer
+            .iter()
+            .map(|&t| {
+                let lp = prob(table, prev, t).ln();
+                prev = t;
+                lp
+            })
+            .sum()
+    }
+
+    fn ranked(table: &[[f64; V]], scoring: Scoring, prompt: &[i64], answers: &[Vec<i64>]) -> Vec<(usize, f64)> {
+        let logits = Tensor::from_slice(&table.iter().flatten().map(|p| p.ln() as f32).collect::<Vec<_>>())
+            .view([V as i64, V as i64]);
+        let mut step = |ids: &Tensor, _: &mut KvCache, _: &Tensor| -> Tensor {
+            let (b, s) = (ids.size()[0], ids.size()[1]);
+            logits.index_select(0, &ids.reshape([-1])).view([b, s, V as i64])
+        };
+        let ids: Vec<usize> = (0..answers.len()).collect();
+        rank_answers(scoring, 1, prompt, &ids, answers, tch::Device::Cpu, &mut step)
+    }
+
+    #[test]
+    fn with_end_of_text_a_name_that_begins_another_no_longer_always_wins() {
+        // "Sci" = [2], "Sci-Fi" = [2, 3]; after "Sci" the model expects "-Fi", rarely the end.
+        let table = bigram(&[(1, &[(2, 0.9)]), (2, &[(3, 0.8), (EOS, 0.1)]), (3, &[(EOS, 0.9)])]);
+        let prompt = [1];
+        // Summed without end of text (the old scoring), the prefix wins whatever follows it.
+        let bare = ranked(&table, Scoring::Sum, &prompt, &[vec![2], vec![2, 3]]);
+        assert_eq!(bare[0].0, 0, "{bare:?}");
+        for scoring in [Scoring::Sum, Scoring::Mean] {
+            let with_end = ranked(&table, scoring, &prompt, &[vec![2, EOS], vec![2, 3, EOS]]);
+            assert_eq!(with_end[0].0, 1, "{scoring:?}: {with_end:?}");
+        }
+    }
+
+    #[test]
+    fn mean_and_sum_scoring_each_pick_their_answer_with_the_exact_scores() {
+        // A short answer of middling tokens against a long one of likely tokens:
+        // its product is smaller (sum prefers the short), its tokens likelier (mean prefers the long).
+        let table = bigram(&[
+            (1, &[(2, 0.5), (4, 0.3)]),
+            (2, &[(3, 0.8)]),
+            (3, &[(5, 0.5)]),
+            (4, &[(EOS, 0.3)]),
+            (5, &[(6, 0.5)]),
+            (6, &[(EOS, 0.5)]),
+        ]);
+        let prompt = [0, 1];
+        let answers = [vec![4, EOS], vec![2, 3, 5, 6, EOS]];
+        let exact: Vec<f64> = answers.iter().map(|a| log_likelihood(&table, &prompt, a)).collect();
+        let sum = ranked(&table, Scoring::Sum, &prompt, &answers);
+        let mean = ranked(&table, Scoring::Mean, &prompt, &answers);
+        assert_eq!((sum[0].0, mean[0].0), (0, 1), "sum {sum:?}, mean {mean:?}");
+        for (i, total) in exact.iter().enumerate() {
+            let got = |r: &[(usize, f64)]| r.iter().find(|(j, _)| *j == i).unwrap().1;
+            assert!((got(&sum) - total).abs() < 1e-5, "sum of {i}: {} vs {total}", got(&sum));
+            let want = total / answers[i].len() as f64;
+            assert!((got(&mean) - want).abs() < 1e-5, "mean of {i}: {} vs {want}", got(&mean));
+        }
+    }
 }

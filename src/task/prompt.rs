@@ -23,11 +23,16 @@ pub fn render_history(cat: &Catalog, history: &[Interaction]) -> String {
     history.iter().map(|&x| render_interaction(cat, x)).collect::<Vec<_>>().join("; ")
 }
 
-/// The question for `task`; a review names the item reviewed.
+/// The question for `task`: a classification lists its options (every
+/// category, in the catalog's order); a review names the item reviewed.
 pub fn question(cat: &Catalog, task: Task, target_item: Option<usize>) -> String {
     match task {
         Task::NextItem => format!("Question: Which {} will the user choose next?\nAnswer:", cat.item_noun()),
-        Task::FavoriteCategory => format!("Question: What is the user's favorite {}?\nAnswer:", cat.category_label),
+        Task::FavoriteCategory => format!(
+            "Question: What is the user's favorite {}? Options: {}.\nAnswer:",
+            cat.category_label,
+            cat.categories.get(1..).unwrap_or_default().join(", ")
+        ),
         Task::Review => format!(
             "Question: Write the user's review of {}.\nAnswer:",
             target_item.map(|i| cat.title(i)).unwrap_or("the item")
