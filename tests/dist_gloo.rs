@@ -210,10 +210,15 @@ fn the_rendezvous_store_listens_on_the_master_address_only() {
         let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let server = uorch::dist::rendezvous::serve("127.0.0.2", port, 1, Duration::from_secs(5)).unwrap();
+    let server = uorch::dist::rendezvous::serve("127.0.0.2", port, 1, Duration::from_secs(5), false).unwrap();
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the store answers on 127.0.0.1 too");
     let client = Store::tcp("127.0.0.2", port, 1, false, Duration::from_secs(5)).unwrap();
     client.set("k", b"v").unwrap();
     assert_eq!(server.get("k").unwrap(), b"v");
     assert!(server.check(&["k"]).unwrap() && !server.check(&["k", "absent"]).unwrap());
+    drop((client, server));
+    // For other machines, a loopback master address would shut them out: every interface instead.
+    let wide = uorch::dist::rendezvous::serve("127.0.0.2", port, 1, Duration::from_secs(5), true).unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "not on every interface");
+    drop(wide);
 }

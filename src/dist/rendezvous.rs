@@ -16,10 +16,20 @@ fn progress_every(timeout: Duration) -> Duration {
 }
 
 /// Serve the store on `addr:port` (a name resolves to the interface it
-/// names), for `world` clients.
-pub fn serve(addr: &str, port: u16, world: usize, timeout: Duration) -> Result<Store> {
-    let listener = std::net::TcpListener::bind((addr, port))
-        .with_context(|| format!("the rendezvous cannot listen on {addr}:{port} (--master-addr, --master-port)"))?;
+/// names), for `world` clients. With `other_machines`, a name that resolves
+/// to loopback here (Debian's `127.0.1.1 HOST` in /etc/hosts) could not be
+/// reached from them: then every interface is served, and that is said.
+pub fn serve(addr: &str, port: u16, world: usize, timeout: Duration, other_machines: bool) -> Result<Store> {
+    let cannot = || format!("the rendezvous cannot listen on {addr}:{port} (--master-addr, --master-port)");
+    let mut listener = std::net::TcpListener::bind((addr, port)).with_context(cannot)?;
+    if other_machines && listener.local_addr()?.ip().is_loopback() {
+        eprintln!(
+            "rendezvous: {addr} is a loopback address on this machine ({}), which the others cannot reach: listening on every interface",
+            listener.local_addr()?.ip()
+        );
+        drop(listener);
+        listener = std::net::TcpListener::bind(("0.0.0.0", port)).with_context(cannot)?;
+    }
     Store::serve(listener, world, timeout)
 }
 

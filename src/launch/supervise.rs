@@ -194,7 +194,7 @@ impl Agent {
     fn start(topo: &Topology, timeout: Duration) -> Result<Self> {
         let (addr, port, world) = (&topo.master_addr, topo.master_port, topo.world());
         let store = if topo.node_rank == 0 {
-            rendezvous::serve(addr, port, world, timeout)?
+            rendezvous::serve(addr, port, world, timeout, topo.nnodes > 1)?
         } else {
             rendezvous::join(addr, port, world, timeout)?
         };
