@@ -8,7 +8,7 @@
 //! finetune_cli); damaged checkpoints and exports (pretrain_dist,
 //! finetune_cli); a truncated GGUF (llm_golden).
 
-use crate::common::{prepare_ml100k, stderr, uorch};
+use crate::common::{alive, prepare_ml100k, stderr, uorch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,7 +184,7 @@ fn kill_9_of_the_launcher_mid_checkpoint_leaves_an_unsealed_folder_that_the_reru
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     let t0 = Instant::now();
-    while workers.iter().any(|w| Path::new(&format!("/proc/{w}")).exists()) {
+    while workers.iter().any(|&w| alive(w)) {
         assert!(t0.elapsed() < Duration::from_secs(10), "workers outlived their launcher");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -251,7 +251,7 @@ fn kill_9_of_the_controller_mid_checkpoint_lets_the_checkpoint_seal_and_the_reru
     controller.wait().unwrap();
     // The orphaned launcher was told to stop: its rank 0 seals the checkpoint it was writing, then stops.
     let t0 = Instant::now();
-    while launchers.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+    while launchers.iter().any(|&p| alive(p)) {
         assert!(t0.elapsed() < Duration::from_secs(60), "the orphaned launcher did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }

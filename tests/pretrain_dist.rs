@@ -2,7 +2,7 @@
 //! and the launcher under faults (a killed worker, Ctrl-C and resume, a
 //! stalled peer).
 
-use crate::common::{children, kill_rank, project_root, rank_of, stderr, uorch};
+use crate::common::{alive, children, kill_rank, project_root, rank_of, stderr, uorch};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,13 +81,6 @@ fn two_workers_at_batch_b_follow_one_worker_at_batch_2b() {
         assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "step {}: {x} vs {y}", step + 1);
     }
     assert!(a[19] < a[0], "the loss should fall: {a:?}");
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited; /proc/PID/stat field 3 is its state.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.split_whitespace().nth(2) != Some("Z"))
-        .unwrap_or(false)
 }
 
 /// The `metrics.json` of run `name` under `dir/runs`.

@@ -142,10 +142,7 @@ impl<'a> Asker<'a> {
         } else {
             text
         };
-        let text = match self.spec.chat_template {
-            true => self.tok.chat_prompt(&text)?.unwrap_or(text),
-            false => text,
-        };
+        let text = if self.spec.chat_template { self.tok.chat_prompt(&text)?.unwrap_or(text) } else { text };
         self.tok.encode(&text)
     }
 

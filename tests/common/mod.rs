@@ -100,6 +100,13 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` still runs (a zombie has exited; /proc/PID/stat field 3 is its state).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2) != Some("Z"))
+        .unwrap_or(false)
+}
+
 /// The `RANK` a worker process was started with.
 pub fn rank_of(pid: u32) -> Option<usize> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
