@@ -18,7 +18,7 @@ demo: setup
 	@echo
 	$(UORCH) data prepare assets/ml-100k --out $(DEMO_STORE) --force
 	$(UORCH) data stats $(DEMO_STORE)
-	$(UORCH) data splits $(DEMO_STORE) --window 50 --stride 25 --world 2 --batch-size 32
+	$(UORCH) data splits $(DEMO_STORE) --window 20 --stride 10 --world 2 --batch-size 32
 	$(UORCH) data examples $(DEMO_STORE) --task favorite-category --window 10 --limit 1
 	@echo
 	$(UORCH) config show experiments/quickstart.yaml --origins

@@ -15,6 +15,7 @@
 //!   .step-00001500.tmp/              a checkpoint being written (never read; replaced)
 //! finetune_log.jsonl               finetuning, one line per step (as train_log.jsonl)
 //! finetune_baselines.json          baselines evaluated before finetuning (reused on resume)
+//! finetune_baseline_predictions.jsonl  their answer to each test question, with `who`
 //! finetune_checkpoints/            finetuning checkpoints, laid out as checkpoints/ except:
 //!   step-N/model.safetensors         the trained tensors only
 //!   step-N/optimizer-rank-R.safetensors  rank R's optimizer shard
@@ -102,6 +103,7 @@ impl StageFiles {
 pub const FINETUNE_WEIGHTS: &str = "finetune_weights.safetensors";
 /// The finetuned model's answer to every test question, one JSON per line.
 pub const FINETUNE_PREDICTIONS: &str = "finetune_predictions.jsonl";
+pub const FINETUNE_BASELINE_PREDICTIONS: &str = "finetune_baseline_predictions.jsonl";
 /// Results before finetuning, kept so a resumed run does not redo them.
 pub const FINETUNE_BASELINES: &str = "finetune_baselines.json";
 
@@ -162,6 +164,10 @@ impl RunDir {
 
     pub fn finetune_predictions(&self) -> PathBuf {
         self.0.join(FINETUNE_PREDICTIONS)
+    }
+
+    pub fn finetune_baseline_predictions(&self) -> PathBuf {
+        self.0.join(FINETUNE_BASELINE_PREDICTIONS)
     }
 
     pub fn finetune_baselines(&self) -> PathBuf {

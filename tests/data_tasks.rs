@@ -209,3 +209,78 @@ fn the_favorite_category_question_lists_every_option_in_the_catalogs_order() {
     assert!(q.contains(&options), "{q}");
     assert!(q.contains("Drama") && q.contains("Film-Noir") && !q.contains("<none>"), "{q}");
 }
+
+fn spec(task: Task, window: usize, candidates: usize) -> uorch::task::ask::TaskSpec {
+    uorch::task::ask::TaskSpec {
+        task,
+        window,
+        text_window: window,
+        candidates,
+        max_new_tokens: 8,
+        seed: 1,
+        scoring: Default::default(),
+        chat_template: false,
+    }
+}
+
+#[test]
+fn next_item_negatives_never_come_from_anything_the_user_did_before() {
+    let d = tempfile::tempdir().unwrap();
+    let s = movielens_store(d.path());
+    let cat = Catalog::of_store(&s);
+    // A window of 2 shows user 1 only movies 8 and 9, but all of 1..9 came before the held-out 10.
+    let qs = uorch::task::examples::evaluation(&s, &cat, &spec(Task::NextItem, 2, 10), 0);
+    let candidates = |user: &str| -> Vec<String> {
+        let q = qs.iter().find(|q| s.vocab.user[q.user] == user).expect("a question for the user");
+        let uorch::task::ask::Question::NextItem { candidates } = &q.question else { panic!("next-item") };
+        candidates.iter().map(|&i| cat.items[i].clone()).collect()
+    };
+    assert_eq!(candidates("1"), ["10"], "every other movie is in user 1's earlier history");
+    // User 2 saw movie 3, then is asked about movie 1: nine candidates, never 3.
+    let c2 = candidates("2");
+    assert_eq!(c2.len(), 9, "{c2:?}");
+    assert!(c2.contains(&"1".to_string()) && !c2.contains(&"3".to_string()), "{c2:?}");
+}
+
+#[test]
+fn favorite_genre_training_labels_count_exactly_the_window_the_encoder_reads() {
+    let d = tempfile::tempdir().unwrap();
+    let s = movielens_store(d.path());
+    // Windows of 3 over user 1's training part (movies 1..8) hold 4 interactions (3 + the
+    // next item's target); the label and the history are the last 3.
+    let train = uorch::task::examples::training(&s, Task::FavoriteCategory, 3, 2).unwrap();
+    for ex in &train {
+        assert_eq!(ex.history.len(), 3, "{:?}", ex.history);
+        let uorch::task::ask::TargetText::Category(c) = ex.target else { panic!("a category") };
+        assert_eq!(c as i32, favorite_category(&s, ex.history.clone()));
+    }
+    // The first window (movies 1..4): movies 2..4 are Drama, Comedy|Drama, Action:
+    // Drama twice; counting movie 1 (Comedy) too would tie Comedy with Drama.
+    let first = &train[0];
+    assert_eq!(rel(&s, "1", first.history.clone()), (1, 4));
+    let uorch::task::ask::TargetText::Category(c) = first.target else { unreachable!() };
+    assert_eq!(s.vocab.category[c], "Drama");
+}
+
+#[test]
+fn test_users_are_drawn_uniformly_with_the_seed_not_taken_from_the_front() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&crate::common::prepare_ml100k(d.path())).unwrap();
+    let cat = Catalog::of_store(&s);
+    let ask = spec(Task::FavoriteCategory, 20, 0);
+    let all = uorch::task::examples::evaluation(&s, &cat, &ask, 0);
+    assert!(all.len() > 900, "all {} users with a genre", all.len());
+    let users = |spec: &uorch::task::ask::TaskSpec| -> Vec<usize> {
+        uorch::task::examples::evaluation(&s, &cat, spec, 100).iter().map(|q| q.user).collect()
+    };
+    let drawn = users(&ask);
+    assert_eq!(drawn.len(), 100);
+    assert!(drawn.windows(2).all(|w| w[0] < w[1]), "in store order");
+    assert_eq!(drawn, users(&ask), "the same seed draws the same users");
+    assert_ne!(drawn, users(&uorch::task::ask::TaskSpec { seed: 2, ..ask.clone() }));
+    // Uniform over the ~940 users: about half of the draw lies in each half (a front
+    // slice would put all 100 in the first).
+    let half = all[all.len() / 2].user;
+    let low = drawn.iter().filter(|&&u| u < half).count();
+    assert!((30..=70).contains(&low), "{low} of 100 in the first half");
+}

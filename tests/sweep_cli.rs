@@ -67,10 +67,17 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     assert_eq!(status(&exp, "broken")["attempts"], 2);
     let csv = std::fs::read_to_string(exp.join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "trial,layers,state,accuracy,prompt tok,user tok,GFLOPs/ex,ms/ex,wall s,GPU-h");
+    assert_eq!(
+        lines[0],
+        "trial,layers,state,accuracy,accuracy_ci_low,accuracy_ci_high,prompt tok,user tok,GFLOPs/ex,ms/ex,wall s,GPU-h"
+    );
     assert!(lines[1].starts_with("layers=0,0,done,"), "{csv}");
     assert!(lines[2].starts_with("layers=1,1,done,"), "{csv}");
-    assert!(lines[3].starts_with("broken,-,failed,-,"), "{csv}");
+    assert!(lines[3].starts_with("broken,-,failed,-,-,-,"), "{csv}");
+    for line in &lines[1..3] {
+        let v: Vec<f64> = line.split(',').skip(3).take(3).map(|x| x.parse().unwrap()).collect();
+        assert!(v[1] <= v[0] && v[0] <= v[2], "the accuracy lies in its interval: {line}");
+    }
     assert!(std::fs::read_to_string(exp.join("results.md")).unwrap().contains("| layers=0 | 0 | done |"));
 
     // TensorBoard's own HParams handler: one session per trial that ran, with the axis value and

@@ -11,6 +11,7 @@ mod data_prepare;
 mod data_tasks;
 mod dist_gloo;
 mod env_cli;
+mod evaluation;
 mod faults;
 mod finetune_cli;
 mod launch_cli;

@@ -47,6 +47,7 @@ fn flat(p: &[(String, Tensor)]) -> Vec<f32> {
 const BUCKET_BYTES: usize = 40;
 
 #[test]
+#[ignore = "the spawned ranks' entry point, run by the tests below with --ignored; not a test"]
 fn child_entry_point() {
     let Ok(spec) = std::env::var(ROLE) else { return };
     let f: Vec<&str> = spec.split(',').collect();
@@ -119,7 +120,7 @@ fn run_two_ranks(stage: &str) -> Vec<serde_json::Value> {
     let kids: Vec<_> = (0..2)
         .map(|rank| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "zero::child_entry_point", "--nocapture", "--test-threads=1"])
+                .args(["--exact", "zero::child_entry_point", "--ignored", "--nocapture", "--test-threads=1"])
                 .env(ROLE, format!("{rank},{port},{},{stage}", out.display()))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

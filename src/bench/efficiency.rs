@@ -81,7 +81,12 @@ pub fn run(store_dir: &Path, model_dir: &Path, windows: &[usize], cases: usize) 
             let cfg = UserLlmConfig {
                 integration,
                 cross_attention_layers: Placement::Named("all".into()),
-                perceiver: latents.map(|k| PerceiverConfig { latents: k, layers: 2, heads: 4 }),
+                perceiver: latents.map(|k| PerceiverConfig {
+                    latents: k,
+                    layers: 2,
+                    heads: 4,
+                    keys: Default::default(),
+                }),
                 projection: ProjectionKind::Linear,
                 strategy: Strategy::Enc,
                 lora: LoraConfig::default(),

@@ -2,6 +2,7 @@
 //! in the same invocation where one is available.
 
 pub mod efficiency;
+pub mod eval;
 pub mod finetune;
 pub mod ingest;
 pub mod llm;

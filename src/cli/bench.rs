@@ -46,6 +46,22 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 16)]
         cases: usize,
     },
+    /// Batched evaluation against one question at a time: favorite-genre
+    /// questions on a store with the real LLM, cross-attention and soft
+    /// prompt, with the largest score difference between the two.
+    Eval {
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        questions: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Interactions the encoder reads.
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+    },
     /// Finetuning throughput of each strategy (Full, LoRA, Enc, Proj) with
     /// cross-attention on a store and an LLM; ratios against Full, MFU on a GPU.
     Finetune {
@@ -171,6 +187,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 tch::get_num_threads()
             );
             print!("{}", crate::bench::efficiency::report(&rows));
+        }
+        BenchCmd::Eval { store, model, questions, batch, window } => {
+            let rows = crate::bench::eval::run(&store, &model, questions.max(1), batch.max(1), window.max(1))?;
+            println!(
+                "favorite-genre questions asked one at a time and in batches (CPU, {} threads), untrained integration with open gates:",
+                tch::get_num_threads()
+            );
+            print!("{}", crate::bench::eval::report(&rows));
         }
         BenchCmd::Ingest { rows, dir } => {
             let results = crate::bench::ingest::bench(&dir, rows, &crate::paths::venv_python())?;

@@ -133,7 +133,7 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
         count(State::Interrupted),
         count(State::Pending)
     );
-    print!("{}", sweep::results::table(&plan, &rows));
+    print!("{}", sweep::results::summary(&plan, &rows));
     Ok(())
 }
 

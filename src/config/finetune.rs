@@ -63,9 +63,13 @@ pub struct FinetuneConfig {
     /// Checkpoints kept (the newest).
     #[serde(default = "d_keep")]
     pub keep_checkpoints: usize,
-    /// Test cases evaluated (the first N users in store order).
+    /// Test questions: N users drawn uniformly with the run's seed, or all (0).
     #[serde(default = "d_eval_examples")]
     pub eval_examples: usize,
+    /// Test questions answered together in one forward pass, where that
+    /// gives the same answers (closed-set questions with one prompt length).
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
     /// Next item: candidates ranked per question (the held-out item + negatives).
     #[serde(default = "d_candidates")]
     pub candidates: usize,
@@ -78,9 +82,11 @@ pub struct FinetuneConfig {
     /// Also evaluate the TextPrompt baseline (history as text) on the same cases.
     #[serde(default = "d_true")]
     pub text_prompt_baseline: bool,
-    /// History length rendered for the TextPrompt baseline.
-    #[serde(default = "d_text_window")]
-    pub text_prompt_window: usize,
+    /// Interactions written out for TextPrompt (default: the encoder's
+    /// `data.window`, so both see the same history); the oldest are dropped
+    /// where the prompt would not fit the LLM's context.
+    #[serde(default)]
+    pub text_prompt_window: Option<usize>,
     /// How a closed-set answer (a category name, an item title) is scored.
     #[serde(default)]
     pub scoring: Scoring,
@@ -179,6 +185,9 @@ fn d_ft_batch() -> usize {
 fn d_ft_warmup() -> u64 {
     10
 }
+fn d_eval_batch() -> usize {
+    8
+}
 fn d_eval_examples() -> usize {
     200
 }
@@ -190,9 +199,6 @@ fn d_max_new() -> usize {
 }
 fn d_samples() -> usize {
     4
-}
-fn d_text_window() -> usize {
-    20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +231,19 @@ pub struct PerceiverConfig {
     pub latents: usize,
     pub layers: usize,
     pub heads: usize,
+    /// What the latents attend to: the history's positions (`inputs`, the
+    /// default, as in the USER-LLM paper's description), or those and the
+    /// latents themselves (`inputs_and_latents`, Flamingo's resampler).
+    #[serde(default)]
+    pub keys: PerceiverKeys,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerceiverKeys {
+    #[default]
+    Inputs,
+    InputsAndLatents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -293,12 +293,12 @@ impl Validate for RunConfig {
                 (2..=4096).contains(&f.max_new_tokens),
                 format!("2..=4096, found {}", f.max_new_tokens),
             );
-            checks.check("finetune.text_prompt_window", f.text_prompt_window >= 1, "at least 1");
+            checks.check("finetune.text_prompt_window", f.text_prompt_window != Some(0), "at least 1");
             checks.check("finetune.steps", f.steps >= 1, "at least 1");
             checks.check("finetune.batch_size", f.batch_size >= 1, "at least 1");
             checks.check("finetune.lr", f.lr > 0.0 && f.lr < 10.0, format!("0 < lr < 10, found {}", f.lr));
-            checks.check("finetune.eval_examples", f.eval_examples >= 1, "at least 1");
             checks.check("finetune.log_every", f.log_every >= 1, "at least 1");
+            checks.check("finetune.eval_batch_size", f.eval_batch_size >= 1, "at least 1");
             checks.check("finetune.lora.rank", f.lora.rank >= 1, "at least 1");
             checks.check("finetune", self.data.is_some(), "a `data` section naming the store");
             if let Placement::Named(n) = &f.cross_attention_layers {

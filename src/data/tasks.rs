@@ -59,19 +59,24 @@ fn counted_categories(store: &Store, item: usize) -> &[i32] {
 /// one seen most recently in the window, then to the smaller id. `<none>` (id
 /// 0) only when no item in the window has any.
 pub fn favorite_category(store: &Store, window: std::ops::Range<usize>) -> i32 {
+    category_counts(store, window).first().map(|&(c, _)| c).unwrap_or(0)
+}
+
+/// The genres/categories counted over the positions `over` (each item's
+/// [`counted_categories`]), most frequent first, ties as in
+/// [`favorite_category`]; with each one's count.
+pub fn category_counts(store: &Store, over: impl IntoIterator<Item = usize>) -> Vec<(i32, usize)> {
     let mut count: std::collections::HashMap<i32, (usize, usize)> = std::collections::HashMap::new();
-    for k in window {
+    for k in over {
         for &c in counted_categories(store, store.arrays.item[k] as usize) {
             let e = count.entry(c).or_insert((0, 0));
             e.0 += 1;
             e.1 = k;
         }
     }
-    count
-        .into_iter()
-        .max_by(|(ca, (na, la)), (cb, (nb, lb))| na.cmp(nb).then(la.cmp(lb)).then(cb.cmp(ca)))
-        .map(|(c, _)| c)
-        .unwrap_or(0)
+    let mut v: Vec<(i32, (usize, usize))> = count.into_iter().collect();
+    v.sort_by(|(ca, (na, la)), (cb, (nb, lb))| nb.cmp(na).then(lb.cmp(la)).then(ca.cmp(cb)));
+    v.into_iter().map(|(c, (n, _))| (c, n)).collect()
 }
 
 /// Examples for `task` on the validation or test targets, with up to `length`

@@ -13,6 +13,7 @@ pub mod lora;
 pub mod perceiver;
 pub mod recompute;
 pub mod scoring;
+pub mod tiny;
 pub mod tokenizer;
 pub mod userllm;
 pub mod weights;

@@ -49,6 +49,8 @@ pub enum Part {
     Llm,
     Lora,
     Encoder,
+    /// The encoder's next-item pretraining heads: finetuning does not use them.
+    PretrainHeads,
     Perceiver,
     Projection,
     CrossAttention,
@@ -56,6 +58,9 @@ pub enum Part {
 
 impl Part {
     pub fn of(name: &str) -> Part {
+        if name.starts_with("encoder.head.") {
+            return Part::PretrainHeads;
+        }
         match name.split('.').next().unwrap_or("") {
             "lora" => Part::Lora,
             "encoder" => Part::Encoder,
@@ -71,6 +76,7 @@ impl Part {
             Part::Llm => s == Strategy::Full,
             Part::Lora => s == Strategy::Lora,
             Part::Encoder => s != Strategy::Proj,
+            Part::PretrainHeads => false,
             Part::Perceiver | Part::Projection | Part::CrossAttention => true,
         }
     }
@@ -106,7 +112,15 @@ impl UserLlm {
         let enc_dim = encoder.dim;
         let encoder = UserEncoder::new(&(&root / "encoder"), encoder);
         let perceiver = cfg.perceiver.as_ref().map(|p| {
-            Perceiver::new(&(&root / "perceiver"), enc_dim, p.latents as i64, p.layers as i64, p.heads as i64)
+            let with_latents = p.keys == crate::config::finetune::PerceiverKeys::InputsAndLatents;
+            Perceiver::new(
+                &(&root / "perceiver"),
+                enc_dim,
+                p.latents as i64,
+                p.layers as i64,
+                p.heads as i64,
+                with_latents,
+            )
         });
         let pp = &root / "projection";
         let projection = match cfg.projection {
@@ -289,57 +303,62 @@ impl UserLlm {
         mask: &Tensor,
         cache: Option<&mut KvCache>,
     ) -> Tensor {
+        self.llm.logits(&self.hidden_with_user(token_ids, user, mask, cache))
+    }
+
+    /// As [`forward_with_user`](Self::forward_with_user), the final hidden
+    /// states of the text positions `(batch, seq, hidden)` before the LM
+    /// head, for a caller that needs the logits of a few positions only.
+    pub fn hidden_with_user(
+        &self,
+        token_ids: &Tensor,
+        user: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
         let embeds = self.llm.embed(token_ids);
         if cache.is_none() && self.training.get() && self.activation_checkpointing.get() {
-            return self.checkpointed_logits(&embeds, user, mask);
+            return self.checkpointed_hidden(&embeds, user, mask);
         }
         let continuing = cache.as_ref().is_some_and(|c| c.seen > 0);
         let input = self.integration.mode().decoder_input(&embeds, user, mask, continuing);
-        let h = self.llm.hidden_states_with(&input.hidden, cache, &mut |layer, h| match self.xattn.get(&layer) {
-            Some(block) => block.forward(&h, &input.user, mask),
-            None => h,
-        });
-        self.text_logits(&h, input.skip, embeds.size()[1])
-    }
-
-    /// Logits of the `t` text positions after the first `skip` of the
-    /// decoder's output `h`.
-    fn text_logits(&self, h: &Tensor, skip: i64, t: i64) -> Tensor {
-        if skip > 0 {
-            self.llm.logits(&h.narrow(1, skip, t))
-        } else {
-            self.llm.logits(h)
-        }
+        let valid = input.valid.as_ref();
+        let h =
+            self.llm.hidden_states_with(&input.hidden, cache, valid, &mut |layer, h| match self.xattn.get(&layer) {
+                Some(block) => block.forward(&h, &input.user, mask),
+                None => h,
+            });
+        text_part(h, input.skip, embeds.size()[1])
     }
 
     /// Token ids read with the history as text (TextPrompt): the LLM alone.
-    pub fn forward_text(&self, token_ids: &Tensor) -> Tensor {
+    pub fn hidden_text(&self, token_ids: &Tensor) -> Tensor {
         let none = Tensor::zeros([0], (Kind::Float, self.llm.device()));
-        self.forward_with_user(token_ids, &none, &none, None)
+        self.hidden_with_user(token_ids, &none, &none, None)
     }
 
     /// The training forward with each decoder layer (and its cross-attention
     /// block) as a recomputed segment.
-    fn checkpointed_logits(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
+    fn checkpointed_hidden(&self, embeds: &Tensor, user: &Tensor, mask: &Tensor) -> Tensor {
         let input = self.integration.mode().decoder_input(embeds, user, mask, false);
         let (mut h, user) = (input.hidden, input.user);
         for (i, layer) in self.llm.layers.iter().enumerate() {
             let block = self.xattn.get(&i);
             let rope = &self.llm.rope;
             let mask = mask.shallow_clone();
+            let valid = input.valid.as_ref().map(|v| v.shallow_clone());
             // SAFETY: the segment borrows this model's layer, rope and block;
             // `release_segments` runs after the backward pass, and the model outlives it.
             h = unsafe {
                 self.segments.run(&h, &user, move |h, u| {
-                    layer.forward_with(h, rope, 0, None, |x| match block {
+                    layer.forward_with(h, rope, 0, None, valid.as_ref(), |x| match block {
                         Some(b) => b.forward(&x, u, &mask),
                         None => x,
                     })
                 })
             };
         }
-        let h = self.llm.norm.forward(&h);
-        self.text_logits(&h, input.skip, embeds.size()[1])
+        text_part(self.llm.norm.forward(&h), input.skip, embeds.size()[1])
     }
 
     /// Free the recomputation segments of earlier training forwards; call
@@ -369,5 +388,14 @@ impl UserLlm {
         for lin in self.llm.layers.iter_mut().flat_map(|l| l.linears_mut()) {
             lin.merge_lora();
         }
+    }
+}
+
+/// The `t` text positions after the first `skip` of the decoder's output `h`.
+fn text_part(h: Tensor, skip: i64, t: i64) -> Tensor {
+    if skip > 0 {
+        h.narrow(1, skip, t)
+    } else {
+        h
     }
 }

@@ -75,5 +75,5 @@ pub fn report(plan: &Plan) -> Result<String> {
     let rows = results::rows(plan);
     results::write(plan, &rows)?;
     results::write_hparams(plan, &rows)?;
-    Ok(results::table(plan, &rows))
+    Ok(results::summary(plan, &rows))
 }

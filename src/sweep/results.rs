@@ -7,6 +7,8 @@
 use super::layout;
 use super::plan::{Plan, StageKind};
 use super::state::{self, State};
+use crate::data::tasks::Task;
+use crate::task::evaluate::{compare, comparisons, headline, Evaluated};
 use crate::tb::{EventWriter, HParamType, HValue};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -17,6 +19,8 @@ pub struct Row {
     pub axes: Vec<String>,
     pub state: State,
     pub metrics: BTreeMap<String, f64>,
+    /// The 95% bootstrap interval of each metric, where the trial has them.
+    pub ci: BTreeMap<String, [f64; 2]>,
     pub prompt_tokens: Option<f64>,
     pub user_tokens: Option<f64>,
     pub gflops: Option<f64>,
@@ -24,6 +28,8 @@ pub struct Row {
     /// Wall time of the trial's own stage(s) and of its shared pretraining.
     pub wall_s: f64,
     pub gpu_hours: f64,
+    /// A finetuning trial's task and results (the finetuned model second).
+    pub evaluated: Option<(Task, Vec<Evaluated>)>,
 }
 
 fn read_json(path: &std::path::Path) -> Option<serde_json::Value> {
@@ -53,12 +59,14 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
                     .collect(),
                 state: if state::complete(stage) { State::Done } else { st.state },
                 metrics: BTreeMap::new(),
+                ci: BTreeMap::new(),
                 prompt_tokens: None,
                 user_tokens: None,
                 gflops: None,
                 ms: None,
                 wall_s,
                 gpu_hours,
+                evaluated: None,
             };
             if let Some(m) = read_json(&state::metrics_file(stage)) {
                 match stage.kind {
@@ -71,6 +79,15 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
                         if let Some(ms) = r["metrics"].as_object() {
                             row.metrics = ms.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
                         }
+                        if let Some(ci) = r["ci"].as_object() {
+                            row.ci = ci
+                                .iter()
+                                .filter_map(|(k, v)| Some((k.clone(), [v[0].as_f64()?, v[1].as_f64()?])))
+                                .collect();
+                        }
+                        let task = serde_json::from_value::<Task>(m["task"].clone()).ok();
+                        let results = serde_json::from_value::<Vec<Evaluated>>(m["results"].clone()).ok();
+                        row.evaluated = task.zip(results);
                         row.prompt_tokens = r["prompt_tokens"].as_f64();
                         row.user_tokens = r["user_tokens"].as_f64();
                         row.gflops = r["gflops"].as_f64();
@@ -96,13 +113,26 @@ fn metric_keys(rows: &[Row]) -> Vec<String> {
     rows.iter().flat_map(|r| r.metrics.keys().cloned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
 }
 
+/// How a metric's interval is laid out: in the metric's cell (tables people
+/// read), or as `<metric>_ci_low` and `<metric>_ci_high` columns (CSV).
+#[derive(Clone, Copy, PartialEq)]
+enum Intervals {
+    InCell,
+    Columns,
+}
+
 /// Header and cells of every row, as text.
-fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
+fn cells(plan: &Plan, rows: &[Row], intervals: Intervals) -> (Vec<String>, Vec<Vec<String>>) {
     let keys = metric_keys(rows);
     let mut head = vec!["trial".to_string()];
     head.extend(plan.axes.iter().cloned());
     head.push("state".into());
-    head.extend(keys.iter().cloned());
+    for k in &keys {
+        match intervals {
+            Intervals::InCell => head.push(format!("{k} [95% CI]")),
+            Intervals::Columns => head.extend([k.clone(), format!("{k}_ci_low"), format!("{k}_ci_high")]),
+        }
+    }
     head.extend(["prompt tok", "user tok", "GFLOPs/ex", "ms/ex", "wall s", "GPU-h"].map(String::from));
     let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
     let body = rows
@@ -112,7 +142,18 @@ fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
             c.extend(r.axes.iter().cloned());
             c.push(crate::config::value_name(&r.state));
             for k in &keys {
-                c.push(opt(r.metrics.get(k).copied(), 4));
+                let ci = r.ci.get(k);
+                match intervals {
+                    Intervals::InCell => c.push(match (r.metrics.get(k), ci) {
+                        (Some(v), Some([lo, hi])) => format!("{v:.4} [{lo:.4}, {hi:.4}]"),
+                        (v, _) => opt(v.copied(), 4),
+                    }),
+                    Intervals::Columns => c.extend([
+                        opt(r.metrics.get(k).copied(), 4),
+                        opt(ci.map(|c| c[0]), 4),
+                        opt(ci.map(|c| c[1]), 4),
+                    ]),
+                }
             }
             c.extend([
                 opt(r.prompt_tokens, 0),
@@ -128,9 +169,53 @@ fn cells(plan: &Plan, rows: &[Row]) -> (Vec<String>, Vec<Vec<String>>) {
     (head, body)
 }
 
+/// Paired comparisons on the same test questions, one line each: every
+/// finetuned trial against its own baselines, then every two finetuned
+/// trials of one task asked the same questions (on the task's headline
+/// metric; "no clear difference" where the interval of the difference holds 0).
+pub fn comparison_lines(rows: &[Row]) -> Vec<String> {
+    let finetuned: Vec<(&Row, Task, &Evaluated)> = rows
+        .iter()
+        .filter_map(|r| {
+            let (task, results) = r.evaluated.as_ref()?;
+            Some((r, *task, results.get(1)?))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (r, task, f) in &finetuned {
+        let (_, results) = r.evaluated.as_ref().expect("filtered");
+        let others: Vec<&Evaluated> = results.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, e)| e).collect();
+        out.extend(comparisons(*task, f, &others).into_iter().map(|l| format!("{}: {l}", r.trial)));
+    }
+    for (i, (a, task, fa)) in finetuned.iter().enumerate() {
+        for (b, task_b, fb) in &finetuned[i + 1..] {
+            if task != task_b || compare(fa, fb, headline(*task)).is_none() {
+                continue;
+            }
+            let named = |row: &Row, e: &Evaluated| Evaluated { who: row.trial.clone(), ..e.clone() };
+            let (x, y) = (named(a, fa), named(b, fb));
+            out.extend(comparisons(*task, &x, &[&y]));
+        }
+    }
+    out
+}
+
+/// The table for the terminal, then the paired comparisons.
+pub fn summary(plan: &Plan, rows: &[Row]) -> String {
+    let mut s = table(plan, rows);
+    let lines = comparison_lines(rows);
+    if !lines.is_empty() {
+        s.push_str("\n  paired on the same test questions (difference, 95% interval):\n");
+        for l in lines {
+            s.push_str(&format!("  - {l}\n"));
+        }
+    }
+    s
+}
+
 /// The table for the terminal.
 pub fn table(plan: &Plan, rows: &[Row]) -> String {
-    let (head, body) = cells(plan, rows);
+    let (head, body) = cells(plan, rows, Intervals::InCell);
     let widths: Vec<usize> =
         (0..head.len()).map(|i| body.iter().map(|r| r[i].len()).chain([head[i].len()]).max().unwrap_or(0)).collect();
     let line = |c: &[String]| -> String {
@@ -157,20 +242,28 @@ fn csv_field(s: &str) -> String {
 
 /// Write `results.csv` and `results.md`.
 pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
-    let (head, body) = cells(plan, rows);
+    let (head, body) = cells(plan, rows, Intervals::Columns);
     let mut csv = head.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
     for r in &body {
         csv.push_str(&(r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"));
     }
     crate::fsutil::write_atomic(&layout::results_csv(&plan.dir), csv.as_bytes())?;
+    let (head, body) = cells(plan, rows, Intervals::InCell);
     let mut md = format!(
-        "# {}\n\nFrom `{}`; test metrics of each finetuned model, cost per example.\n\n",
+        "# {}\n\nFrom `{}`; test metrics of each finetuned model with 95% bootstrap intervals over the test questions, cost per example.\n\n",
         plan.experiment,
         plan.source.display()
     );
     md.push_str(&format!("| {} |\n|{}|\n", head.join(" | "), head.iter().map(|_| "---").collect::<Vec<_>>().join("|")));
     for r in &body {
         md.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    let lines = comparison_lines(rows);
+    if !lines.is_empty() {
+        md.push_str("\nPaired on the same test questions (difference, 95% paired-bootstrap interval; McNemar's exact p for 0/1 metrics):\n\n");
+        for l in lines {
+            md.push_str(&format!("- {l}\n"));
+        }
     }
     crate::fsutil::write_atomic(&layout::results_md(&plan.dir), md.as_bytes())?;
     Ok(())

@@ -12,7 +12,8 @@ use crate::data::catalog::{Catalog, Interaction};
 use crate::data::tasks::Task;
 use crate::model::batches::{catalog_history, history_inputs};
 use crate::model::generate::{generate_with, Sampling};
-use crate::model::scoring::score_candidates;
+use crate::model::llama::KvCache;
+use crate::model::scoring::{score_candidates, score_candidates_batch};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, UserLlm};
 use anyhow::{bail, Context, Result};
@@ -51,7 +52,7 @@ impl TaskSpec {
         Ok(TaskSpec {
             task: f.task,
             window: d.window,
-            text_window: f.text_prompt_window,
+            text_window: f.text_prompt_window.unwrap_or(d.window),
             candidates: f.candidates,
             max_new_tokens: f.max_new_tokens,
             seed: cfg.seed,
@@ -88,7 +89,8 @@ pub enum Answer {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
     pub prompt_tokens: usize,
-    /// User-embedding positions the LLM reads.
+    /// User-embedding positions the LLM reads (those that carry history;
+    /// padded slots are masked out, though computed and counted in `flops`).
     pub user_tokens: usize,
     pub flops: f64,
 }
@@ -104,6 +106,8 @@ pub struct Asker<'a> {
     eos: Vec<i64>,
     /// Each category's answer tokens, end of text included (category id - 1).
     category_answers: Vec<Vec<i64>>,
+    /// The most questions [`ask_batch`](Self::ask_batch) runs as one batch.
+    pub batch: usize,
 }
 
 impl<'a> Asker<'a> {
@@ -117,7 +121,7 @@ impl<'a> Asker<'a> {
             .skip(1)
             .map(|n| Ok([tok.encode(&format!("{lead}{n}"))?, vec![end]].concat()))
             .collect::<Result<_>>()?;
-        Ok(Self { integration: model.integration, eos, model, tok, cat, spec, category_answers })
+        Ok(Self { integration: model.integration, eos, model, tok, cat, spec, category_answers, batch: 1 })
     }
 
     /// The same model's LLM alone, with the history as text (zero-shot TextPrompt).
@@ -136,12 +140,27 @@ impl<'a> Asker<'a> {
             Question::Review { item } => Some(*item),
             _ => None,
         };
-        let text = question(self.cat, self.spec.task, target);
-        let text = if self.integration.mode().history_in_prompt() {
-            text_prompt(self.cat, &history[history.len().saturating_sub(self.spec.text_window)..], &text)
-        } else {
-            text
-        };
+        let q = question(self.cat, self.spec.task, target);
+        if !self.integration.mode().history_in_prompt() {
+            return self.encode_question(q);
+        }
+        // The last `text_window` interactions, fewer where they would not fit
+        // the context with room for the answer: drop the oldest, by the
+        // tokens an interaction takes on average, until the prompt fits.
+        let room = (self.model.llm.rope.max_positions() as usize).saturating_sub(self.spec.max_new_tokens.max(32));
+        let mut shown = history.len().min(self.spec.text_window);
+        loop {
+            let ids = self.encode_question(text_prompt(self.cat, &history[history.len() - shown..], &q))?;
+            if ids.len() <= room || shown <= 1 {
+                return Ok(ids);
+            }
+            let per = ids.len() / shown;
+            shown -= ((ids.len() - room).div_ceil(per.max(1))).clamp(1, shown - 1);
+        }
+    }
+
+    /// Token ids of a question's text, through the chat template when asked.
+    fn encode_question(&self, text: String) -> Result<Vec<i64>> {
         let text = if self.spec.chat_template { self.tok.chat_prompt(&text)?.unwrap_or(text) } else { text };
         self.tok.encode(&text)
     }
@@ -177,19 +196,78 @@ impl<'a> Asker<'a> {
 
     /// Answer one question about the user with this history.
     pub fn ask(&self, history: &[Interaction], q: &Question) -> Result<(Answer, Cost)> {
-        if history.is_empty() {
-            bail!("a question needs at least one interaction of history");
+        Ok(self.ask_batch(&[(history, q)])?.remove(0))
+    }
+
+    /// Answer several questions, each about its own user (history). Closed-set
+    /// questions with the same options and prompts of one length (every
+    /// favorite-category question of an integration that keeps the history out
+    /// of the prompt) run as one batch, up to `batch` rows: one forward over
+    /// the prompts, then every option from their cache. The others run one at
+    /// a time. The answers are those of [`ask`](Self::ask) on each alone.
+    pub fn ask_batch(&self, qs: &[(&[Interaction], &Question)]) -> Result<Vec<(Answer, Cost)>> {
+        let mut out: Vec<Option<(Answer, Cost)>> = (0..qs.len()).map(|_| None).collect();
+        let mut prompts = Vec::with_capacity(qs.len());
+        for (history, q) in qs {
+            if history.is_empty() {
+                bail!("a question needs at least one interaction of history");
+            }
+            prompts.push(self.prompt(history, q)?);
         }
-        let prompt = self.prompt(history, q)?;
+        // Favorite-category questions grouped by prompt length.
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, (_, q)) in qs.iter().enumerate() {
+            match q {
+                Question::FavoriteCategory => groups.entry(prompts[i].len()).or_default().push(i),
+                Question::NextItem { candidates } => {
+                    let toks: Vec<Vec<i64>> = candidates.iter().map(|&c| self.item_answer(c)).collect::<Result<_>>()?;
+                    let (h, p) = ([qs[i].0], [prompts[i].as_slice()]);
+                    let (ranked, user_tokens) = self.rank_options(&h, &p, candidates, &toks)?;
+                    out[i] = Some((
+                        Answer::Ranked(ranked.into_iter().next().expect("one row")),
+                        self.cost(p[0], user_tokens[0]),
+                    ));
+                }
+                Question::Review { .. } => out[i] = Some(self.review(qs[i].0, &prompts[i])?),
+            }
+        }
+        let ids: Vec<usize> = (1..=self.category_answers.len()).collect();
+        for rows in groups.values() {
+            for chunk in rows.chunks(self.batch.max(1)) {
+                let h: Vec<&[Interaction]> = chunk.iter().map(|&i| qs[i].0).collect();
+                let p: Vec<&[i64]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+                let (ranked, user_tokens) = self.rank_options(&h, &p, &ids, &self.category_answers)?;
+                for ((&i, r), u) in chunk.iter().zip(ranked).zip(user_tokens) {
+                    out[i] = Some((Answer::Ranked(r), self.cost(&prompts[i], u)));
+                }
+            }
+        }
+        Ok(out.into_iter().map(|a| a.expect("every question answered")).collect())
+    }
+
+    /// The user embeddings for histories (a placeholder for TextPrompt) and
+    /// the number of real user positions of each.
+    fn users(&self, histories: &[&[Interaction]]) -> (Tensor, Tensor, Vec<usize>) {
+        if !self.integration.mode().reads_user() {
+            let z = || Tensor::zeros([1], tch::kind::FLOAT_CPU);
+            return (z(), z(), vec![0; histories.len()]);
+        }
+        let (user, mask) = tch::no_grad(|| self.model.user_embeddings(&self.inputs(histories), false));
+        let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, tch::Kind::Int64).to_device(tch::Device::Cpu))
+            .expect("counts");
+        (user, mask, counts.into_iter().map(|c| c as usize).collect())
+    }
+
+    /// One model step for prompts read with `user`/`mask` (batch row `r` of
+    /// a step belongs to prompt `rows[r]`).
+    fn step<'s>(
+        &'s self,
+        user: &'s Tensor,
+        mask: &'s Tensor,
+    ) -> impl FnMut(&Tensor, &mut KvCache, Option<&Tensor>) -> Tensor + 's {
         let m = self.model;
         let text_only = !self.integration.mode().reads_user();
-        let (user, mask) = if text_only {
-            (Tensor::zeros([1], tch::kind::FLOAT_CPU), Tensor::zeros([1], tch::kind::FLOAT_CPU))
-        } else {
-            tch::no_grad(|| m.user_embeddings(&self.inputs(&[history]), false))
-        };
-        let user_tokens = if text_only { 0 } else { mask.sum(tch::Kind::Int64).int64_value(&[]) as usize };
-        let step = |ids: &Tensor, cache: &mut crate::model::llama::KvCache, rows: Option<&Tensor>| -> Tensor {
+        move |ids, cache, rows| {
             if text_only {
                 m.llm.forward(ids, Some(cache))
             } else {
@@ -197,55 +275,67 @@ impl<'a> Asker<'a> {
                     Some(r) => {
                         m.forward_with_user(ids, &user.index_select(0, r), &mask.index_select(0, r), Some(cache))
                     }
-                    None => m.forward_with_user(ids, &user, &mask, Some(cache)),
+                    None => m.forward_with_user(ids, user, mask, Some(cache)),
                 }
             }
-        };
-        let layers = m.llm.layers.len();
-        let device = m.llm.device();
-        let scoring = self.spec.scoring;
-        let answer = match q {
-            Question::FavoriteCategory => {
-                let ids: Vec<usize> = (1..=self.category_answers.len()).collect();
-                Answer::Ranked(rank_answers(
-                    scoring,
-                    layers,
-                    &prompt,
-                    &ids,
-                    &self.category_answers,
-                    device,
-                    &mut |x, c, r| step(x, c, Some(r)),
-                ))
-            }
-            Question::NextItem { candidates } => {
-                let toks: Vec<Vec<i64>> = candidates.iter().map(|&i| self.item_answer(i)).collect::<Result<_>>()?;
-                Answer::Ranked(rank_answers(scoring, layers, &prompt, candidates, &toks, device, &mut |x, c, r| {
-                    step(x, c, Some(r))
-                }))
-            }
-            Question::Review { .. } => {
-                let out = generate_with(
-                    layers,
-                    device,
-                    &prompt,
-                    self.spec.max_new_tokens,
-                    Sampling::GREEDY,
-                    &self.eos,
-                    &mut |ids, c| step(ids, c, None),
-                );
-                let text: Vec<i64> = out.into_iter().filter(|t| !self.eos.contains(t)).collect();
-                Answer::Text(self.tok.decode(&text)?.trim().to_string())
-            }
-        };
-        let history_len = history.len().min(self.spec.window) as f64;
-        let flops = if text_only {
-            crate::model::cost::llm(&m.llm.config, prompt.len() as f64)
+        }
+    }
+
+    /// Each prompt's options (`ids`, with their answer tokens) ranked by
+    /// [`Scoring`], and each prompt's real user positions. The prompts have
+    /// one length.
+    fn rank_options(
+        &self,
+        histories: &[&[Interaction]],
+        prompts: &[&[i64]],
+        ids: &[usize],
+        answers: &[Vec<i64>],
+    ) -> Result<(Vec<Ranking>, Vec<usize>)> {
+        let (user, mask, user_tokens) = self.users(histories);
+        let device = self.model.llm.device();
+        let flat: Vec<i64> = prompts.concat();
+        let batch = Tensor::from_slice(&flat).view([prompts.len() as i64, -1]).to_device(device);
+        let mut step = self.step(&user, &mask);
+        let layers = self.model.llm.layers.len();
+        let totals = score_candidates_batch(layers, &batch, answers, 0, &mut |x, c, r| step(x, c, Some(r)));
+        let ranked = totals.into_iter().map(|t| ranked(self.spec.scoring, ids, t, answers)).collect();
+        Ok((ranked, user_tokens))
+    }
+
+    /// A review: greedy generation after the prompt.
+    fn review(&self, history: &[Interaction], prompt: &[i64]) -> Result<(Answer, Cost)> {
+        let (user, mask, user_tokens) = self.users(&[history]);
+        let mut step = self.step(&user, &mask);
+        let m = self.model;
+        let out = generate_with(
+            m.llm.layers.len(),
+            m.llm.device(),
+            prompt,
+            self.spec.max_new_tokens,
+            Sampling::GREEDY,
+            &self.eos,
+            &mut |ids, c| step(ids, c, None),
+        );
+        let text: Vec<i64> = out.into_iter().filter(|t| !self.eos.contains(t)).collect();
+        Ok((Answer::Text(self.tok.decode(&text)?.trim().to_string()), self.cost(prompt, user_tokens[0])))
+    }
+
+    /// What answering after `prompt` costs. FLOPs count every position
+    /// computed: the encoder's input is always `window` long, padded slots
+    /// included (masked, but computed).
+    fn cost(&self, prompt: &[i64], user_tokens: usize) -> Cost {
+        let m = self.model;
+        let flops = if self.integration.mode().reads_user() {
+            crate::model::cost::user_llm(m, prompt.len() as f64, self.spec.window as f64)
         } else {
-            crate::model::cost::user_llm(m, prompt.len() as f64, history_len)
+            crate::model::cost::llm(&m.llm.config, prompt.len() as f64)
         };
-        Ok((answer, Cost { prompt_tokens: prompt.len(), user_tokens, flops }))
+        Cost { prompt_tokens: prompt.len(), user_tokens, flops }
     }
 }
+
+/// Options best first, with their scores.
+pub type Ranking = Vec<(usize, f64)>;
 
 /// What comes before an answer: a space after the plain prompt's
 /// `Answer:`, nothing at the start of the assistant's turn of a chat.
@@ -268,7 +358,12 @@ pub fn rank_answers(
     device: tch::Device,
     step: &mut crate::model::scoring::Step,
 ) -> Vec<(usize, f64)> {
-    let totals = score_candidates(layers, prompt, answers, 0, device, step);
+    ranked(scoring, ids, score_candidates(layers, prompt, answers, 0, device, step), answers)
+}
+
+/// Options `ids` with their summed log-likelihoods `totals` (of `answers`'
+/// tokens) ranked by `scoring`.
+fn ranked(scoring: Scoring, ids: &[usize], totals: Vec<f64>, answers: &[Vec<i64>]) -> Vec<(usize, f64)> {
     rank(ids.iter().zip(totals).zip(answers).map(|((&i, total), t)| (i, scoring.of(total, t.len()))).collect())
 }
 

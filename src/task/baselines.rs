@@ -3,18 +3,29 @@
 
 use super::ask::{Answer, Asker, Cost, Question, TargetText};
 use super::candidates::rank;
-use super::evaluate::{evaluate, Evaluated, Share};
+use super::evaluate::{evaluate, evaluate_model, Evaluated, Share};
 use super::examples::{EvalExample, TrainExample};
+use super::ranking::popularity_scores;
 use crate::data::catalog::Catalog;
+use crate::data::split::leave_last_out;
 use crate::data::store::Store;
-use crate::data::tasks::Task;
+use crate::data::tasks::{category_counts, Task};
+use crate::rng::SplitMix64;
 use anyhow::Result;
 
-/// The model before finetuning and the baselines on the same test questions:
-/// the majority class (favorite category), popularity over the same candidates
-/// (next item), and, with `text_prompt`, the same LLM zero-shot with the
-/// history as text. The ranks of `share` answer their part; rank 0 gets the
-/// results.
+/// A result with its per-question predictions.
+pub type WithPredictions = (Evaluated, Vec<serde_json::Value>);
+
+/// The model before finetuning and the baselines on the same test questions
+/// (rank 0 gets them, with their predictions; the ranks of `share` answer
+/// their part):
+/// - favorite category: the majority class of the training labels; genre
+///   popularity over every user's training interactions; random; and the
+///   genre-count oracle, which counts the genres of the very interactions the
+///   label is computed from (the upper bound a model reading them can reach);
+/// - next item: item popularity over every user's training interactions, and
+///   random, over the same candidates;
+/// - with `text_prompt`, the same LLM zero-shot with the history as text.
 pub fn baselines(
     asker: Asker,
     store: &Store,
@@ -23,13 +34,13 @@ pub fn baselines(
     cases: &[EvalExample],
     text_prompt: bool,
     share: &Share,
-) -> Result<Option<Vec<Evaluated>>> {
+) -> Result<Option<Vec<WithPredictions>>> {
     let users = &store.vocab.user;
     let task = asker.spec.task;
-    let result = |r: Option<(Evaluated, _)>| r.map(|(e, _)| e);
-    let mut out = vec![result(evaluate(cat, task, users, cases, "USER-LLM before finetuning", share, |c| {
-        asker.ask(&c.history, &c.question)
-    })?)];
+    let fixed =
+        |ranked: Vec<(usize, f64)>| move |_: &EvalExample| Ok((Answer::Ranked(ranked.clone()), Cost::default()));
+    let mut out = vec![evaluate_model(&asker, users, cases, "USER-LLM before finetuning", share)?];
+    let random = random_ranking(asker.spec.seed, task, cat.categories.len());
     match task {
         Task::FavoriteCategory => {
             let mut counts = std::collections::BTreeMap::new();
@@ -41,22 +52,27 @@ pub fn baselines(
             let majority =
                 counts.iter().max_by_key(|&(c, n)| (*n, std::cmp::Reverse(*c))).map(|(c, _)| *c).unwrap_or(0);
             let who = format!("majority class ({})", cat.categories[majority]);
-            out.push(result(evaluate(cat, task, users, cases, &who, share, |_| {
-                Ok((Answer::Ranked(vec![(majority, 0.0)]), Cost::default()))
-            })?));
+            out.push(evaluate(cat, task, users, cases, &who, share, fixed(vec![(majority, 0.0)]))?);
+            let everyone = (0..store.users()).flat_map(|u| leave_last_out(store.range(u)).train);
+            let popular = counted(category_counts(store, everyone));
+            let who = format!("popularity ({} counts over all training interactions)", cat.category_label);
+            out.push(evaluate(cat, task, users, cases, &who, share, fixed(popular))?);
+            out.push(evaluate(cat, task, users, cases, "random", share, |c| Ok(random(c)))?);
+            let window = asker.spec.window;
+            let who = format!("{}-count oracle (upper bound: counts the label's own interactions)", cat.category_label);
+            out.push(evaluate(cat, task, users, cases, &who, share, |c| {
+                let seen = c.positions.end - c.positions.len().min(window)..c.positions.end;
+                Ok((Answer::Ranked(counted(category_counts(store, seen))), Cost::default()))
+            })?);
         }
         Task::NextItem => {
-            // Popularity among training interactions, over the same candidates.
-            let mut pop = vec![0.0f64; cat.items.len()];
-            for ex in train {
-                if let TargetText::Item(i) = ex.target {
-                    pop[i] += 1.0;
-                }
-            }
-            out.push(result(evaluate(cat, task, users, cases, "popularity", share, |c| {
+            let pop = Vec::<f32>::try_from(popularity_scores(store))?;
+            let who = "popularity (all training interactions)";
+            out.push(evaluate(cat, task, users, cases, who, share, |c| {
                 let Question::NextItem { candidates } = &c.question else { unreachable!("next-item questions") };
-                Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i])).collect())), Cost::default()))
-            })?));
+                Ok((Answer::Ranked(rank(candidates.iter().map(|&i| (i, pop[i] as f64)).collect())), Cost::default()))
+            })?);
+            out.push(evaluate(cat, task, users, cases, "random", share, |c| Ok(random(c)))?);
         }
         Task::Review => {}
     }
@@ -64,8 +80,26 @@ pub fn baselines(
         let window = asker.spec.text_window;
         let zero_shot = asker.as_text_prompt();
         let who = format!("TextPrompt (last {window} interactions as text, no finetuning)");
-        out.push(result(evaluate(cat, task, users, cases, &who, share, |c| zero_shot.ask(&c.history, &c.question))?));
+        out.push(evaluate_model(&zero_shot, users, cases, &who, share)?);
     }
     // Every entry is there on rank 0, none elsewhere.
     Ok(out.into_iter().collect())
+}
+
+/// Category ids with their counts as a ranking (already in order).
+fn counted(counts: Vec<(i32, usize)>) -> Vec<(usize, f64)> {
+    counts.into_iter().filter(|&(c, _)| c > 0).map(|(c, n)| (c as usize, n as f64)).collect()
+}
+
+/// The random baseline: each question's options (the categories, or its
+/// candidates) in an order drawn from the seed and the question's user.
+fn random_ranking(seed: u64, task: Task, categories: usize) -> impl Fn(&EvalExample) -> (Answer, Cost) {
+    move |c| {
+        let mut options: Vec<usize> = match (&c.question, task) {
+            (Question::NextItem { candidates }, _) => candidates.clone(),
+            _ => (1..categories).collect(),
+        };
+        SplitMix64::for_stream(seed ^ 0x4a4d, c.user as u64).shuffle(&mut options);
+        (Answer::Ranked(options.into_iter().map(|i| (i, 0.0)).collect()), Cost::default())
+    }
 }

@@ -1,7 +1,6 @@
 //! Ranked answers and next-item candidates: how a ranking is ordered, and
 //! which items a next-item question offers.
 
-use crate::data::catalog::Interaction;
 use crate::rng::SplitMix64;
 
 /// Best first; ties go to the smaller id, so the order is reproducible.
@@ -11,10 +10,11 @@ pub fn rank(mut v: Vec<(usize, f64)>) -> Vec<(usize, f64)> {
 }
 
 /// Next-item candidates for a question: the held-out item and `n - 1`
-/// negatives drawn uniformly from items neither in the history nor the target,
-/// by a generator seeded from `seed` and the target, returned in item order.
-pub fn next_item_candidates(items: usize, history: &[Interaction], target: usize, n: usize, seed: u64) -> Vec<usize> {
-    let seen: std::collections::HashSet<usize> = history.iter().map(|x| x.item).chain([target]).collect();
+/// negatives drawn uniformly from items neither in `seen` (everything the
+/// user consumed before) nor the target, by a generator seeded from `seed`
+/// and the target, returned in item order.
+pub fn next_item_candidates(items: usize, seen: &[usize], target: usize, n: usize, seed: u64) -> Vec<usize> {
+    let seen: std::collections::HashSet<usize> = seen.iter().copied().chain([target]).collect();
     let available = items.saturating_sub(seen.len());
     let want = (n.max(1) - 1).min(available);
     let mut rng = SplitMix64::new(seed ^ (target as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));

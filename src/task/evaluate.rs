@@ -10,6 +10,7 @@ use crate::data::tasks::Task;
 use crate::task::ask::{Answer, Asker, Cost};
 use crate::task::examples::{EvalExample, Truth};
 use crate::task::rouge;
+use crate::task::stats::{bootstrap_ci, paired, Interval, Paired};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,6 +22,16 @@ pub struct Evaluated {
     pub cases: usize,
     /// accuracy | recall@1, recall@5, recall@10, mrr | rouge1, rouge2, rougeL.
     pub metrics: BTreeMap<String, f64>,
+    /// Each metric's 95% bootstrap interval over the questions.
+    #[serde(default)]
+    pub ci: BTreeMap<String, Interval>,
+    /// Each metric per question, in question order (for paired comparisons).
+    #[serde(default)]
+    pub per_question: BTreeMap<String, Vec<f64>>,
+    /// Which questions these are (a digest of their users and answers): two
+    /// results compare pairwise only when it is the same.
+    #[serde(default)]
+    pub questions: String,
     /// Text tokens the LLM reads per example.
     pub prompt_tokens: f64,
     /// User-embedding positions the LLM reads per example.
@@ -125,18 +136,67 @@ pub fn evaluate(
     share: &Share,
     mut answer: impl FnMut(&EvalExample) -> Result<(Answer, Cost)>,
 ) -> Result<Option<(Evaluated, Vec<serde_json::Value>)>> {
+    evaluate_batched(cat, task, users, cases, who, share, 1, |c| Ok(vec![answer(c[0])?]))
+}
+
+/// The model's own answers through [`Asker::ask_batch`], `asker.batch`
+/// questions at a time.
+pub fn evaluate_model(
+    asker: &Asker,
+    users: &[String],
+    cases: &[EvalExample],
+    who: &str,
+    share: &Share,
+) -> Result<Option<(Evaluated, Vec<serde_json::Value>)>> {
+    evaluate_batched(asker.cat, asker.spec.task, users, cases, who, share, asker.batch, |cs| {
+        let qs: Vec<_> = cs.iter().map(|c| (c.history.as_slice(), &c.question)).collect();
+        asker.ask_batch(&qs)
+    })
+}
+
+/// Seconds between progress lines of a long evaluation.
+const PROGRESS_S: u64 = 30;
+
+/// As [`evaluate`], with `answer` given up to `batch` examples at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_batched(
+    cat: &Catalog,
+    task: Task,
+    users: &[String],
+    cases: &[EvalExample],
+    who: &str,
+    share: &Share,
+    batch: usize,
+    mut answer: impl FnMut(&[&EvalExample]) -> Result<Vec<(Answer, Cost)>>,
+) -> Result<Option<(Evaluated, Vec<serde_json::Value>)>> {
     let t0 = Instant::now();
     let mut mine = Vec::new();
-    for (index, c) in cases.iter().enumerate().filter(|(i, _)| i % share.world == share.rank) {
-        let (a, cost) = answer(c)?;
-        mine.push(Answered {
-            index,
-            scores: score(&a, &c.truth).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            prompt_tokens: cost.prompt_tokens as f64,
-            user_tokens: cost.user_tokens as f64,
-            flops: cost.flops,
-            prediction: prediction_json(cat, task, &users[c.user], &a, Some(&c.truth), &cost),
-        });
+    let my_cases: Vec<(usize, &EvalExample)> =
+        cases.iter().enumerate().filter(|(i, _)| i % share.world == share.rank).collect();
+    let mut shown = Instant::now();
+    for (done, chunk) in my_cases.chunks(batch.max(1)).enumerate() {
+        // Long evaluations (TextPrompt, generation) say how far they are.
+        if share.rank == 0 && shown.elapsed().as_secs() >= PROGRESS_S {
+            let n = done * batch.max(1);
+            eprintln!(
+                "evaluating {who}: {n} of {} questions on this rank, {:.0} s",
+                my_cases.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            shown = Instant::now();
+        }
+        let cs: Vec<&EvalExample> = chunk.iter().map(|(_, c)| *c).collect();
+        let answers = answer(&cs)?;
+        for (&(index, c), (a, cost)) in chunk.iter().zip(answers) {
+            mine.push(Answered {
+                index,
+                scores: score(&a, &c.truth).into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                prompt_tokens: cost.prompt_tokens as f64,
+                user_tokens: cost.user_tokens as f64,
+                flops: cost.flops,
+                prediction: prediction_json(cat, task, &users[c.user], &a, Some(&c.truth), &cost),
+            });
+        }
     }
     let seconds = t0.elapsed().as_secs_f64();
     let Some(parts) = share.gather.gather(&format!("eval/{who}"), serde_json::to_vec(&(seconds, mine))?)? else {
@@ -150,12 +210,12 @@ pub fn evaluate(
         all.extend(answered);
     }
     all.sort_by_key(|a| a.index);
-    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut per_question: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let (mut prompt, mut user, mut flops) = (0.0, 0.0, 0.0);
     let mut predictions = Vec::with_capacity(cases.len());
     for a in all {
         for (k, v) in a.scores {
-            *sums.entry(k).or_default() += v;
+            per_question.entry(k).or_default().push(v);
         }
         prompt += a.prompt_tokens;
         user += a.user_tokens;
@@ -163,11 +223,15 @@ pub fn evaluate(
         predictions.push(a.prediction);
     }
     let n = cases.len().max(1) as f64;
-    let metrics = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
+    let metrics = per_question.iter().map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / n)).collect();
+    let ci = per_question.iter().map(|(k, v)| (k.clone(), bootstrap_ci(v))).collect();
     let e = Evaluated {
         who: who.into(),
         cases: cases.len(),
         metrics,
+        ci,
+        per_question,
+        questions: question_set(users, cases),
         prompt_tokens: prompt / n,
         user_tokens: user / n,
         gflops: flops / n / 1e9,
@@ -177,9 +241,40 @@ pub fn evaluate(
     Ok(Some((e, predictions)))
 }
 
-/// One line per result: the metrics and the cost per example.
+/// A digest of which questions were asked: each one's user and right answer.
+fn question_set(users: &[String], cases: &[EvalExample]) -> String {
+    let key: Vec<String> = cases.iter().map(|c| format!("{}\u{1f}{:?}", users[c.user], c.truth)).collect();
+    crate::fsutil::config_digest(&serde_json::json!(key), 16)
+}
+
+/// The metric a task's results are compared on first.
+pub fn headline(task: Task) -> &'static str {
+    match task {
+        Task::FavoriteCategory => "accuracy",
+        Task::NextItem => "recall@5",
+        Task::Review => "rougeL",
+    }
+}
+
+/// `a` against `b` on `metric`, when both answered the same questions.
+pub fn compare(a: &Evaluated, b: &Evaluated, metric: &str) -> Option<Paired> {
+    if a.questions.is_empty() || a.questions != b.questions {
+        return None;
+    }
+    Some(paired(a.per_question.get(metric)?, b.per_question.get(metric)?))
+}
+
+/// A metric with its interval, e.g. `0.6000 [0.4500, 0.7500]`.
+fn with_ci(r: &Evaluated, k: &str, v: f64) -> String {
+    match r.ci.get(k) {
+        Some([lo, hi]) => format!("{v:.4} [{lo:.4}, {hi:.4}]"),
+        None => format!("{v:.4}"),
+    }
+}
+
+/// One line per result: the metrics (with 95% intervals) and the cost per example.
 pub fn describe(r: &Evaluated) -> String {
-    let m: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    let m: Vec<String> = r.metrics.iter().map(|(k, v)| format!("{k} {}", with_ci(r, k, *v))).collect();
     format!(
         "{}: {} on {} cases; {:.0} prompt + {:.0} user tokens, {:.3} GFLOPs, {:.1} ms per example",
         r.who,
@@ -192,8 +287,8 @@ pub fn describe(r: &Evaluated) -> String {
     )
 }
 
-/// Results as a table: one row per model or baseline, the task's metrics,
-/// then the cost per example.
+/// Results as a table: one row per model or baseline, the task's metrics
+/// with their 95% bootstrap intervals, then the cost per example.
 pub fn table(task: Task, rows: &[Evaluated]) -> String {
     let keys: Vec<String> = rows
         .iter()
@@ -204,20 +299,48 @@ pub fn table(task: Task, rows: &[Evaluated]) -> String {
     let width = rows.iter().map(|r| r.who.len()).max().unwrap_or(10).max(10);
     let mut s = format!("  {:<width$}", format!("{}, test", crate::config::value_name(&task)));
     for k in &keys {
-        s.push_str(&format!(" {k:>9}"));
+        s.push_str(&format!(" {:>24}", format!("{k} [95% CI]")));
     }
     s.push_str(&format!(" {:>7} {:>6} {:>8} {:>10}\n", "prompt", "user", "GFLOPs", "ms/example"));
     for r in rows {
         s.push_str(&format!("  {:<width$}", r.who));
         for k in &keys {
             match r.metrics.get(k) {
-                Some(v) => s.push_str(&format!(" {v:>9.4}")),
-                None => s.push_str(&format!(" {:>9}", "-")),
+                Some(v) => s.push_str(&format!(" {:>24}", with_ci(r, k, *v))),
+                None => s.push_str(&format!(" {:>24}", "-")),
             }
         }
         s.push_str(&format!(" {:>7.0} {:>6.0} {:>8.3} {:>10.1}\n", r.prompt_tokens, r.user_tokens, r.gflops, r.ms));
     }
     s
+}
+
+/// How one result compares with each of `others` on the task's headline
+/// metric, one line each: the paired difference with its interval, the
+/// discordant questions and McNemar's p, and whether it is a difference.
+pub fn comparisons(task: Task, of: &Evaluated, others: &[&Evaluated]) -> Vec<String> {
+    let metric = headline(task);
+    others
+        .iter()
+        .filter_map(|b| {
+            let p = compare(of, b, metric)?;
+            let counts = match (p.a_only, p.b_only) {
+                (Some(x), Some(y)) => format!("; right only here {x}, only there {y}, McNemar p = {:.3}", p.p_value),
+                _ => format!("; p = {:.3}", p.p_value),
+            };
+            let verdict = if !p.significant() {
+                "no clear difference".to_string()
+            } else if p.difference > 0.0 {
+                "better".to_string()
+            } else {
+                "worse".to_string()
+            };
+            Some(format!(
+                "{} vs {}: {metric} {:+.4} [{:+.4}, {:+.4}]{counts}: {verdict}",
+                of.who, b.who, p.difference, p.ci[0], p.ci[1]
+            ))
+        })
+        .collect()
 }
 
 /// The first `n` test questions with the finetuned model's answer and the truth, as Markdown.

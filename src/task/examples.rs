@@ -7,6 +7,7 @@ use crate::data::catalog::{Catalog, Interaction};
 use crate::data::split::{eval_cases, training_windows, EvalCase, Split, WindowSpec};
 use crate::data::store::Store;
 use crate::data::tasks::{favorite_category, Task};
+use crate::rng::SplitMix64;
 use crate::task::ask::{Question, TargetText, TaskSpec};
 use crate::task::candidates::next_item_candidates;
 use anyhow::{bail, Result};
@@ -25,10 +26,12 @@ pub fn training(store: &Store, task: Task, window: usize, stride: usize) -> Resu
         let last = w.end - 1;
         let item = store.arrays.item[last] as usize;
         let ex = match task {
-            Task::FavoriteCategory => match favorite_category(store, w.start..w.end) {
+            // The label counts exactly the interactions the encoder reads: the
+            // last `window` (a window holds one more, the next item's target).
+            Task::FavoriteCategory => match favorite_category(store, w.end - (w.end - w.start).min(window)..w.end) {
                 0 => None,
                 c => Some(TrainExample {
-                    history: w.start..w.end,
+                    history: w.end - (w.end - w.start).min(window)..w.end,
                     question: Question::FavoriteCategory,
                     target: TargetText::Category(c as usize),
                 }),
@@ -65,6 +68,8 @@ pub struct EvalExample {
     pub user: usize,
     /// The most recent `max(window, text_window)` interactions before the held-out one.
     pub history: Vec<Interaction>,
+    /// Where `history` lies in the store.
+    pub positions: Range<usize>,
     pub question: Question,
     pub truth: Truth,
 }
@@ -82,22 +87,39 @@ pub fn eval_example(store: &Store, cat: &Catalog, spec: &TaskSpec, case: &EvalCa
                 c => (Question::FavoriteCategory, Truth::Category(c as usize)),
             }
         }
-        Task::NextItem => (
-            Question::NextItem {
-                candidates: next_item_candidates(cat.items.len(), &history, target, spec.candidates, spec.seed),
-            },
-            Truth::Item(target),
-        ),
+        Task::NextItem => {
+            // Negatives come from outside everything the user did before the
+            // target, not only the history the model is shown.
+            let earlier = store.range(case.user as usize).start..case.target;
+            let seen: Vec<usize> = store.arrays.item[earlier].iter().map(|&i| i as usize).collect();
+            let candidates = next_item_candidates(cat.items.len(), &seen, target, spec.candidates, spec.seed);
+            (Question::NextItem { candidates }, Truth::Item(target))
+        }
         Task::Review => (Question::Review { item: target }, Truth::Review(store.review(case.target)?.to_string())),
     };
-    Some(EvalExample { user: case.user as usize, history, question, truth })
+    Some(EvalExample { user: case.user as usize, history, positions: case.history.clone(), question, truth })
 }
 
-/// Test cases in store order (the first `limit` with an answer).
+/// Test questions: `limit` drawn uniformly without replacement (seeded by
+/// the task's seed) from the users whose held-out interaction has an
+/// answer, or all of them for `limit` 0 or at least their number; in store
+/// order.
 pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, limit: usize) -> Vec<EvalExample> {
-    eval_cases(store, Split::Test, spec.window.max(spec.text_window))
+    let all: Vec<EvalExample> = eval_cases(store, Split::Test, spec.window.max(spec.text_window))
         .iter()
         .filter_map(|c| eval_example(store, cat, spec, c))
-        .take(limit)
-        .collect()
+        .collect();
+    if limit == 0 || limit >= all.len() {
+        return all;
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    SplitMix64::for_stream(spec.seed, TEST_DRAW).shuffle(&mut order);
+    let mut keep = vec![false; all.len()];
+    for &i in &order[..limit] {
+        keep[i] = true;
+    }
+    all.into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect()
 }
+
+/// The stream of the run's seed that draws the test users.
+const TEST_DRAW: u64 = 0x7e57;

@@ -2,7 +2,8 @@
 //! (favorite genre/category, next item, review). The questions and their
 //! prompts, the answer texts a model is trained to give, how a model is asked
 //! ([`ask::Asker`]), next-item candidates, training and evaluation examples,
-//! scoring (accuracy, Recall@K and MRR, ROUGE) and the baselines.
+//! scoring (accuracy, Recall@K and MRR, ROUGE), its confidence intervals and
+//! paired comparisons, and the baselines.
 
 pub mod ask;
 pub mod baselines;
@@ -12,3 +13,4 @@ pub mod examples;
 pub mod prompt;
 pub mod ranking;
 pub mod rouge;
+pub mod stats;

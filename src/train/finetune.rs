@@ -24,7 +24,7 @@ use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
 use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate, samples, Evaluated};
+use crate::task::evaluate::{describe, evaluate_model, samples, Evaluated};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
 use crate::torch_runtime::with_threads;
@@ -106,27 +106,32 @@ pub(crate) fn make_batch(
 /// Forward and backward of one micro-batch, the loss divided by `global`
 /// answer tokens; returns the summed loss.
 pub(crate) fn forward_backward(model: &UserLlm, asker: &Asker, b: &Batch, global: f64, device: Device) -> Result<f64> {
-    let logits = crate::torch_runtime::with_autocast(device, || {
-        if !model.integration.mode().reads_user() {
-            model.forward_text(&b.tokens)
+    let sum = crate::torch_runtime::with_autocast(device, || {
+        let hidden = if !model.integration.mode().reads_user() {
+            model.hidden_text(&b.tokens)
         } else {
             let refs: Vec<&[_]> = b.histories.iter().map(|h| h.as_slice()).collect();
-            model.forward(&b.tokens, &asker.inputs(&refs), true)
-        }
+            let (user, mask) = model.user_embeddings(&asker.inputs(&refs), true);
+            model.hidden_with_user(&b.tokens, &user, &mask, None)
+        };
+        answer_loss(&hidden, &b.targets, &|h| model.llm.logits(h))
     });
-    let sum = answer_loss(&logits, &b.targets);
     (&sum / global).backward();
     model.release_segments();
     Ok(sum.double_value(&[]))
 }
 
-/// Summed next-token loss on the answer positions.
-fn answer_loss(logits: &Tensor, targets: &Tensor) -> Tensor {
+/// Summed next-token loss on the answer positions, from the final hidden
+/// states `(batch, seq, hidden)`: the LM head (`logits`) runs only on the
+/// positions that predict an answer token, a few of each sequence, not on
+/// every prompt position (over a 49k vocabulary that is a fifth of a step).
+pub(crate) fn answer_loss(hidden: &Tensor, targets: &Tensor, logits: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
     let t = targets.size()[1];
-    let pred = logits.narrow(1, 0, t - 1).to_kind(Kind::Float);
     let target = targets.narrow(1, 1, t - 1);
-    let v = pred.size()[2];
-    pred.reshape([-1, v]).cross_entropy_loss::<Tensor>(&target.reshape([-1]), None, tch::Reduction::Sum, -100, 0.0)
+    let scored = target.ne(-100);
+    let h = hidden.narrow(1, 0, t - 1).index(&[Some(&scored)]);
+    let pred = logits(&h).to_kind(Kind::Float);
+    pred.cross_entropy_loss::<Tensor>(&target.index(&[Some(&scored)]), None, tch::Reduction::Sum, -100, 0.0)
 }
 
 /// What one finetuning run works on: the task, its data and examples, the
@@ -343,6 +348,13 @@ impl<'a> Job<'a> {
         Ok(Job { f, store, cat, tok, spec, train, cases, run: RunDir::of(cfg), hash: config_hash(cfg) })
     }
 
+    /// How evaluation asks this job's questions of `model`.
+    fn asker<'m>(&'m self, model: &'m UserLlm) -> Result<Asker<'m>> {
+        let mut asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
+        asker.batch = self.f.eval_batch_size;
+        Ok(asker)
+    }
+
     fn announce(&self, model: &UserLlm) {
         let (n_train, n_all) = model.parameter_counts();
         eprintln!(
@@ -367,13 +379,31 @@ impl<'a> Job<'a> {
         } else {
             let share = w.share();
             let found = with_threads(w.eval_threads(), || {
-                let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
-                baselines(asker, &self.store, &self.cat, &self.train, &self.cases, self.f.text_prompt_baseline, &share)
+                baselines(
+                    self.asker(model)?,
+                    &self.store,
+                    &self.cat,
+                    &self.train,
+                    &self.cases,
+                    self.f.text_prompt_baseline,
+                    &share,
+                )
             })?;
-            if let Some(r) = &found {
-                fsutil::write_cached(&path, &self.hash, r)?;
-            }
-            found.unwrap_or_default()
+            let Some(found) = found else {
+                w.after_rank0("baselines")?;
+                return Ok(Vec::new());
+            };
+            // The predictions first: a kept result always has its predictions beside it.
+            let lines: String = found
+                .iter()
+                .flat_map(|(e, ps)| {
+                    ps.iter().map(|p| format!("{}\n", serde_json::json!({"who": e.who, "prediction": p})))
+                })
+                .collect();
+            fsutil::write_atomic(&self.run.finetune_baseline_predictions(), lines.as_bytes())?;
+            let results: Vec<Evaluated> = found.into_iter().map(|(e, _)| e).collect();
+            fsutil::write_cached(&path, &self.hash, &results)?;
+            results
         };
         for r in &results {
             eprintln!("{}", describe(r));
@@ -403,12 +433,9 @@ impl<'a> Job<'a> {
         }
         model.merge_lora();
         tch::set_num_threads(w.eval_threads() as i32);
-        let asker = Asker::new(model, &self.tok, &self.cat, self.spec.clone())?;
-        let users = &self.store.vocab.user;
+        let asker = self.asker(model)?;
         let share = w.share();
-        let evaluated = evaluate(&self.cat, f.task, users, &self.cases, "USER-LLM finetuned", &share, |c| {
-            asker.ask(&c.history, &c.question)
-        })?;
+        let evaluated = evaluate_model(&asker, &self.store.vocab.user, &self.cases, "USER-LLM finetuned", &share)?;
         let (Some((finetuned, predictions)), Some(tb)) = (evaluated, tb) else {
             w.after_rank0("finish")?;
             return Ok(Vec::new());
@@ -422,6 +449,10 @@ impl<'a> Job<'a> {
         let results = out.results;
         let mut s: Vec<(String, f32)> =
             results[1].metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
+        for (k, [lo, hi]) in &results[1].ci {
+            s.push((format!("finetune/test/{k}_ci_low"), *lo as f32));
+            s.push((format!("finetune/test/{k}_ci_high"), *hi as f32));
+        }
         s.push(("finetune/test/gflops_per_example".into(), results[1].gflops as f32));
         let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         tb.scalars(f.steps as i64, &refs)?;
@@ -432,5 +463,27 @@ impl<'a> Job<'a> {
         tb.flush()?;
         w.after_rank0("finish")?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_loss_from_answer_positions_equals_the_loss_over_all_logits() {
+        tch::manual_seed(3);
+        let hidden = Tensor::randn([2, 6, 4], tch::kind::FLOAT_CPU);
+        let head = Tensor::randn([9, 4], tch::kind::FLOAT_CPU);
+        // Prompts of 3 and 2 tokens, then answers; -100 on prompts and padding.
+        let targets = Tensor::from_slice(&[-100i64, -100, -100, 4, 7, 2, -100, -100, 5, 1, -100, -100]).view([2, 6]);
+        let logits = |h: &Tensor| h.matmul(&head.tr());
+        let got = answer_loss(&hidden, &targets, &logits).double_value(&[]);
+        // The reference: every position's logits, the shifted targets, -100 ignored.
+        let all = logits(&hidden).narrow(1, 0, 5).reshape([-1, 9]);
+        let want = all
+            .cross_entropy_loss::<Tensor>(&targets.narrow(1, 1, 5).reshape([-1]), None, tch::Reduction::Sum, -100, 0.0)
+            .double_value(&[]);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

@@ -5,6 +5,8 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod ddp;
 pub mod finetune;
+#[cfg(test)]
+mod learning_test;
 pub mod memory;
 pub mod metrics;
 pub mod preflight;

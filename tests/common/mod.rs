@@ -43,38 +43,9 @@ pub fn stderr(o: &Output) -> String {
 
 /// A 2-layer, 32-wide Llama with SmolLM2's vocabulary and tokenizer.
 pub fn tiny_model(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = serde_json::json!({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152, "tie_word_embeddings": true, "eos_token_id": 2});
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(
-        project_root().join(".uorch/models/smollm2-135m-instruct/tokenizer.json"),
-        dir.join("tokenizer.json"),
-    )
-    .unwrap();
-    let c: uorch::model::llama::LlamaConfig = serde_json::from_value(config).unwrap();
+    let tokenizer = project_root().join(".uorch/models/smollm2-135m-instruct/tokenizer.json");
     let _rng = torch_rng();
-    tch::manual_seed(0);
-    let m = uorch::model::llama::Llama::new(c, tch::Device::Cpu, tch::Kind::Float);
-    // In name order: `variables()` is a hash map, whose order changes from one
-    // process to the next, and the weights must not.
-    let mut vars: Vec<(String, tch::Tensor)> = m.vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = vars
-        .into_iter()
-        .map(|(n, t)| {
-            let t = if n.ends_with("norm.weight") { t.ones_like() } else { t.randn_like() * 0.05 };
-            let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
-            (n, t.size().iter().map(|&d| d as usize).collect(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, s, b)| {
-            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    uorch::model::tiny::write_tiny_model(dir, &tokenizer).unwrap();
 }
 
 /// The real MovieLens-100K prepared into `dir/ml` (the set-up's assets).

@@ -46,7 +46,7 @@ pub fn cfg(integration: Integration, strategy: Strategy, perceiver: bool) -> Use
     UserLlmConfig {
         integration,
         cross_attention_layers: Placement::Named("upper_half".into()),
-        perceiver: perceiver.then_some(PerceiverConfig { latents: 3, layers: 1, heads: 2 }),
+        perceiver: perceiver.then_some(PerceiverConfig { latents: 3, layers: 1, heads: 2, keys: Default::default() }),
         projection: ProjectionKind::Mlp,
         strategy,
         lora: LoraConfig { rank: 4, alpha: 8.0, ..Default::default() },

@@ -15,7 +15,7 @@ impl Mode for CrossAttention {
     }
 
     fn decoder_input(&self, embeds: &Tensor, user: &Tensor, _mask: &Tensor, _continuing: bool) -> DecoderInput {
-        DecoderInput { hidden: embeds.shallow_clone(), user: user.to_kind(embeds.kind()), skip: 0 }
+        DecoderInput { hidden: embeds.shallow_clone(), user: user.to_kind(embeds.kind()), skip: 0, valid: None }
     }
 
     /// Per block: q and o projections of the text, k and v of the user

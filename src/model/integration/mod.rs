@@ -42,6 +42,9 @@ pub struct DecoderInput {
     pub user: Tensor,
     /// Leading positions that are not text; their outputs are dropped.
     pub skip: i64,
+    /// Which positions of `hidden` later positions may attend to
+    /// `(batch, positions)`, when some may not (padded user slots).
+    pub valid: Option<Tensor>,
 }
 
 pub trait Mode: Sync {

@@ -16,6 +16,6 @@ impl Mode for TextPrompt {
     }
 
     fn decoder_input(&self, embeds: &Tensor, _user: &Tensor, _mask: &Tensor, _continuing: bool) -> DecoderInput {
-        DecoderInput { hidden: embeds.shallow_clone(), user: none(embeds), skip: 0 }
+        DecoderInput { hidden: embeds.shallow_clone(), user: none(embeds), skip: 0, valid: None }
     }
 }

@@ -41,7 +41,16 @@ impl SelfAttention {
 
     /// `x` `(batch, seq, hidden)` at positions `start..start+seq` → `(batch, seq, hidden)`.
     /// With a cache, its keys/values are attended to and this step's appended.
-    pub fn forward(&self, x: &Tensor, rope: &Rope, start: i64, cache: Option<&mut LayerCache>) -> Tensor {
+    /// `valid` `(batch, start+seq)`, when given, says which key positions may
+    /// be attended to (each position always sees itself, so none is empty).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        start: i64,
+        cache: Option<&mut LayerCache>,
+        valid: Option<&Tensor>,
+    ) -> Tensor {
         let (b, t, _) = x.size3().expect("(batch, seq, hidden)");
         let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
         let q = rope.apply(&split(self.q_proj.forward(x), self.heads), start);
@@ -56,7 +65,13 @@ impl SelfAttention {
             c.v = Some(v.shallow_clone());
         }
         let total = k.size()[2];
-        let y = if t == 1 {
+        let y = if let Some(valid) = valid {
+            let qi = Tensor::arange(t, (Kind::Int64, x.device())).unsqueeze(1) + (total - t);
+            let ki = Tensor::arange(total, (Kind::Int64, x.device())).unsqueeze(0);
+            let causal = ki.le_tensor(&qi).unsqueeze(0).logical_and(&valid.unsqueeze(1));
+            let mask = causal.logical_or(&ki.eq_tensor(&qi).unsqueeze(0)).unsqueeze(1);
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, true)
+        } else if t == 1 {
             // One new position attends to everything before it.
             Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, true)
         } else if total == t {

@@ -41,7 +41,7 @@ impl DecoderLayer {
 
     /// `(batch, seq, hidden)` → same.
     pub fn forward(&self, x: &Tensor, rope: &Rope, start: i64, cache: Option<&mut LayerCache>) -> Tensor {
-        self.forward_with(x, rope, start, cache, |h| h)
+        self.forward_with(x, rope, start, cache, None, |h| h)
     }
 
     /// As [`forward`](Self::forward), with `between` applied to the hidden
@@ -52,9 +52,10 @@ impl DecoderLayer {
         rope: &Rope,
         start: i64,
         cache: Option<&mut LayerCache>,
+        valid: Option<&Tensor>,
         between: impl FnOnce(Tensor) -> Tensor,
     ) -> Tensor {
-        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), rope, start, cache);
+        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), rope, start, cache, valid);
         let h = between(h);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }

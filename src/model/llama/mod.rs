@@ -42,11 +42,13 @@ pub struct KvCache {
     pub layers: Vec<LayerCache>,
     /// Positions already processed.
     pub seen: i64,
+    /// Which of them may be attended to `(batch, seen)`, once some may not.
+    pub valid: Option<Tensor>,
 }
 
 impl KvCache {
     pub fn new(layers: usize) -> Self {
-        Self { layers: (0..layers).map(|_| LayerCache::default()).collect(), seen: 0 }
+        Self { layers: (0..layers).map(|_| LayerCache::default()).collect(), seen: 0, valid: None }
     }
 
     /// A cache whose batch rows are this cache's `rows` (e.g. each prompt's
@@ -56,6 +58,7 @@ impl KvCache {
         Self {
             layers: self.layers.iter().map(|l| LayerCache { k: pick(&l.k), v: pick(&l.v) }).collect(),
             seen: self.seen,
+            valid: pick(&self.valid),
         }
     }
 }
@@ -94,7 +97,7 @@ impl Llama {
     /// Embeddings through every layer and the final norm. With a cache, the
     /// positions continue from `cache.seen` and the cache grows.
     pub fn hidden_states(&self, embeds: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
-        self.hidden_states_with(embeds, cache, &mut |_, h| h)
+        self.hidden_states_with(embeds, cache, None, &mut |_, h| h)
     }
 
     /// As [`hidden_states`](Self::hidden_states), with `between(layer, h)` run
@@ -103,6 +106,7 @@ impl Llama {
         &self,
         embeds: &Tensor,
         mut cache: Option<&mut KvCache>,
+        valid: Option<&Tensor>,
         between: &mut dyn FnMut(usize, Tensor) -> Tensor,
     ) -> Tensor {
         let start = cache.as_ref().map(|c| c.seen).unwrap_or(0);
@@ -113,13 +117,25 @@ impl Llama {
             start + t,
             self.rope.max_positions()
         );
+        // Which keys may be attended to: the cache's, then these positions'.
+        let earlier = cache.as_ref().and_then(|c| c.valid.as_ref());
+        let keys = match (earlier, valid) {
+            (None, None) => None,
+            (e, v) => {
+                let all = |n: i64| Tensor::ones([embeds.size()[0], n], (tch::Kind::Bool, embeds.device()));
+                let e = e.map(|e| e.shallow_clone()).unwrap_or_else(|| all(start));
+                let v = v.map(|v| v.shallow_clone()).unwrap_or_else(|| all(t));
+                Some(Tensor::cat(&[e, v], 1))
+            }
+        };
         let mut h = embeds.shallow_clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let lc = cache.as_mut().map(|c| &mut c.layers[i]);
-            h = layer.forward_with(&h, &self.rope, start, lc, |x| between(i, x));
+            h = layer.forward_with(&h, &self.rope, start, lc, keys.as_ref(), |x| between(i, x));
         }
         if let Some(c) = cache {
             c.seen += t;
+            c.valid = keys;
         }
         self.norm.forward(&h)
     }
