@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 /// then rename it into place: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
+        std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -20,10 +20,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         // Make the rename itself durable.
         std::fs::File::open(dir)?.sync_all()
     })();
-    if result.is_err() {
+    // Name the file: the caller's error then says which write failed.
+    result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+    })
 }
 
 /// The first `digits` hex digits of the SHA-256 of a JSON value's text: a

@@ -52,8 +52,11 @@ pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> R
 /// folder is renamed into place; the newest `keep` are kept.
 pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -> Result<PathBuf> {
     let result = (|| -> Result<PathBuf> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(staging)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(staging)
+            .with_context(|| format!("reading {}", staging.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         names.retain(|n| n != STATE && !state.files.contains_key(n));
         for name in names {
@@ -62,12 +65,14 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
         let state_file = staging.join(STATE);
         std::fs::write(&state_file, serde_json::to_vec_pretty(&state)?)
             .with_context(|| format!("writing {}", state_file.display()))?;
-        std::fs::File::open(staging.join(STATE))?.sync_all()?;
+        std::fs::File::open(&state_file)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", state_file.display()))?;
         let dest = root.join(step_dir(state.step));
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(staging, &dest)
             .with_context(|| format!("renaming {} to {}", staging.display(), dest.display()))?;
-        std::fs::File::open(root)?.sync_all()?;
+        std::fs::File::open(root).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", root.display()))?;
         Ok(dest)
     })();
     if result.is_err() {
@@ -151,7 +156,8 @@ pub fn save_together(
             pause_before_seal(&tmp, state.step);
             let sealed = check_confirmations(&all, &tmp).and_then(|verified| {
                 state.files = verified;
-                std::fs::remove_file(tmp.join(STAGED_BY))?;
+                let staged_by = tmp.join(STAGED_BY);
+                std::fs::remove_file(&staged_by).with_context(|| format!("removing {}", staged_by.display()))?;
                 commit(root, &tmp, state, keep)
             });
             if sealed.is_err() {
