@@ -113,12 +113,8 @@ fn summary(cfg: &RunConfig, dir: &RunDir) -> Result<String> {
         let m: FinetuneMetrics = metrics::read(&dir.metrics(StageFiles::Finetune))?;
         s += &format!("finetuning done ({} of {} parameters trained):\n", m.trainable_parameters, m.parameters);
         s += &crate::task::evaluate::table(m.task, &m.results);
-        // The finetuned model (second) against each of the others, paired.
-        if let Some((finetuned, others)) = m.results.get(1).map(|f| (f, [&m.results[..1], &m.results[2..]].concat())) {
-            let refs: Vec<&_> = others.iter().collect();
-            for line in crate::task::evaluate::comparisons(m.task, finetuned, &refs) {
-                s += &format!("  {line}\n");
-            }
+        for line in crate::task::evaluate::finetuned_against_the_rest(m.task, &m.results) {
+            s += &format!("  {line}\n");
         }
     }
     Ok(s)

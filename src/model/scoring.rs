@@ -72,16 +72,3 @@ pub fn score_candidates_batch(
         total.chunks(c as usize).map(|s| s.to_vec()).collect()
     })
 }
-
-/// One prompt's candidate scores.
-pub fn score_candidates(
-    layers: usize,
-    prompt: &[i64],
-    candidates: &[Vec<i64>],
-    pad: i64,
-    device: tch::Device,
-    forward: &mut Step,
-) -> Vec<f64> {
-    let p = Tensor::from_slice(prompt).unsqueeze(0).to_device(device);
-    score_candidates_batch(layers, &p, candidates, pad, forward).remove(0)
-}

@@ -8,7 +8,7 @@ use super::layout;
 use super::plan::{Plan, StageKind};
 use super::state::{self, State};
 use crate::data::tasks::Task;
-use crate::task::evaluate::{compare, comparisons, headline, Evaluated};
+use crate::task::evaluate::{compare, comparisons, finetuned, finetuned_against_the_rest, headline, Evaluated};
 use crate::tb::{EventWriter, HParamType, HValue};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub struct Row {
     /// Wall time of the trial's own stage(s) and of its shared pretraining.
     pub wall_s: f64,
     pub gpu_hours: f64,
-    /// A finetuning trial's task and results (the finetuned model second).
+    /// A finetuning trial's task and results (the finetuned model's among them).
     pub evaluated: Option<(Task, Vec<Evaluated>)>,
 }
 
@@ -71,27 +71,17 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
             if let Some(m) = read_json(&state::metrics_file(stage)) {
                 match stage.kind {
                     StageKind::Finetune => {
-                        let r = m["results"]
-                            .as_array()
-                            .and_then(|rs| rs.iter().find(|r| r["who"] == "USER-LLM finetuned"))
-                            .cloned()
-                            .unwrap_or_default();
-                        if let Some(ms) = r["metrics"].as_object() {
-                            row.metrics = ms.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect();
-                        }
-                        if let Some(ci) = r["ci"].as_object() {
-                            row.ci = ci
-                                .iter()
-                                .filter_map(|(k, v)| Some((k.clone(), [v[0].as_f64()?, v[1].as_f64()?])))
-                                .collect();
+                        let results: Vec<Evaluated> = serde_json::from_value(m["results"].clone()).unwrap_or_default();
+                        if let Some(f) = finetuned(&results) {
+                            row.metrics = f.metrics.clone();
+                            row.ci = f.ci.clone();
+                            row.prompt_tokens = Some(f.prompt_tokens);
+                            row.user_tokens = Some(f.user_tokens);
+                            row.gflops = Some(f.gflops);
+                            row.ms = Some(f.ms);
                         }
                         let task = serde_json::from_value::<Task>(m["task"].clone()).ok();
-                        let results = serde_json::from_value::<Vec<Evaluated>>(m["results"].clone()).ok();
-                        row.evaluated = task.zip(results);
-                        row.prompt_tokens = r["prompt_tokens"].as_f64();
-                        row.user_tokens = r["user_tokens"].as_f64();
-                        row.gflops = r["gflops"].as_f64();
-                        row.ms = r["ms"].as_f64();
+                        row.evaluated = task.map(|t| (t, results));
                     }
                     StageKind::Pretrain => {
                         if let Some(e) = m["encoder"].as_object() {
@@ -174,27 +164,26 @@ fn cells(plan: &Plan, rows: &[Row], intervals: Intervals) -> (Vec<String>, Vec<V
 /// trials of one task asked the same questions (on the task's headline
 /// metric; "no clear difference" where the interval of the difference holds 0).
 pub fn comparison_lines(rows: &[Row]) -> Vec<String> {
-    let finetuned: Vec<(&Row, Task, &Evaluated)> = rows
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some((task, results)) = &r.evaluated {
+            out.extend(finetuned_against_the_rest(*task, results).into_iter().map(|l| format!("{}: {l}", r.trial)));
+        }
+    }
+    let trials: Vec<(&Row, Task, &Evaluated)> = rows
         .iter()
         .filter_map(|r| {
             let (task, results) = r.evaluated.as_ref()?;
-            Some((r, *task, results.get(1)?))
+            Some((r, *task, finetuned(results)?))
         })
         .collect();
-    let mut out = Vec::new();
-    for (r, task, f) in &finetuned {
-        let (_, results) = r.evaluated.as_ref().expect("filtered");
-        let others: Vec<&Evaluated> = results.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, e)| e).collect();
-        out.extend(comparisons(*task, f, &others).into_iter().map(|l| format!("{}: {l}", r.trial)));
-    }
-    for (i, (a, task, fa)) in finetuned.iter().enumerate() {
-        for (b, task_b, fb) in &finetuned[i + 1..] {
+    for (i, (a, task, fa)) in trials.iter().enumerate() {
+        for (b, task_b, fb) in &trials[i + 1..] {
             if task != task_b || compare(fa, fb, headline(*task)).is_none() {
                 continue;
             }
             let named = |row: &Row, e: &Evaluated| Evaluated { who: row.trial.clone(), ..e.clone() };
-            let (x, y) = (named(a, fa), named(b, fb));
-            out.extend(comparisons(*task, &x, &[&y]));
+            out.extend(comparisons(*task, &named(a, fa), &[&named(b, fb)]));
         }
     }
     out

@@ -13,7 +13,7 @@ use crate::data::tasks::Task;
 use crate::model::batches::{catalog_history, history_inputs};
 use crate::model::generate::{generate_with, Sampling};
 use crate::model::llama::KvCache;
-use crate::model::scoring::{score_candidates, score_candidates_batch};
+use crate::model::scoring::score_candidates_batch;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Integration, UserLlm};
 use anyhow::{bail, Context, Result};
@@ -297,8 +297,7 @@ impl<'a> Asker<'a> {
         let batch = Tensor::from_slice(&flat).view([prompts.len() as i64, -1]).to_device(device);
         let mut step = self.step(&user, &mask);
         let layers = self.model.llm.layers.len();
-        let totals = score_candidates_batch(layers, &batch, answers, 0, &mut |x, c, r| step(x, c, Some(r)));
-        let ranked = totals.into_iter().map(|t| ranked(self.spec.scoring, ids, t, answers)).collect();
+        let ranked = rank_answers(self.spec.scoring, layers, &batch, ids, answers, &mut |x, c, r| step(x, c, Some(r)));
         Ok((ranked, user_tokens))
     }
 
@@ -348,23 +347,22 @@ fn answer_lead(spec: &TaskSpec, tok: &Tokenizer) -> &'static str {
 }
 
 /// A closed set of answers (`ids`, each with its tokens, end of text
-/// included) ranked after `prompt` by `scoring`, best first.
+/// included) ranked by `scoring` after each of `prompts` `(batch, len)`,
+/// best first: one ranking per prompt.
 pub fn rank_answers(
     scoring: Scoring,
     layers: usize,
-    prompt: &[i64],
+    prompts: &Tensor,
     ids: &[usize],
     answers: &[Vec<i64>],
-    device: tch::Device,
     step: &mut crate::model::scoring::Step,
-) -> Vec<(usize, f64)> {
-    ranked(scoring, ids, score_candidates(layers, prompt, answers, 0, device, step), answers)
-}
-
-/// Options `ids` with their summed log-likelihoods `totals` (of `answers`'
-/// tokens) ranked by `scoring`.
-fn ranked(scoring: Scoring, ids: &[usize], totals: Vec<f64>, answers: &[Vec<i64>]) -> Vec<(usize, f64)> {
-    rank(ids.iter().zip(totals).zip(answers).map(|((&i, total), t)| (i, scoring.of(total, t.len()))).collect())
+) -> Vec<Ranking> {
+    score_candidates_batch(layers, prompts, answers, 0, step)
+        .into_iter()
+        .map(|totals| {
+            rank(ids.iter().zip(totals).zip(answers).map(|((&i, total), t)| (i, scoring.of(total, t.len()))).collect())
+        })
+        .collect()
 }
 
 /// What an example's answer is, as text to train on.
@@ -425,7 +423,8 @@ mod tests {
             logits.index_select(0, &ids.reshape([-1])).view([b, s, V as i64])
         };
         let ids: Vec<usize> = (0..answers.len()).collect();
-        rank_answers(scoring, 1, prompt, &ids, answers, tch::Device::Cpu, &mut step)
+        let prompts = Tensor::from_slice(prompt).unsqueeze(0);
+        rank_answers(scoring, 1, &prompts, &ids, answers, &mut step).remove(0)
     }
 
     #[test]

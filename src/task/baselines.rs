@@ -40,7 +40,7 @@ pub fn baselines(
     let fixed =
         |ranked: Vec<(usize, f64)>| move |_: &EvalExample| Ok((Answer::Ranked(ranked.clone()), Cost::default()));
     let mut out = vec![evaluate_model(&asker, users, cases, "USER-LLM before finetuning", share)?];
-    let random = random_ranking(asker.spec.seed, task, cat.categories.len());
+    let random = random_ranking(asker.spec.seed, cat.categories.len());
     match task {
         Task::FavoriteCategory => {
             let mut counts = std::collections::BTreeMap::new();
@@ -93,10 +93,10 @@ fn counted(counts: Vec<(i32, usize)>) -> Vec<(usize, f64)> {
 
 /// The random baseline: each question's options (the categories, or its
 /// candidates) in an order drawn from the seed and the question's user.
-fn random_ranking(seed: u64, task: Task, categories: usize) -> impl Fn(&EvalExample) -> (Answer, Cost) {
+fn random_ranking(seed: u64, categories: usize) -> impl Fn(&EvalExample) -> (Answer, Cost) {
     move |c| {
-        let mut options: Vec<usize> = match (&c.question, task) {
-            (Question::NextItem { candidates }, _) => candidates.clone(),
+        let mut options: Vec<usize> = match &c.question {
+            Question::NextItem { candidates } => candidates.clone(),
             _ => (1..categories).collect(),
         };
         SplitMix64::for_stream(seed ^ 0x4a4d, c.user as u64).shuffle(&mut options);

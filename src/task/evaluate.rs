@@ -315,6 +315,21 @@ pub fn table(task: Task, rows: &[Evaluated]) -> String {
     s
 }
 
+/// The name the finetuned model's result goes by.
+pub const FINETUNED: &str = "USER-LLM finetuned";
+
+/// The finetuned model's result among a run's `results`.
+pub fn finetuned(results: &[Evaluated]) -> Option<&Evaluated> {
+    results.iter().find(|r| r.who == FINETUNED)
+}
+
+/// [`comparisons`] of the finetuned model with every other result of its run.
+pub fn finetuned_against_the_rest(task: Task, results: &[Evaluated]) -> Vec<String> {
+    let Some(f) = finetuned(results) else { return Vec::new() };
+    let others: Vec<&Evaluated> = results.iter().filter(|r| r.who != FINETUNED).collect();
+    comparisons(task, f, &others)
+}
+
 /// How one result compares with each of `others` on the task's headline
 /// metric, one line each: the paired difference with its interval, the
 /// discordant questions and McNemar's p, and whether it is a difference.
@@ -329,11 +344,11 @@ pub fn comparisons(task: Task, of: &Evaluated, others: &[&Evaluated]) -> Vec<Str
                 _ => format!("; p = {:.3}", p.p_value),
             };
             let verdict = if !p.significant() {
-                "no clear difference".to_string()
+                "no clear difference"
             } else if p.difference > 0.0 {
-                "better".to_string()
+                "better"
             } else {
-                "worse".to_string()
+                "worse"
             };
             Some(format!(
                 "{} vs {}: {metric} {:+.4} [{:+.4}, {:+.4}]{counts}: {verdict}",

@@ -24,7 +24,7 @@ use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
 use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate_model, samples, Evaluated};
+use crate::task::evaluate::{describe, evaluate_model, samples, Evaluated, FINETUNED};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
 use crate::torch_runtime::with_threads;
@@ -60,10 +60,15 @@ pub(crate) fn config_hash(cfg: &RunConfig) -> String {
     crate::fsutil::config_digest(&key, 16)
 }
 
-/// A training batch: token ids, answer targets (−100 elsewhere), histories.
+/// A training batch: token ids, where the answers are predicted and what,
+/// histories.
 pub(crate) struct Batch {
     pub tokens: Tensor,
-    targets: Tensor,
+    /// Flat positions (row * length + column) whose next token is an answer
+    /// token, known when the batch is built (no mask to resolve per step).
+    answer_at: Tensor,
+    /// The answer token each of them predicts.
+    answers: Tensor,
     pub answer_tokens: i64,
     histories: Vec<Vec<Interaction>>,
 }
@@ -86,19 +91,20 @@ pub(crate) fn make_batch(
     let t = seqs.iter().map(|(p, a)| p.len() + a.len()).max().unwrap_or(1);
     let eos = asker.eos();
     let mut toks = vec![eos; idx.len() * t];
-    let mut tgt = vec![-100i64; idx.len() * t];
-    let mut answer_tokens = 0;
+    let (mut at, mut answers) = (Vec::new(), Vec::new());
     for (r, (p, a)) in seqs.iter().enumerate() {
         toks[r * t..r * t + p.len()].copy_from_slice(p);
         toks[r * t + p.len()..r * t + p.len() + a.len()].copy_from_slice(a);
-        tgt[r * t + p.len()..r * t + p.len() + a.len()].copy_from_slice(a);
-        answer_tokens += a.len() as i64;
+        // Answer token j sits at p.len() + j and is predicted one position earlier.
+        at.extend((0..a.len()).map(|j| (r * t + p.len() + j - 1) as i64));
+        answers.extend_from_slice(a);
     }
     let shape = [idx.len() as i64, t as i64];
     Ok(Batch {
         tokens: Tensor::from_slice(&toks).view(shape).to_device(device),
-        targets: Tensor::from_slice(&tgt).view(shape).to_device(device),
-        answer_tokens,
+        answer_tokens: answers.len() as i64,
+        answer_at: Tensor::from_slice(&at).to_device(device),
+        answers: Tensor::from_slice(&answers).to_device(device),
         histories,
     })
 }
@@ -114,24 +120,26 @@ pub(crate) fn forward_backward(model: &UserLlm, asker: &Asker, b: &Batch, global
             let (user, mask) = model.user_embeddings(&asker.inputs(&refs), true);
             model.hidden_with_user(&b.tokens, &user, &mask, None)
         };
-        answer_loss(&hidden, &b.targets, &|h| model.llm.logits(h))
+        answer_loss(&hidden, &b.answer_at, &b.answers, &|h| model.llm.logits(h))
     });
     (&sum / global).backward();
     model.release_segments();
     Ok(sum.double_value(&[]))
 }
 
-/// Summed next-token loss on the answer positions, from the final hidden
-/// states `(batch, seq, hidden)`: the LM head (`logits`) runs only on the
-/// positions that predict an answer token, a few of each sequence, not on
+/// Summed next-token loss of the `answers` predicted at the flat positions
+/// `at` of the final hidden states `(batch, seq, hidden)`: the LM head
+/// (`logits`) runs only there, a few positions of each sequence, not on
 /// every prompt position (over a 49k vocabulary that is a fifth of a step).
-pub(crate) fn answer_loss(hidden: &Tensor, targets: &Tensor, logits: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
-    let t = targets.size()[1];
-    let target = targets.narrow(1, 1, t - 1);
-    let scored = target.ne(-100);
-    let h = hidden.narrow(1, 0, t - 1).index(&[Some(&scored)]);
-    let pred = logits(&h).to_kind(Kind::Float);
-    pred.cross_entropy_loss::<Tensor>(&target.index(&[Some(&scored)]), None, tch::Reduction::Sum, -100, 0.0)
+pub(crate) fn answer_loss(
+    hidden: &Tensor,
+    at: &Tensor,
+    answers: &Tensor,
+    logits: &dyn Fn(&Tensor) -> Tensor,
+) -> Tensor {
+    let width = hidden.size()[2];
+    let pred = logits(&hidden.reshape([-1, width]).index_select(0, at)).to_kind(Kind::Float);
+    pred.cross_entropy_loss::<Tensor>(answers, None, tch::Reduction::Sum, -100, 0.0)
 }
 
 /// What one finetuning run works on: the task, its data and examples, the
@@ -435,7 +443,7 @@ impl<'a> Job<'a> {
         tch::set_num_threads(w.eval_threads() as i32);
         let asker = self.asker(model)?;
         let share = w.share();
-        let evaluated = evaluate_model(&asker, &self.store.vocab.user, &self.cases, "USER-LLM finetuned", &share)?;
+        let evaluated = evaluate_model(&asker, &self.store.vocab.user, &self.cases, FINETUNED, &share)?;
         let (Some((finetuned, predictions)), Some(tb)) = (evaluated, tb) else {
             w.after_rank0("finish")?;
             return Ok(Vec::new());
@@ -478,7 +486,10 @@ mod tests {
         // Prompts of 3 and 2 tokens, then answers; -100 on prompts and padding.
         let targets = Tensor::from_slice(&[-100i64, -100, -100, 4, 7, 2, -100, -100, 5, 1, -100, -100]).view([2, 6]);
         let logits = |h: &Tensor| h.matmul(&head.tr());
-        let got = answer_loss(&hidden, &targets, &logits).double_value(&[]);
+        // The answer positions as make_batch lists them: row * 6 + the position before each answer token.
+        let at = Tensor::from_slice(&[2i64, 3, 4, 7, 8]);
+        let answers = Tensor::from_slice(&[4i64, 7, 2, 5, 1]);
+        let got = answer_loss(&hidden, &at, &answers, &logits).double_value(&[]);
         // The reference: every position's logits, the shifted targets, -100 ignored.
         let all = logits(&hidden).narrow(1, 0, 5).reshape([-1, 9]);
         let want = all
