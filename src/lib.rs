@@ -13,6 +13,7 @@ pub mod gpu_info;
 pub mod launch;
 pub mod model;
 pub mod paths;
+pub mod report;
 pub mod rng;
 pub mod rundir;
 pub mod serve;

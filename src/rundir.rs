@@ -11,7 +11,8 @@
 //!   step-00001500/                   one complete checkpoint (the newest `keep_checkpoints` stay)
 //!     model.safetensors                parameters (f32)
 //!     optimizer.safetensors            AdamW moments and step
-//!     state.json                       step, config hash, world size, loss, SHA-256 of each file
+//!     state.json                       step, config hash, world size, loss, SHA-256 of each file,
+//!                                      validation score (finetuning with `valid_examples`)
 //!   .step-00001500.tmp/              a checkpoint being written (never read; replaced)
 //! finetune_log.jsonl               finetuning, one line per step (as train_log.jsonl)
 //! finetune_baselines.json          baselines evaluated before finetuning (reused on resume)
@@ -19,6 +20,7 @@
 //! finetune_checkpoints/            finetuning checkpoints, laid out as checkpoints/ except:
 //!   step-N/model.safetensors         the trained tensors only
 //!   step-N/optimizer-rank-R.safetensors  rank R's optimizer shard
+//! finetune_validation.json         each checkpoint's score on the validation questions
 //! finetune_weights.safetensors     everything but the frozen base LLM (the finetuned model)
 //! finetune_predictions.jsonl       the finetuned model's answer to every test question
 //! finetune_metrics.json            finetuning results against the baselines (its presence = done)
@@ -106,6 +108,8 @@ pub const FINETUNE_PREDICTIONS: &str = "finetune_predictions.jsonl";
 pub const FINETUNE_BASELINE_PREDICTIONS: &str = "finetune_baseline_predictions.jsonl";
 /// Results before finetuning, kept so a resumed run does not redo them.
 pub const FINETUNE_BASELINES: &str = "finetune_baselines.json";
+/// Each finetuning checkpoint's validation score.
+pub const FINETUNE_VALIDATION: &str = "finetune_validation.json";
 
 /// One line per elastic restart of the run's workers.
 pub const RESTARTS: &str = "restarts.jsonl";
@@ -168,6 +172,10 @@ impl RunDir {
 
     pub fn finetune_baseline_predictions(&self) -> PathBuf {
         self.0.join(FINETUNE_BASELINE_PREDICTIONS)
+    }
+
+    pub fn finetune_validation(&self) -> PathBuf {
+        self.0.join(FINETUNE_VALIDATION)
     }
 
     pub fn finetune_baselines(&self) -> PathBuf {

@@ -229,7 +229,7 @@ fn next_item_negatives_never_come_from_anything_the_user_did_before() {
     let s = movielens_store(d.path());
     let cat = Catalog::of_store(&s);
     // A window of 2 shows user 1 only movies 8 and 9, but all of 1..9 came before the held-out 10.
-    let qs = uorch::task::examples::evaluation(&s, &cat, &spec(Task::NextItem, 2, 10), 0);
+    let qs = uorch::task::examples::evaluation(&s, &cat, &spec(Task::NextItem, 2, 10), Split::Test, 0);
     let candidates = |user: &str| -> Vec<String> {
         let q = qs.iter().find(|q| s.vocab.user[q.user] == user).expect("a question for the user");
         let uorch::task::ask::Question::NextItem { candidates } = &q.question else { panic!("next-item") };
@@ -268,10 +268,10 @@ fn test_users_are_drawn_uniformly_with_the_seed_not_taken_from_the_front() {
     let s = Store::open(&crate::common::prepare_ml100k(d.path())).unwrap();
     let cat = Catalog::of_store(&s);
     let ask = spec(Task::FavoriteCategory, 20, 0);
-    let all = uorch::task::examples::evaluation(&s, &cat, &ask, 0);
+    let all = uorch::task::examples::evaluation(&s, &cat, &ask, Split::Test, 0);
     assert!(all.len() > 900, "all {} users with a genre", all.len());
     let users = |spec: &uorch::task::ask::TaskSpec| -> Vec<usize> {
-        uorch::task::examples::evaluation(&s, &cat, spec, 100).iter().map(|q| q.user).collect()
+        uorch::task::examples::evaluation(&s, &cat, spec, Split::Test, 100).iter().map(|q| q.user).collect()
     };
     let drawn = users(&ask);
     assert_eq!(drawn.len(), 100);
@@ -283,4 +283,23 @@ fn test_users_are_drawn_uniformly_with_the_seed_not_taken_from_the_front() {
     let half = all[all.len() / 2].user;
     let low = drawn.iter().filter(|&&u| u < half).count();
     assert!((30..=70).contains(&low), "{low} of 100 in the first half");
+}
+
+#[test]
+fn validation_questions_ask_about_the_second_to_last_interaction_of_their_own_draw_of_users() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&crate::common::prepare_ml100k(d.path())).unwrap();
+    let cat = Catalog::of_store(&s);
+    let ask = spec(Task::FavoriteCategory, 20, 0);
+    let valid = uorch::task::examples::evaluation(&s, &cat, &ask, Split::Valid, 100);
+    let test = uorch::task::examples::evaluation(&s, &cat, &ask, Split::Test, 100);
+    assert_eq!(valid.len(), 100);
+    for q in &valid {
+        // The history stops before the second-to-last interaction, which it
+        // does not include: the validation target is held out of training too.
+        assert_eq!(q.positions.end, s.range(q.user).end - 2, "user {}", q.user);
+        assert_eq!(q.history.len(), 20.min(q.positions.end - s.range(q.user).start));
+    }
+    let users = |qs: &[uorch::task::examples::EvalExample]| qs.iter().map(|q| q.user).collect::<Vec<_>>();
+    assert_ne!(users(&valid), users(&test), "another stream of the seed draws the validation users");
 }

@@ -48,7 +48,7 @@ fn batched_answers_equal_per_user_answers() {
             let _ = tch::no_grad(|| b.alpha.shallow_clone().fill_(0.7));
         }
         let spec = TaskSpec::from_config(&cfg).unwrap();
-        let cases = uorch::task::examples::evaluation(&store, &cat, &spec, 12);
+        let cases = uorch::task::examples::evaluation(&store, &cat, &spec, uorch::data::split::Split::Test, 12);
         let mut asker = Asker::new(&model, &tok, &cat, spec).unwrap();
         asker.batch = 5;
         let qs: Vec<_> = cases.iter().map(|c| (c.history.as_slice(), &c.question)).collect();

@@ -554,3 +554,63 @@ fn sigterm_during_the_final_evaluation_lets_it_finish_and_the_launch_reports_the
     let results = finetune_metrics(&run)["results"].as_array().unwrap().clone();
     assert!(results.iter().any(|r| r["who"] == "USER-LLM finetuned"), "{results:?}");
 }
+
+#[test]
+fn validation_picks_the_checkpoint_that_is_tested_and_written() {
+    let d = tempfile::tempdir().unwrap();
+    let store = prepare_ml100k(d.path());
+    let model = d.path().join("tiny");
+    tiny_model(&model);
+    let finetune =
+        "cross_attention_layers: [1], steps: 6, batch_size: 4, lr: 0.05, checkpoint_every: 2, keep_checkpoints: 3, \
+                    valid_examples: 24, eval_examples: 8, text_prompt_baseline: false";
+    let cfg = write_config(d.path(), "val", &store, &model, finetune, 2);
+    let o = uorch().arg("launch").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = d.path().join("runs/val");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    // Validated at every checkpoint, on the validation questions.
+    let history = m["validation"].as_array().unwrap();
+    let steps: Vec<u64> = history.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![2, 4, 6]);
+    assert!(history.iter().all(|v| v["metric"] == "accuracy" && v["questions"] == 24), "{history:?}");
+    // The pick is the best score, the later of equals.
+    let values: Vec<f64> = history.iter().map(|v| v["value"].as_f64().unwrap()).collect();
+    let best = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let want = steps[values.iter().rposition(|&v| v == best).unwrap()];
+    eprintln!("validation {values:?} at steps {steps:?}: picked {want}");
+    assert_eq!(m["selected_step"].as_u64().unwrap(), want, "{values:?}");
+    let err = stderr(&o);
+    assert!(err.contains(&format!("validation picked step {want}")), "{err}");
+    // Its weights are the ones written (pruning around the best: checkpoint's unit tests).
+    let ck = run.join("finetune_checkpoints");
+    let weights_of = |step: u64| std::fs::read(ck.join(format!("step-{step:08}/model.safetensors"))).unwrap();
+    assert!(ck.join("step-00000006").exists(), "{:?}", std::fs::read_dir(&ck).unwrap().collect::<Vec<_>>());
+    same_tensors(&weights_of(want), &std::fs::read(run.join("finetune_weights.safetensors")).unwrap());
+
+    // Rate step 2 best by hand and finish the run again (it resumes at step 6, trains
+    // nothing): the weights written are now step 2's, not the last step's.
+    let state_file = ck.join("step-00000002/state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["valid"] = serde_json::json!(2.0);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    std::fs::remove_file(run.join("finetune_metrics.json")).unwrap();
+    let o = uorch().arg("launch").arg(&cfg).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("validation picked step 2"), "{}", stderr(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("finetune_metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["selected_step"], 2);
+    let written = std::fs::read(run.join("finetune_weights.safetensors")).unwrap();
+    same_tensors(&weights_of(2), &written);
+    assert_ne!(weights_of(2), weights_of(6));
+}
+
+/// Every tensor of the safetensors `a` is in `b`, with the same values.
+fn same_tensors(a: &[u8], b: &[u8]) {
+    let (a, b) = (safetensors::SafeTensors::deserialize(a).unwrap(), safetensors::SafeTensors::deserialize(b).unwrap());
+    for (name, t) in a.tensors() {
+        assert_eq!(t.data(), b.tensor(&name).unwrap().data(), "{name}");
+    }
+}

@@ -19,6 +19,7 @@ mod llm_golden;
 mod llm_load;
 mod pretrain_dist;
 mod recompute;
+mod report_cli;
 mod slurm;
 mod sweep_cli;
 mod tensorboard;

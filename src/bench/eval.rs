@@ -52,7 +52,7 @@ pub fn run(store_dir: &Path, model_dir: &Path, questions: usize, batch: usize, w
         scoring: Scoring::Mean,
         chat_template: true,
     };
-    let cases = crate::task::examples::evaluation(&store, &cat, &spec, questions);
+    let cases = crate::task::examples::evaluation(&store, &cat, &spec, crate::data::split::Split::Test, questions);
     let qs: Vec<_> = cases.iter().map(|c| (c.history.as_slice(), &c.question)).collect();
     let enc = crate::config::run::EncoderConfig { dropout: 0.0, ..Default::default() };
     let mut rows = Vec::new();

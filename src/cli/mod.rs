@@ -8,6 +8,7 @@ mod data;
 mod env;
 mod launch;
 mod model;
+mod report;
 mod serve;
 
 use crate::config::ConfigErrors;
@@ -53,6 +54,10 @@ enum Command {
     /// Run a config: create its run folder (resolved config, environment,
     /// TensorBoard log) and execute its stages.
     Launch(launch::LaunchArgs),
+    /// Write an experiment's report (report.md with PNG and SVG plots): the
+    /// paper's claims checked on paired trials, every metric with its 95%
+    /// interval along each axis, quality against cost, learning curves.
+    Report(report::ReportArgs),
     /// Experiments (sweeps) started by `uorch launch EXPERIMENT.yaml`.
     #[command(subcommand)]
     Sweep(launch::SweepCmd),
@@ -96,6 +101,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Export(a) => serve::export(a).map(done),
         Command::Bench(c) => bench::run(c).map(done),
         Command::Launch(a) => launch::launch(a),
+        Command::Report(a) => report::run(a).map(done),
         Command::Sweep(c) => launch::sweep(c).map(done),
         Command::Worker(a) => launch::worker(a),
     }

@@ -60,12 +60,19 @@ pub struct FinetuneConfig {
     /// Steps between checkpoints (0 = only at the end and on interruption).
     #[serde(default)]
     pub checkpoint_every: u64,
-    /// Checkpoints kept (the newest).
+    /// Checkpoints kept: the newest, and the one validation rates best.
     #[serde(default = "d_keep")]
     pub keep_checkpoints: usize,
     /// Test questions: N users drawn uniformly with the run's seed, or all (0).
     #[serde(default = "d_eval_examples")]
     pub eval_examples: usize,
+    /// Validation questions (each user's second-to-last interaction; N
+    /// users drawn with the seed, 0 = none) answered at every checkpoint:
+    /// the checkpoint that answers them best is the one tested (once) and
+    /// exported. Without checkpoints before the end there is nothing to
+    /// pick, and validation is skipped.
+    #[serde(default = "d_valid_examples")]
+    pub valid_examples: usize,
     /// Test questions answered together in one forward pass, where that
     /// gives the same answers (closed-set questions with one prompt length).
     #[serde(default = "d_eval_batch")]
@@ -79,6 +86,10 @@ pub struct FinetuneConfig {
     /// Test questions shown with their answers in TensorBoard's text tab.
     #[serde(default = "d_samples")]
     pub samples: usize,
+    /// Also evaluate the model before finetuning on the test questions (of a
+    /// TextPrompt model: the zero-shot TextPrompt).
+    #[serde(default = "d_true")]
+    pub before_finetuning: bool,
     /// Also evaluate the TextPrompt baseline (history as text) on the same cases.
     #[serde(default = "d_true")]
     pub text_prompt_baseline: bool,
@@ -190,6 +201,9 @@ fn d_eval_batch() -> usize {
 }
 fn d_eval_examples() -> usize {
     200
+}
+fn d_valid_examples() -> usize {
+    100
 }
 fn d_candidates() -> usize {
     20

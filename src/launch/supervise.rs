@@ -483,7 +483,14 @@ mod tests {
     fn checkpoint(run: &RunDir, step: u64) -> std::path::PathBuf {
         use crate::train::checkpoint::{commit, staging, TrainState};
         let root = run.checkpoints(StageFiles::Finetune);
-        let state = TrainState { step, config_hash: "h".into(), world_size: 1, loss: 0.0, files: Default::default() };
+        let state = TrainState {
+            step,
+            config_hash: "h".into(),
+            world_size: 1,
+            loss: 0.0,
+            files: Default::default(),
+            valid: None,
+        };
         commit(&root, &staging(&root, step).unwrap(), state, 3).unwrap()
     }
 

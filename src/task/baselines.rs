@@ -16,30 +16,45 @@ use anyhow::Result;
 /// A result with its per-question predictions.
 pub type WithPredictions = (Evaluated, Vec<serde_json::Value>);
 
+/// Which of the model's own baselines to evaluate (the rule baselines always are).
+pub struct Asked {
+    /// The model before finetuning.
+    pub before: bool,
+    /// The zero-shot TextPrompt, besides a model that reads user embeddings.
+    pub text_prompt: bool,
+}
+
 /// The model before finetuning and the baselines on the same test questions
 /// (rank 0 gets them, with their predictions; the ranks of `share` answer
 /// their part):
+/// - the model before finetuning, first, where `asked.before` (of a
+///   TextPrompt model that is the zero-shot TextPrompt, and named so);
 /// - favorite category: the majority class of the training labels; genre
 ///   popularity over every user's training interactions; random; and the
 ///   genre-count oracle, which counts the genres of the very interactions the
 ///   label is computed from (the upper bound a model reading them can reach);
 /// - next item: item popularity over every user's training interactions, and
 ///   random, over the same candidates;
-/// - with `text_prompt`, the same LLM zero-shot with the history as text.
+/// - with `asked.text_prompt`, the same LLM zero-shot with the history as text.
 pub fn baselines(
     asker: Asker,
     store: &Store,
     cat: &Catalog,
     train: &[TrainExample],
     cases: &[EvalExample],
-    text_prompt: bool,
+    asked: Asked,
     share: &Share,
 ) -> Result<Option<Vec<WithPredictions>>> {
     let users = &store.vocab.user;
     let task = asker.spec.task;
     let fixed =
         |ranked: Vec<(usize, f64)>| move |_: &EvalExample| Ok((Answer::Ranked(ranked.clone()), Cost::default()));
-    let mut out = vec![evaluate_model(&asker, users, cases, "USER-LLM before finetuning", share)?];
+    let reads_user = asker.integration.mode().reads_user();
+    let mut out = Vec::new();
+    if asked.before {
+        let who = if reads_user { BEFORE.to_string() } else { text_prompt_zero_shot(asker.spec.text_window) };
+        out.push(evaluate_model(&asker, users, cases, &who, share)?);
+    }
     let random = random_ranking(asker.spec.seed, cat.categories.len());
     match task {
         Task::FavoriteCategory => {
@@ -76,14 +91,26 @@ pub fn baselines(
         }
         Task::Review => {}
     }
-    if text_prompt && asker.integration.mode().reads_user() {
-        let window = asker.spec.text_window;
-        let zero_shot = asker.as_text_prompt();
-        let who = format!("TextPrompt (last {window} interactions as text, no finetuning)");
-        out.push(evaluate_model(&zero_shot, users, cases, &who, share)?);
+    if asked.text_prompt && reads_user {
+        let who = text_prompt_zero_shot(asker.spec.text_window);
+        out.push(evaluate_model(&asker.as_text_prompt(), users, cases, &who, share)?);
     }
     // Every entry is there on rank 0, none elsewhere.
     Ok(out.into_iter().collect())
+}
+
+/// The name of a USER-LLM's result before finetuning.
+pub const BEFORE: &str = "USER-LLM before finetuning";
+
+/// The name of the zero-shot TextPrompt's result (the same in every trial
+/// that asks it, so a report finds it anywhere).
+pub fn text_prompt_zero_shot(window: usize) -> String {
+    format!("TextPrompt (last {window} interactions as text, no finetuning)")
+}
+
+/// Whether a result is a zero-shot TextPrompt's (see [`text_prompt_zero_shot`]).
+pub fn is_text_prompt_zero_shot(who: &str) -> bool {
+    who.starts_with("TextPrompt (") && who.ends_with(", no finetuning)")
 }
 
 /// Category ids with their counts as a ranking (already in order).

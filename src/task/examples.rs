@@ -100,12 +100,12 @@ pub fn eval_example(store: &Store, cat: &Catalog, spec: &TaskSpec, case: &EvalCa
     Some(EvalExample { user: case.user as usize, history, positions: case.history.clone(), question, truth })
 }
 
-/// Test questions: `limit` drawn uniformly without replacement (seeded by
-/// the task's seed) from the users whose held-out interaction has an
-/// answer, or all of them for `limit` 0 or at least their number; in store
-/// order.
-pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, limit: usize) -> Vec<EvalExample> {
-    let all: Vec<EvalExample> = eval_cases(store, Split::Test, spec.window.max(spec.text_window))
+/// Test (or validation) questions: `limit` drawn uniformly without
+/// replacement (seeded by the task's seed) from the users whose held-out
+/// interaction of `split` has an answer, or all of them for `limit` 0 or at
+/// least their number; in store order.
+pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, split: Split, limit: usize) -> Vec<EvalExample> {
+    let all: Vec<EvalExample> = eval_cases(store, split, spec.window.max(spec.text_window))
         .iter()
         .filter_map(|c| eval_example(store, cat, spec, c))
         .collect();
@@ -113,7 +113,11 @@ pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, limit: usize) -
         return all;
     }
     let mut order: Vec<usize> = (0..all.len()).collect();
-    SplitMix64::for_stream(spec.seed, TEST_DRAW).shuffle(&mut order);
+    let stream = match split {
+        Split::Test => TEST_DRAW,
+        Split::Valid => VALID_DRAW,
+    };
+    SplitMix64::for_stream(spec.seed, stream).shuffle(&mut order);
     let mut keep = vec![false; all.len()];
     for &i in &order[..limit] {
         keep[i] = true;
@@ -123,3 +127,5 @@ pub fn evaluation(store: &Store, cat: &Catalog, spec: &TaskSpec, limit: usize) -
 
 /// The stream of the run's seed that draws the test users.
 const TEST_DRAW: u64 = 0x7e57;
+/// The one that draws the validation users.
+const VALID_DRAW: u64 = 0x7a11d;

@@ -30,6 +30,10 @@ pub struct TrainState {
     pub loss: f64,
     /// SHA-256 of each file.
     pub files: BTreeMap<String, String>,
+    /// The validation score of the weights (higher is better), where the
+    /// stage validated at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<f64>,
 }
 
 /// An empty staging folder for the checkpoint of `step` (its files are
@@ -49,7 +53,8 @@ pub fn write_file(staging: &Path, name: &str, tensors: &[(String, Tensor)]) -> R
 
 /// Seal a staging folder: the SHA-256 of every file goes into the state file
 /// (those already in `state.files` were verified by the caller), then the
-/// folder is renamed into place; the newest `keep` are kept.
+/// folder is renamed into place; the newest `keep` are kept, and the one
+/// validation rates best (which the run will test and export).
 pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -> Result<PathBuf> {
     let result = (|| -> Result<PathBuf> {
         let mut names: Vec<String> = std::fs::read_dir(staging)
@@ -79,12 +84,45 @@ pub fn commit(root: &Path, staging: &Path, mut state: TrainState, keep: usize) -
         let _ = std::fs::remove_dir_all(staging);
     }
     let dest = result?;
-    let mut all = list(root)?;
-    while all.len() > keep {
-        let (_, old) = all.remove(0);
-        let _ = std::fs::remove_dir_all(old);
+    let all = list(root)?;
+    let best = by_validation(root).into_iter().next().map(|(dir, _)| dir);
+    let old = all.len().saturating_sub(keep);
+    for (_, dir) in &all[..old] {
+        if best.as_ref() != Some(dir) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     Ok(dest)
+}
+
+/// The checkpoints that were validated, best first (the later of equal
+/// scores first: more training for the same score); their state files are
+/// read, their files not verified.
+pub fn by_validation(root: &Path) -> Vec<(PathBuf, TrainState)> {
+    let mut out: Vec<(PathBuf, TrainState)> = list(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, dir)| {
+            let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(STATE)).ok()?).ok()?;
+            state.valid.is_some().then_some((dir, state))
+        })
+        .collect();
+    out.sort_by(|(_, a), (_, b)| {
+        b.valid.partial_cmp(&a.valid).unwrap_or(std::cmp::Ordering::Equal).then(b.step.cmp(&a.step))
+    });
+    out
+}
+
+/// The best validated checkpoint that verifies (damaged ones are reported
+/// and skipped).
+pub fn best_validated(root: &Path) -> Option<(PathBuf, TrainState)> {
+    by_validation(root).into_iter().find_map(|(dir, _)| match verify(&dir) {
+        Ok(state) => Some((dir, state)),
+        Err(e) => {
+            eprintln!("warning: skipping checkpoint: {e:#}");
+            None
+        }
+    })
 }
 
 /// The tensors of `params` for a checkpoint's model file.
@@ -326,6 +364,42 @@ mod tests {
     fn confirm(rank: usize, files: &[(&str, &str)]) -> Confirmation {
         let files = files.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
         Confirmation { rank, host: format!("host{rank}"), files: Ok(files) }
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_the_best_validated_and_the_best_is_the_latest_of_equals() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ck");
+        let seal = |step: u64, valid: Option<f64>| {
+            let tmp = staging(&root, step).unwrap();
+            std::fs::write(tmp.join(MODEL), format!("weights of step {step}")).unwrap();
+            let state = TrainState {
+                step,
+                config_hash: "h".into(),
+                world_size: 1,
+                loss: 0.0,
+                files: Default::default(),
+                valid,
+            };
+            commit(&root, &tmp, state, 2).unwrap();
+        };
+        let steps = || list(&root).unwrap().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        seal(10, Some(0.30));
+        seal(20, Some(0.55));
+        seal(30, Some(0.40));
+        seal(40, Some(0.20));
+        // Two kept by age (30, 40) and 20, the best, which the newest two do not hold.
+        assert_eq!(steps(), vec![20, 30, 40]);
+        assert_eq!(best_validated(&root).unwrap().0, root.join(step_dir(20)));
+        seal(50, None); // a checkpoint written on a stop is not validated
+        assert_eq!(steps(), vec![20, 40, 50]);
+        seal(60, Some(0.55));
+        assert_eq!(steps(), vec![50, 60], "the later of two equal scores is the best; the earlier goes");
+        assert_eq!(best_validated(&root).unwrap().1.step, 60);
+        // A damaged best is skipped for the next one.
+        seal(70, Some(0.9));
+        std::fs::write(root.join(step_dir(70)).join(MODEL), b"torn").unwrap();
+        assert_eq!(best_validated(&root).unwrap().1.step, 60);
     }
 
     #[test]

@@ -8,13 +8,14 @@
 
 use super::checkpoint::{self, TrainState};
 use super::ddp;
-use super::metrics::{self, FinetuneMetrics};
+use super::metrics::{self, FinetuneMetrics, Validation};
 use super::skeleton::{Loop, Stage};
 use super::worker::Worker;
 use super::zero::{self, DataParallelOptimizer};
 use crate::config::finetune::FinetuneConfig;
 use crate::config::{value_name, RunConfig};
 use crate::data::catalog::{Catalog, Interaction};
+use crate::data::split::Split;
 use crate::data::store::Store;
 use crate::fsutil;
 use crate::model::assemble;
@@ -23,8 +24,8 @@ use crate::model::userllm::{Part, UserLlm};
 use crate::model::weights::{read_tensors, save_tensors};
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::ask::{Asker, TaskSpec};
-use crate::task::baselines::baselines;
-use crate::task::evaluate::{describe, evaluate_model, samples, Evaluated, FINETUNED};
+use crate::task::baselines::{baselines, Asked};
+use crate::task::evaluate::{describe, evaluate_model, headline, samples, Evaluated, FINETUNED};
 use crate::task::examples::{self, EvalExample, TrainExample};
 use crate::tb::EventWriter;
 use crate::torch_runtime::with_threads;
@@ -152,6 +153,8 @@ struct Job<'a> {
     spec: TaskSpec,
     train: Vec<TrainExample>,
     cases: Vec<EvalExample>,
+    /// Validation questions (none when no checkpoint before the last is validated).
+    valid: Vec<EvalExample>,
     run: RunDir,
     hash: String,
 }
@@ -183,7 +186,7 @@ impl Stage for Finetuning<'_> {
 
     /// Every rank writes its optimizer shard, rank 0 also the trained
     /// weights; rank 0 seals once all are confirmed ([`checkpoint::save_together`]).
-    fn save(&mut self, step: u64, loss: f64) -> Result<()> {
+    fn save(&mut self, step: u64, loss: f64, valid: Option<f64>) -> Result<()> {
         let w = self.w;
         let root = self.job.run.checkpoints(StageFiles::Finetune);
         let state = TrainState {
@@ -192,6 +195,7 @@ impl Stage for Finetuning<'_> {
             world_size: w.world,
             loss,
             files: Default::default(),
+            valid,
         };
         let shard_name = checkpoint::optimizer_shard(w.rank);
         let shard = self.opt.state_tensors();
@@ -225,6 +229,40 @@ impl Stage for Finetuning<'_> {
         }
         let grad_norm = self.opt.step(lr, self.job.f.grad_clip)?;
         Ok((loss_sum, grad_norm))
+    }
+
+    /// Every rank answers its share of the validation questions; rank 0
+    /// records the headline metric (`finetune_validation.json`, TensorBoard)
+    /// and returns it for the checkpoint's state.
+    fn validate(&mut self, done: u64, tb: Option<&mut EventWriter>) -> Result<Option<f64>> {
+        let job = self.job;
+        if job.valid.is_empty() {
+            return Ok(None);
+        }
+        self.model.set_training(false);
+        let who = format!("validation at step {done}");
+        let evaluated = with_threads(self.w.eval_threads(), || {
+            evaluate_model(&job.asker(self.model)?, &job.store.vocab.user, &job.valid, &who, &self.w.share())
+        });
+        self.model.set_training(true);
+        let Some((e, _)) = evaluated? else { return Ok(None) };
+        let metric = headline(job.f.task);
+        let value = e.metrics.get(metric).copied().unwrap_or(f64::NAN);
+        let ci = e.ci.get(metric).copied().unwrap_or([f64::NAN; 2]);
+        eprintln!(
+            "finetune: step {done}: validation {metric} {value:.4} [{:.4}, {:.4}] on {} questions",
+            ci[0], ci[1], e.cases
+        );
+        let path = job.run.finetune_validation();
+        // A resumed run validates again the steps after its checkpoint.
+        let mut all: Vec<Validation> = fsutil::read_cached(&path, &job.hash).unwrap_or_default();
+        all.retain(|v| v.step < done);
+        all.push(Validation { step: done, metric: metric.into(), value, ci, questions: e.cases });
+        fsutil::write_cached(&path, &job.hash, &all)?;
+        if let Some(tb) = tb {
+            tb.scalars(done as i64, &[(&format!("finetune/valid/{metric}"), value as f32)])?;
+        }
+        Ok(Some(value))
     }
 
     fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()> {
@@ -302,6 +340,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<bool> {
         mib(resident)
     );
     let optimizer_state_bytes_per_rank = stage.opt.state_bytes();
+    let (selected_step, validation) = job.select(&stage, w)?;
     drop(stage);
     model.set_training(false);
 
@@ -324,6 +363,8 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<bool> {
         gates: Vec::new(),
         results,
         restarts: w.restart,
+        validation,
+        selected_step,
     };
     job.finish(&mut model, partial, tb.as_mut(), w)?;
     Ok(false)
@@ -351,9 +392,39 @@ impl<'a> Job<'a> {
         let cat = Catalog::of_store(&store);
         let spec = TaskSpec::from_config(cfg)?;
         let train = examples::training(&store, f.task, d.window, d.stride)?;
-        let cases = examples::evaluation(&store, &cat, &spec, f.eval_examples);
+        let cases = examples::evaluation(&store, &cat, &spec, Split::Test, f.eval_examples);
+        // With one checkpoint (the last) there is nothing for validation to pick.
+        let picks = f.valid_examples > 0 && f.checkpoint_every > 0 && f.checkpoint_every < f.steps;
+        let valid =
+            if picks { examples::evaluation(&store, &cat, &spec, Split::Valid, f.valid_examples) } else { Vec::new() };
         let tok = Tokenizer::from_dir(&f.model)?;
-        Ok(Job { f, store, cat, tok, spec, train, cases, run: RunDir::of(cfg), hash: config_hash(cfg) })
+        Ok(Job { f, store, cat, tok, spec, train, cases, valid, run: RunDir::of(cfg), hash: config_hash(cfg) })
+    }
+
+    /// The best validated checkpoint's weights into the model (every rank),
+    /// when the run validated: the step they are of, and the validation
+    /// history (rank 0's). Without validation: the last step, nothing.
+    fn select(&self, stage: &Finetuning, w: &Worker) -> Result<(u64, Vec<Validation>)> {
+        if self.valid.is_empty() {
+            return Ok((self.f.steps, Vec::new()));
+        }
+        let root = self.run.checkpoints(StageFiles::Finetune);
+        let Some((dir, state)) = checkpoint::best_validated(&root) else {
+            bail!("finetune: no validated checkpoint in {} to pick the tested weights from", root.display());
+        };
+        stage.model.load_weights(&dir.join(checkpoint::MODEL), &stage.trainable)?;
+        let history: Vec<Validation> =
+            fsutil::read_cached(&self.run.finetune_validation(), &self.hash).unwrap_or_default();
+        if w.rank == 0 {
+            let metric = headline(self.f.task);
+            eprintln!(
+                "finetune: validation picked step {} ({metric} {:.4} on {} validation questions); the test questions are asked once, of its weights",
+                state.step,
+                state.valid.unwrap_or(f64::NAN),
+                self.valid.len()
+            );
+        }
+        Ok((state.step, history))
     }
 
     /// How evaluation asks this job's questions of `model`.
@@ -366,12 +437,16 @@ impl<'a> Job<'a> {
     fn announce(&self, model: &UserLlm) {
         let (n_train, n_all) = model.parameter_counts();
         eprintln!(
-            "finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions",
+            "finetune: {} with {} integration, {} strategy; {n_train} of {n_all} parameters train; {} training examples, {} test questions{}",
             value_name(&self.f.task),
             value_name(&self.f.integration),
             value_name(&self.f.strategy),
             self.train.len(),
-            self.cases.len()
+            self.cases.len(),
+            match self.valid.len() {
+                0 => String::new(),
+                n => format!(", {n} validation questions at every checkpoint"),
+            }
         );
     }
 
@@ -393,7 +468,7 @@ impl<'a> Job<'a> {
                     &self.cat,
                     &self.train,
                     &self.cases,
-                    self.f.text_prompt_baseline,
+                    Asked { before: self.f.before_finetuning, text_prompt: self.f.text_prompt_baseline },
                     &share,
                 )
             })?;
@@ -423,7 +498,7 @@ impl<'a> Job<'a> {
     /// After the last step: rank 0 writes the weights; every rank evaluates
     /// its share of what the export will hold (LoRA merged); rank 0 writes
     /// the predictions, the metrics file (`out` with the gates and the
-    /// finetuned model's results, second after the model before finetuning)
+    /// finetuned model's results, after the model before finetuning)
     /// and TensorBoard (`tb`, rank 0's), while the others wait untimed.
     /// Returns the results on rank 0 (empty elsewhere).
     fn finish(
@@ -451,17 +526,18 @@ impl<'a> Job<'a> {
         eprintln!("{}", describe(&finetuned));
         let lines: String = predictions.iter().map(|p| format!("{p}\n")).collect();
         fsutil::write_atomic(&run.finetune_predictions(), lines.as_bytes())?;
-        out.results.insert(1, finetuned);
-        out.gates = model.gates();
-        metrics::write(&run.metrics(StageFiles::Finetune), &out)?;
-        let results = out.results;
         let mut s: Vec<(String, f32)> =
-            results[1].metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
-        for (k, [lo, hi]) in &results[1].ci {
+            finetuned.metrics.iter().map(|(k, v)| (format!("finetune/test/{k}"), *v as f32)).collect();
+        for (k, [lo, hi]) in &finetuned.ci {
             s.push((format!("finetune/test/{k}_ci_low"), *lo as f32));
             s.push((format!("finetune/test/{k}_ci_high"), *hi as f32));
         }
-        s.push(("finetune/test/gflops_per_example".into(), results[1].gflops as f32));
+        s.push(("finetune/test/gflops_per_example".into(), finetuned.gflops as f32));
+        // After the model before finetuning, where it was evaluated.
+        out.results.insert(usize::from(f.before_finetuning).min(out.results.len()), finetuned);
+        out.gates = model.gates();
+        metrics::write(&run.metrics(StageFiles::Finetune), &out)?;
+        let results = out.results;
         let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         tb.scalars(f.steps as i64, &refs)?;
         let table: Vec<String> = results.iter().map(|r| format!("- {}", describe(r))).collect();

@@ -11,6 +11,7 @@ use crate::data::catalog::Catalog;
 use crate::data::formats::Format;
 use crate::data::ingest::Filters;
 use crate::data::prepare::{prepare, PrepareOptions};
+use crate::data::split::Split;
 use crate::data::store::Store;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Part, Strategy};
@@ -96,7 +97,7 @@ fn finetune(dir: &Path, store: &Store, gates_train: bool, steps: usize) -> (f64,
     let tok = Tokenizer::from_dir(&dir.join("llm")).unwrap();
     let spec = TaskSpec::from_config(&cfg).unwrap();
     let train = examples::training(store, spec.task, 10, 5).unwrap();
-    let cases = examples::evaluation(store, &cat, &spec, 0);
+    let cases = examples::evaluation(store, &cat, &spec, Split::Test, 0);
     let asker = Asker::new(&model, &tok, &cat, spec).unwrap();
     let mut opt = AdamW::new(0.0);
     let mut order: Vec<usize> = (0..train.len()).collect();

@@ -52,11 +52,30 @@ pub struct FinetuneMetrics {
     pub final_loss: f64,
     /// `tanh(gate)` per cross-attention layer.
     pub gates: Vec<(usize, f64)>,
-    /// The model before finetuning, the finetuned model, then the baselines.
+    /// The model before finetuning (unless `before_finetuning: false`), the
+    /// finetuned model, then the baselines.
     pub results: Vec<Evaluated>,
     /// Elastic restarts of the workers during the launch that finished it.
     #[serde(default)]
     pub restarts: usize,
+    /// Each checkpoint's score on the validation questions, by step.
+    #[serde(default)]
+    pub validation: Vec<Validation>,
+    /// The step whose weights were tested and written (the best validated
+    /// checkpoint's; the last step's without validation).
+    #[serde(default)]
+    pub selected_step: u64,
+}
+
+/// A checkpoint's score on the validation questions (`finetune_validation.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub step: u64,
+    pub metric: String,
+    pub value: f64,
+    /// Its 95% bootstrap interval.
+    pub ci: [f64; 2],
+    pub questions: usize,
 }
 
 /// JSON has no NaN: serde_json writes it as null; read null back as NaN.

@@ -76,13 +76,14 @@ impl Stage for Pretraining<'_> {
 
     /// Rank 0 writes the weights and optimizer (the same on every rank); the
     /// others confirm that they see its checkpoint folder, which a resume reads.
-    fn save(&mut self, step: u64, loss: f64) -> Result<()> {
+    fn save(&mut self, step: u64, loss: f64, valid: Option<f64>) -> Result<()> {
         let state = TrainState {
             step,
             config_hash: self.hash.clone(),
             world_size: self.w.world,
             loss,
             files: Default::default(),
+            valid,
         };
         let (model, optimizer) = (checkpoint::model_tensors(&self.named), checkpoint::optimizer_tensors(&self.opt));
         let mine: Vec<(&str, &[(String, Tensor)])> = if self.w.rank == 0 {

@@ -7,7 +7,7 @@
 //!    micro-batches, the stop flag riding on the step's count all-reduce, the
 //!    loss normalised by the global count, one JSON line per step,
 //!    TensorBoard at `log_every`, checkpoints at `checkpoint_every`, at the
-//!    end and on a stop;
+//!    end and on a stop (each validated first, where the stage validates);
 //! 4. finish (the stage's own code: evaluation and metrics).
 //!
 //! A stage plugs in through [`Stage`].
@@ -37,8 +37,15 @@ pub trait Stage {
     const SEED_SALT: i64;
     /// Restore the model and optimizer from a verified checkpoint folder.
     fn load(&mut self, checkpoint: &Path) -> Result<()>;
-    /// Checkpoint after `step` steps (called on every rank at the same step).
-    fn save(&mut self, step: u64, loss: f64) -> Result<()>;
+    /// Checkpoint after `step` steps (called on every rank at the same step),
+    /// with its validation score where [`validate`](Self::validate) gave one.
+    fn save(&mut self, step: u64, loss: f64, valid: Option<f64>) -> Result<()>;
+    /// Before a checkpoint at `done` steps (every rank; `tb` on rank 0):
+    /// the score of the weights on held-out questions (higher is better) on
+    /// rank 0, when the stage validates. The default: it does not.
+    fn validate(&mut self, _done: u64, _tb: Option<&mut EventWriter>) -> Result<Option<f64>> {
+        Ok(None)
+    }
     /// Take this rank's micro-batches (example indices) for the next step;
     /// returns their share of the count the loss is normalised by.
     fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64>;
@@ -205,7 +212,7 @@ impl Loop<'_> {
             let local = stage.prepare(micro)?;
             let (stop, counts) = w.stop_and_sum(&[local])?;
             if stop {
-                stage.save(step, last_loss)?;
+                stage.save(step, last_loss, None)?;
                 if lead {
                     eprintln!("interrupted after step {step}: checkpoint written");
                 }
@@ -224,11 +231,13 @@ impl Loop<'_> {
                 stage.log(done, last_loss, lr, grad_norm, tb.as_deref_mut())?;
             }
             if sc.checkpoint_every > 0 && done % sc.checkpoint_every == 0 && done < sc.steps {
-                stage.save(done, last_loss)?;
+                let valid = stage.validate(done, tb.as_deref_mut())?;
+                stage.save(done, last_loss, valid)?;
             }
         }
         if start < sc.steps {
-            stage.save(sc.steps, last_loss)?;
+            let valid = stage.validate(sc.steps, tb)?;
+            stage.save(sc.steps, last_loss, valid)?;
         }
         Ok(Trained { steps: sc.steps, last_loss, interrupted: false })
     }
