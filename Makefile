@@ -23,6 +23,7 @@ demo: setup
 	@echo
 	$(UORCH) config show experiments/quickstart.yaml --origins
 	$(UORCH) launch experiments/quickstart.yaml
+	$(UORCH) report checkpoints/quickstart
 
 env: setup
 	$(UORCH) env

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["task"],
     &["train", "serve"],
     &["sweep", "launch", "bench"],
+    &["report"],
     &["cli"],
 ];
 

@@ -57,6 +57,8 @@ fn a_sweep_reports_claims_tables_and_plots_and_says_what_is_unfinished() {
     assert!(row("Enc comes close to Full").contains("not checked"));
     // The zero-shot TextPrompt (the TextPrompt trial's model before finetuning) is compared too.
     assert!(md.contains("layers=1 vs TextPrompt (last 12 interactions as text, no finetuning)"), "{md}");
+    // Each trial against its rule baselines, paired.
+    assert!(md.lines().any(|l| l.starts_with("- soft: USER-LLM finetuned vs majority class")), "{md}");
     // Every plot the report shows is there, as a PNG and an SVG.
     let shown: Vec<&str> =
         md.match_indices("](plots/").map(|(i, _)| &md[i + 2..i + 2 + md[i + 2..].find(')').unwrap()]).collect();

@@ -4,7 +4,8 @@
 //! - the claims table: the USER-LLM paper's orderings, each checked on
 //!   trials paired on the same test questions ([`claims`]);
 //! - per task, every finished trial with its axis values, metrics (95%
-//!   intervals) and cost, and the baselines of those questions;
+//!   intervals) and cost, the baselines of those questions, and each trial
+//!   against them, paired;
 //! - each metric with its interval along each axis that varies (trials
 //!   that differ only there form a line);
 //! - quality against cost (forward GFLOPs and measured ms per example) with
@@ -21,7 +22,7 @@ pub mod trials;
 use crate::config::value_name;
 use crate::data::tasks::Task;
 use crate::task::baselines::{is_text_prompt_zero_shot, BEFORE};
-use crate::task::evaluate::{headline, Evaluated, FINETUNED};
+use crate::task::evaluate::{finetuned_against_the_rest, headline, Evaluated, FINETUNED};
 use anyhow::{bail, Context, Result};
 use plot::{Costed, Figure, Point, Series};
 use std::collections::BTreeMap;
@@ -221,6 +222,21 @@ fn task_section(task: Task, of: &[&TrialResult], plots: &Path, figures: &mut Vec
         );
     }
 
+    // Each trial against its run's baselines, paired.
+    let lines: Vec<String> = of
+        .iter()
+        .flat_map(|t| {
+            finetuned_against_the_rest(task, &t.results).into_iter().map(move |l| format!("- {}: {l}", t.name))
+        })
+        .collect();
+    if !lines.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Each trial against the baselines\n\nPaired on the same questions ({metric}; difference with its 95% paired-bootstrap interval, McNemar's exact p for 0/1 metrics; \"no clear difference\" when the interval holds 0):\n\n{}\n",
+            lines.join("\n")
+        );
+    }
+
     // Along each axis.
     let mut along = String::new();
     for axis in Axis::ALL {
@@ -328,9 +344,6 @@ fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Opti
             values.push(t.factor(axis).to_string());
         }
     }
-    if values.len() < 2 {
-        return None;
-    }
     if values.iter().all(|v| v.parse::<f64>().is_ok()) {
         values.sort_by(|a, b| a.parse::<f64>().unwrap().total_cmp(&b.parse::<f64>().unwrap()));
     }
@@ -344,12 +357,17 @@ fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Opti
             .collect();
         groups.entry(key).or_default().push(t);
     }
+    // Only the groups that vary in the axis make lines, and only their values ticks.
+    let distinct =
+        |ts: &[&TrialResult]| ts.iter().map(|t| t.factor(axis).to_string()).collect::<std::collections::BTreeSet<_>>();
+    groups.retain(|_, ts| distinct(ts).len() >= 2);
+    let used: std::collections::BTreeSet<String> = groups.values().flat_map(|ts| distinct(ts)).collect();
+    values.retain(|v| used.contains(v));
     // Label a line by the other axes that vary among the task's trials.
     let varies = |a: &Axis| of.iter().any(|t| t.factor(*a) != of[0].factor(*a));
     let shown: Vec<Axis> = Axis::ALL.iter().filter(|a| !ignore.contains(a) && varies(a)).copied().collect();
     let series: Vec<Series> = groups
         .values()
-        .filter(|ts| ts.iter().map(|t| t.factor(axis)).collect::<std::collections::BTreeSet<_>>().len() >= 2)
         .map(|ts| {
             let label =
                 shown.iter().map(|a| format!("{}={}", a.name(), ts[0].factor(*a))).collect::<Vec<_>>().join(", ");

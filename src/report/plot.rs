@@ -4,6 +4,7 @@
 //! fontconfig's `fc-match sans-serif` names.
 
 use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::ranged1d::Ranged;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -114,12 +115,7 @@ fn along<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let n = x.len().max(1);
     let ys = y_range(series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.ci[0], p.ci[1], p.value])));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 22))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ys)?;
+    let mut chart = framed(root, title).build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ys)?;
     // Ticks fall on the integers among many key points; only those are named.
     let name = |v: &f64| {
         let i = v.round();
@@ -154,13 +150,7 @@ fn along<DB: DrawingBackend>(
                 .map(|p| ErrorBar::new_vertical(p.x as f64 + dx, p.ci[0], p.value, p.ci[1], color.filled(), 10)),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -176,12 +166,7 @@ fn costs<DB: DrawingBackend>(
     let (lo, hi) = shown.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| (a.min(p.cost), b.max(p.cost)));
     let (lo, hi) = if lo.is_finite() { (lo / 1.6, hi * 1.6) } else { (0.1, 10.0) };
     let ys = y_range(shown.iter().flat_map(|p| [p.ci[0], p.ci[1]]));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 22))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d((lo..hi).log_scale(), ys)?;
+    let mut chart = framed(root, title).build_cartesian_2d((lo..hi).log_scale(), ys)?;
     chart
         .configure_mesh()
         .x_desc(format!("{cost} (log scale)"))
@@ -212,13 +197,7 @@ fn costs<DB: DrawingBackend>(
             EmptyElement::at((p.cost, p.value)) + Text::new(format!("{}{mark}", p.label), (6, -14), ("sans-serif", 12)),
         ))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
 
@@ -231,12 +210,7 @@ fn curves<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let xmax = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.0)).fold(1.0f64, f64::max);
     let ys = y_range(lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 22))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..xmax, ys)?;
+    let mut chart = framed(root, title).build_cartesian_2d(0f64..xmax, ys)?;
     chart.configure_mesh().x_desc("step").y_desc(y).label_style(("sans-serif", 15)).draw()?;
     for (i, (label, l)) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -248,14 +222,29 @@ fn curves<DB: DrawingBackend>(
             chart.draw_series(l.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
         }
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    Ok(())
+}
+
+/// A chart's frame: the title, margins, room for the axis labels.
+fn framed<'a, 'b, DB: DrawingBackend>(root: &'a DrawingArea<DB, Shift>, title: &str) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, ("sans-serif", 22)).margin(14).x_label_area_size(44).y_label_area_size(64);
+    b
+}
+
+/// The series' labels in a box at `position`.
+fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Drawn<DB> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
+        .position(position)
+        .draw()
 }
 
 /// Register a TrueType font as "sans-serif", once per process.

@@ -410,7 +410,14 @@ impl<'a> Job<'a> {
         }
         let root = self.run.checkpoints(StageFiles::Finetune);
         let Some((dir, state)) = checkpoint::best_validated(&root) else {
-            bail!("finetune: no validated checkpoint in {} to pick the tested weights from", root.display());
+            // Checkpoints written before validation existed, or all damaged.
+            if w.rank == 0 {
+                eprintln!(
+                    "warning: finetune: no validated checkpoint in {}: testing the last step's weights",
+                    root.display()
+                );
+            }
+            return Ok((self.f.steps, Vec::new()));
         };
         stage.model.load_weights(&dir.join(checkpoint::MODEL), &stage.trainable)?;
         let history: Vec<Validation> =
