@@ -27,7 +27,7 @@ fn misspelled_key_names_file_line_column_key_expected_keys_and_the_likely_key() 
     let f = write(d.path(), "run.yaml", "include: [run/defaults]\nname: typo\n\noutptu_root: /tmp/x\n");
     let err = check_fails(&f, &[]);
     let expected = format!(
-        "error: {}:4:1: key `outptu_root`: unknown key `outptu_root`; expected one of `name`, `output_root`, `seed`, `cpu_threads`, `data`, `encoder`, `pretrain`, `finetune`, `dist`, `trial`, `hparams_session`; did you mean `output_root`?",
+        "error: {}:4:1: key `outptu_root`: unknown key `outptu_root`; expected one of `name`, `output_root`, `seed`, `cpu_threads`, `data`, `encoder`, `pretrain`, `finetune`, `dist`, `trial`, `experiment`, `hparams_session`; did you mean `output_root`?",
         f.display()
     );
     assert_eq!(err.trim(), expected);

@@ -352,6 +352,17 @@ fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_
     let tb = crate::common::read_tensorboard(&run.join("tb"));
     let text = tb.to_string();
     assert!(text.contains("finetune/samples") && text.contains("truth:"), "{text}");
+    // A plain run's own HParams experiment: the keys that set what it measures first, its metrics declared.
+    let exp = &tb["runs"]["."]["hparams"]["_hparams_/experiment"];
+    let names: Vec<&str> =
+        exp["hparam_infos"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names[..3], ["finetune.task", "finetune.integration", "finetune.strategy"], "{names:?}");
+    let tags: Vec<&str> =
+        exp["metric_infos"].as_array().unwrap().iter().map(|i| i["name"]["tag"].as_str().unwrap()).collect();
+    assert_eq!(tags[..3], ["finetune/test/rougeL", "finetune/test/rouge1", "finetune/test/rouge2"], "{tags:?}");
+    let group = &tb["session_groups"][0];
+    let rouge_l = group["metricValues"].as_array().unwrap().iter().find(|v| v["name"]["tag"] == "finetune/test/rougeL");
+    assert_eq!(rouge_l.expect("rougeL in the table")["value"].as_f64(), m["results"][1]["metrics"]["rougeL"].as_f64());
 
     let export = d.path().join("export");
     let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();

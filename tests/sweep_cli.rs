@@ -44,12 +44,13 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     let d = tempfile::tempdir().unwrap();
     let (store, model) = setup(d.path());
     let sweep = "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}\n\
-                 \x20 extra:\n    - {name: broken, set: {finetune.model: /nonexistent/model}}\n  retries: 1\n  cpu_slots: 2\n";
+                 \x20 extra:\n    - {name: both, set: {finetune.cross_attention_layers: [0, 1]}}\n\
+                 \x20   - {name: broken, set: {finetune.model: /nonexistent/model}}\n  retries: 1\n  cpu_slots: 2\n";
     let file = experiment(d.path(), "mixed", &store, &model, 3, sweep);
     let o = uorch().arg("launch").arg(&file).arg("--dry-run").output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let dry = stdout(&o);
-    assert!(dry.contains("3 trial(s), 4 stage(s) (1 encoder pretraining, shared; 3 finetuning)"), "{dry}");
+    assert!(dry.contains("4 trial(s), 5 stage(s) (1 encoder pretraining, shared; 4 finetuning)"), "{dry}");
     let exp = d.path().join("out/mixed");
     assert!(!exp.exists(), "a dry run writes nothing");
 
@@ -61,7 +62,7 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
         "{out}"
     );
     assert!(out.contains("/nonexistent/model"), "the failure shows the end of its log:\n{out}");
-    // One pretraining run served both cross-attention trials.
+    // One pretraining run served the three cross-attention trials.
     assert_eq!(out.matches("started  pretrain-").count(), 1, "{out}");
     assert_eq!(status(&exp, "broken")["state"], "failed");
     assert_eq!(status(&exp, "broken")["attempts"], 2);
@@ -73,8 +74,9 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     );
     assert!(lines[1].starts_with("layers=0,0,done,"), "{csv}");
     assert!(lines[2].starts_with("layers=1,1,done,"), "{csv}");
-    assert!(lines[3].starts_with("broken,-,failed,-,-,-,"), "{csv}");
-    for line in &lines[1..3] {
+    assert!(lines[3].starts_with("both,-,done,"), "{csv}");
+    assert!(lines[4].starts_with("broken,-,failed,-,-,-,"), "{csv}");
+    for line in &lines[1..4] {
         let v: Vec<f64> = line.split(',').skip(3).take(3).map(|x| x.parse().unwrap()).collect();
         assert!(v[1] <= v[0] && v[0] <= v[2], "the accuracy lies in its interval: {line}");
     }
@@ -85,7 +87,10 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     assert!(out.contains("input path(s) missing"), "{out}");
     let tb = read_tensorboard(&exp.join("runs"));
     let groups = tb["session_groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 2, "{}", serde_json::to_string_pretty(&tb["session_groups"]).unwrap());
+    assert_eq!(groups.len(), 3, "{}", serde_json::to_string_pretty(&tb["session_groups"]).unwrap());
+    // Exactly one experiment record, the sweep's, at the log root: the extra trial
+    // (no axis values) and the retried one are sessions only.
+    assert_eq!(experiment_records(&tb), ["."]);
     let layers0 = groups.iter().find(|g| g.to_string().contains("layers=0")).expect("layers=0 session");
     assert!(layers0.to_string().contains("trial.layers"), "{layers0}");
     assert!(layers0.to_string().contains("finetune/test/accuracy"), "{layers0}");
@@ -93,10 +98,10 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     // Rerun: the complete trials and the shared pretraining are skipped; the failed one gets a fresh budget.
     let o = uorch().arg("launch").arg(&file).output().unwrap();
     let out = stdout(&o);
-    assert!(out.contains("4 stage(s): 3 complete, 1 to run"), "{out}");
+    assert!(out.contains("5 stage(s): 4 complete, 1 to run"), "{out}");
     assert!(!out.contains("started  layers") && !out.contains("started  pretrain"), "{out}");
     let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
-    assert!(stdout(&o).contains("3 trials): 2 done, 0 running, 1 failed"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("4 trials): 3 done, 0 running, 1 failed"), "{}", stdout(&o));
 }
 
 #[test]
@@ -146,4 +151,15 @@ fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interru
     assert!(launch_log.contains("finetune: resuming from"), "{launch_log}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 200);
     assert!(out.contains("layers=1") && out.contains("done"), "{out}");
+    // The resumed trial's session started once; the log root keeps its one experiment record.
+    let tb = read_tensorboard(&exp.join("runs"));
+    assert_eq!(experiment_records(&tb), ["."]);
+    let starts = |run: &str| tb["runs"][run]["hparams"].get("_hparams_/session_start_info").is_some();
+    assert!(starts("layers=0/tb") && starts("layers=1/tb"), "{tb}");
+}
+
+/// The runs (log folders) under a TensorBoard root that hold an HParams experiment record.
+fn experiment_records(tb: &serde_json::Value) -> Vec<String> {
+    let runs = tb["runs"].as_object().unwrap();
+    runs.iter().filter(|(_, r)| r["hparams"].get("_hparams_/experiment").is_some()).map(|(k, _)| k.clone()).collect()
 }

@@ -43,6 +43,11 @@ pub struct RunConfig {
     /// the HParams dashboard's columns).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub trial: std::collections::BTreeMap<String, String>,
+    /// The experiment a sweep trial belongs to (set by the sweep controller).
+    /// A sweep's one HParams experiment record is at its log root, so its
+    /// trials write only their sessions; a plain run writes its own record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
     /// Record the run as a session of TensorBoard's HParams dashboard (a
     /// sweep's shared pretraining runs are not trials, so they do not).
     #[serde(default = "d_true", skip_serializing_if = "is_true")]

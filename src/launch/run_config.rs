@@ -8,7 +8,8 @@ use super::topology::Topology;
 use crate::config::{emit, value_name, RunConfig};
 use crate::env_report;
 use crate::rundir::{RunDir, StageFiles};
-use crate::tb::{EventWriter, HValue, SessionStatus};
+use crate::task::evaluate::metric_names;
+use crate::tb::{EventWriter, HParamType, HValue, SessionStatus};
 use crate::train::metrics::{self, FinetuneMetrics, PretrainMetrics};
 use anyhow::Result;
 
@@ -183,10 +184,11 @@ fn flatten(value: &serde_json::Value) -> Vec<(String, HValue)> {
 fn session_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Result<()> {
     let json = serde_json::to_value(config)?;
     let hparams = flatten(&json);
-    // A sweep's experiment record is at its log root; its shared stages are no sessions.
-    if config.trial.is_empty() && config.hparams_session {
-        let infos: Vec<_> = hparams.iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
-        tb.hparams_experiment(&infos, &[])?;
+    // A sweep's one experiment record is at its log root (its trials are
+    // sessions of it, its shared stages no sessions); a plain run has its own.
+    if config.experiment.is_none() && config.hparams_session {
+        let (infos, metrics) = experiment(config, &hparams);
+        tb.hparams_experiment(&infos, &metrics)?;
     }
     if config.hparams_session {
         tb.hparams_session_start(&hparams, &config.name)?;
@@ -194,6 +196,46 @@ fn session_start(tb: &mut EventWriter, config: &RunConfig, env_text: &str) -> Re
     tb.text("config", 0, &format!("```yaml\n{}```", emit::to_yaml(&json, None)))?;
     tb.text("env", 0, &format!("```\n{env_text}```"))?;
     Ok(())
+}
+
+/// The keys that set what a run measures, shown first in its HParams table.
+const LEADING_KEYS: &[&str] = &[
+    "finetune.task",
+    "finetune.integration",
+    "finetune.strategy",
+    "finetune.cross_attention_layers",
+    "finetune.perceiver.latents",
+    "finetune.steps",
+    "finetune.batch_size",
+    "finetune.lr",
+    "data.window",
+    "pretrain.steps",
+    "pretrain.batch_size",
+    "pretrain.lr",
+    "encoder.dim",
+    "seed",
+];
+
+/// A plain run's HParams experiment record: its config keys (those of
+/// [`LEADING_KEYS`] first) and the metrics its stages write last.
+fn experiment(
+    config: &RunConfig,
+    hparams: &[(String, HValue)],
+) -> (Vec<(String, HParamType, Vec<HValue>)>, Vec<String>) {
+    let rank = |k: &str| LEADING_KEYS.iter().position(|l| *l == k).unwrap_or(LEADING_KEYS.len());
+    let mut keys: Vec<&(String, HValue)> = hparams.iter().collect();
+    keys.sort_by_key(|(k, _)| rank(k));
+    let infos = keys.into_iter().map(|(k, v)| (k.clone(), v.kind(), Vec::new())).collect();
+    let mut metrics = Vec::new();
+    if let Some(f) = &config.finetune {
+        metrics.extend(metric_names(f.task).iter().map(|m| format!("finetune/test/{m}")));
+        metrics.push("finetune/test/gflops_per_example".into());
+        metrics.push("finetune/loss".into());
+    }
+    if config.pretrain.is_some() {
+        metrics.push("pretrain/loss".into());
+    }
+    (infos, metrics)
 }
 
 fn session_end(tb: &mut EventWriter, config: &RunConfig, ok: bool) -> Result<()> {

@@ -127,7 +127,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
         });
     };
     for t in sweep.trials()? {
-        let cfg = trial_config(&base, &t, &runs, gpus, sweep.gpus_per_trial)
+        let cfg = trial_config(&base, &t, &experiment, &runs, gpus, sweep.gpus_per_trial)
             .with_context(|| format!("{}: trial {}", path.display(), t.name))?;
         let needs_encoder =
             cfg.finetune.as_ref().is_some_and(|f| f.integration.mode().reads_user() && f.encoder_from.is_none());
@@ -142,6 +142,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
                 let mut p = cfg.clone();
                 p.finetune = None;
                 p.trial.clear();
+                p.experiment = None;
                 p.hparams_session = false;
                 p.name = pretrain_name(&p);
                 let pname = p.name.clone();
@@ -177,6 +178,7 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
 fn trial_config(
     base: &config::tree::Node,
     t: &TrialSpec,
+    experiment: &str,
     runs: &Path,
     gpus: usize,
     gpus_per_trial: usize,
@@ -196,6 +198,7 @@ fn trial_config(
         .map_err(|e| anyhow::anyhow!("trial {}: {e}", t.name))?;
     cfg.dist.nproc = config::run::Nproc::Count(workers);
     cfg.trial = t.axes.iter().cloned().collect();
+    cfg.experiment = Some(experiment.to_string());
     Ok(cfg)
 }
 

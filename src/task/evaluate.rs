@@ -247,6 +247,15 @@ fn question_set(users: &[String], cases: &[EvalExample]) -> String {
     crate::fsutil::config_digest(&serde_json::json!(key), 16)
 }
 
+/// Every metric a task's answers are scored on, the headline first.
+pub fn metric_names(task: Task) -> &'static [&'static str] {
+    match task {
+        Task::FavoriteCategory => &["accuracy"],
+        Task::NextItem => &["recall@5", "recall@1", "recall@10", "mrr"],
+        Task::Review => &["rougeL", "rouge1", "rouge2"],
+    }
+}
+
 /// The metric a task's results are compared on first.
 pub fn headline(task: Task) -> &'static str {
     match task {
@@ -389,4 +398,27 @@ pub fn samples(
         ));
     }
     Ok(out.join("\n\n---\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names declared to TensorBoard are exactly those an answer is scored on.
+    #[test]
+    fn each_tasks_metric_names_are_those_it_scores() {
+        let cases = [
+            (Task::FavoriteCategory, Answer::Ranked(vec![(0, -1.0)]), Truth::Category(0)),
+            (Task::NextItem, Answer::Ranked(vec![(3, -1.0)]), Truth::Item(3)),
+            (Task::Review, Answer::Text("a fine film".into()), Truth::Review("a fine film".into())),
+        ];
+        for (task, answer, truth) in cases {
+            let mut scored: Vec<&str> = score(&answer, &truth).into_iter().map(|(k, _)| k).collect();
+            let mut named = metric_names(task).to_vec();
+            assert_eq!(named[0], headline(task));
+            scored.sort();
+            named.sort();
+            assert_eq!(scored, named, "{task:?}");
+        }
+    }
 }
