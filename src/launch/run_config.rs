@@ -9,7 +9,7 @@ use crate::config::{emit, value_name, RunConfig};
 use crate::env_report;
 use crate::rundir::{RunDir, StageFiles};
 use crate::task::evaluate::metric_names;
-use crate::tb::{EventWriter, HParamType, HValue, SessionStatus};
+use crate::tb::{EventWriter, HParamInfo, HValue, SessionStatus};
 use crate::train::metrics::{self, FinetuneMetrics, PretrainMetrics};
 use anyhow::Result;
 
@@ -218,10 +218,7 @@ const LEADING_KEYS: &[&str] = &[
 
 /// A plain run's HParams experiment record: its config keys (those of
 /// [`LEADING_KEYS`] first) and the metrics its stages write last.
-fn experiment(
-    config: &RunConfig,
-    hparams: &[(String, HValue)],
-) -> (Vec<(String, HParamType, Vec<HValue>)>, Vec<String>) {
+fn experiment(config: &RunConfig, hparams: &[(String, HValue)]) -> (Vec<HParamInfo>, Vec<String>) {
     let rank = |k: &str| LEADING_KEYS.iter().position(|l| *l == k).unwrap_or(LEADING_KEYS.len());
     let mut keys: Vec<&(String, HValue)> = hparams.iter().collect();
     keys.sort_by_key(|(k, _)| rank(k));

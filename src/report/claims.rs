@@ -244,7 +244,7 @@ fn against_text_prompt(task: Task, of: &[&TrialResult]) -> Vec<Checked> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -260,7 +260,7 @@ mod tests {
 
     /// A finished trial whose finetuned model answered `right` of 200
     /// questions (the first ones), at the given axis values.
-    fn trial(name: &str, at: &[(Axis, &str)], right: usize, extra: Vec<Evaluated>) -> TrialResult {
+    pub(crate) fn trial(name: &str, at: &[(Axis, &str)], right: usize, extra: Vec<Evaluated>) -> TrialResult {
         let mut factors: std::collections::BTreeMap<Axis, String> = [
             (Axis::Integration, "cross_attention"),
             (Axis::Placement, "every_3"),

@@ -336,8 +336,6 @@ fn task_section(task: Task, of: &[&TrialResult], plots: &Path, figures: &mut Vec
 
 /// The figure of `metric` along `axis`, when some trials differ only there.
 fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Option<Figure> {
-    // Cross-attention placement means nothing to the other integrations.
-    let ignore: &[Axis] = if axis == Axis::Integration { &[Axis::Integration, Axis::Placement] } else { &[axis] };
     let mut values: Vec<String> = Vec::new();
     for t in of {
         if !values.iter().any(|v| v == t.factor(axis)) {
@@ -347,15 +345,32 @@ fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Opti
     if values.iter().all(|v| v.parse::<f64>().is_ok()) {
         values.sort_by(|a, b| a.parse::<f64>().unwrap().total_cmp(&b.parse::<f64>().unwrap()));
     }
-    // Group the trials by where they stand on the other axes.
-    let mut groups: BTreeMap<Vec<String>, Vec<&TrialResult>> = BTreeMap::new();
-    for t in of {
-        let key: Vec<String> = Axis::ALL
+    // Group the trials by where they stand on the other axes. Along the
+    // integration, a trial without a placement (soft prompt, TextPrompt:
+    // placement means nothing to them) joins the line of each placement.
+    let key = |t: &TrialResult, skip: &[Axis]| -> Vec<String> {
+        Axis::ALL
             .iter()
-            .filter(|a| !ignore.contains(a))
+            .filter(|a| **a != axis && !skip.contains(a))
             .map(|a| format!("{}={}", a.name(), t.factor(*a)))
-            .collect();
-        groups.entry(key).or_default().push(t);
+            .collect()
+    };
+    let placeless = |t: &TrialResult| axis == Axis::Integration && t.factor(Axis::Placement) == trials::NOT_APPLICABLE;
+    let mut groups: BTreeMap<Vec<String>, Vec<&TrialResult>> = BTreeMap::new();
+    for t in of.iter().filter(|t| !placeless(t)) {
+        groups.entry(key(t, &[])).or_default().push(t);
+    }
+    for t in of.iter().filter(|t| placeless(t)) {
+        let mut joined = false;
+        for ts in groups.values_mut() {
+            if key(ts[0], &[Axis::Placement]) == key(t, &[Axis::Placement]) && !placeless(ts[0]) {
+                ts.push(t);
+                joined = true;
+            }
+        }
+        if !joined {
+            groups.entry(key(t, &[])).or_default().push(t);
+        }
     }
     // Only the groups that vary in the axis make lines, and only their values ticks.
     let distinct =
@@ -365,7 +380,7 @@ fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Opti
     values.retain(|v| used.contains(v));
     // Label a line by the other axes that vary among the task's trials.
     let varies = |a: &Axis| of.iter().any(|t| t.factor(*a) != of[0].factor(*a));
-    let shown: Vec<Axis> = Axis::ALL.iter().filter(|a| !ignore.contains(a) && varies(a)).copied().collect();
+    let shown: Vec<Axis> = Axis::ALL.iter().filter(|a| **a != axis && varies(a)).copied().collect();
     let series: Vec<Series> = groups
         .values()
         .map(|ts| {
@@ -393,4 +408,44 @@ fn along_axis(task: Task, of: &[&TrialResult], axis: Axis, metric: &str) -> Opti
         x: values,
         series,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claims::tests::trial;
+
+    /// Along the integration, the soft prompt (no placement) is compared with
+    /// each placement's cross-attention trial, one line each, not one line
+    /// holding both placements at the same x.
+    #[test]
+    fn along_the_integration_a_trial_without_placement_joins_each_placements_line() {
+        let every_3 = trial("every_3", &[], 80, vec![]);
+        let upper = trial("upper", &[(Axis::Placement, "upper_half")], 100, vec![]);
+        let soft =
+            trial("soft", &[(Axis::Integration, "soft_prompt"), (Axis::Placement, trials::NOT_APPLICABLE)], 60, vec![]);
+        let lora = trial("lora", &[(Axis::Strategy, "lora")], 90, vec![]);
+        let of = [&every_3, &upper, &soft, &lora];
+        let Some(Figure::Along { x, series, .. }) =
+            along_axis(Task::FavoriteCategory, &of, Axis::Integration, "accuracy")
+        else {
+            panic!("no figure along the integration");
+        };
+        assert_eq!(x, ["cross_attention", "soft_prompt"]);
+        let lines: Vec<(&str, Vec<usize>)> =
+            series.iter().map(|s| (s.label.as_str(), s.points.iter().map(|p| p.x).collect())).collect();
+        assert_eq!(
+            lines,
+            [("placement=every_3, strategy=enc", vec![0, 1]), ("placement=upper_half, strategy=enc", vec![0, 1])]
+        );
+        let values: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.value)).collect();
+        assert_eq!(values, [0.4, 0.3, 0.5, 0.3]);
+        // The strategy's one trial varies in no axis but the strategy: no line along the placement holds it.
+        let Some(Figure::Along { series, .. }) = along_axis(Task::FavoriteCategory, &of, Axis::Placement, "accuracy")
+        else {
+            panic!("no figure along the placement");
+        };
+        assert_eq!(series.len(), 1, "{:?}", series.iter().map(|s| &s.label).collect::<Vec<_>>());
+        assert_eq!(series[0].points.len(), 2);
+    }
 }

@@ -9,7 +9,7 @@ use super::plan::{Plan, StageKind};
 use super::state::{self, State};
 use crate::data::tasks::Task;
 use crate::task::evaluate::{compare, comparisons, finetuned, finetuned_against_the_rest, headline, Evaluated};
-use crate::tb::{EventWriter, HParamType, HValue};
+use crate::tb::{EventWriter, HParamInfo, HParamType, HValue};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
@@ -271,7 +271,7 @@ pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
             std::fs::remove_file(e.path())?;
         }
     }
-    let hparams: Vec<(String, HParamType, Vec<HValue>)> = plan
+    let hparams: Vec<HParamInfo> = plan
         .sweep
         .axes
         .iter()

@@ -12,6 +12,10 @@ pub const SESSION_START_TAG: &str = "_hparams_/session_start_info";
 pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";
 const PLUGIN: &str = "hparams";
 
+/// A hyperparameter an experiment declares: name, type, and its values
+/// (empty: any).
+pub type HParamInfo = (String, HParamType, Vec<HValue>);
+
 /// A hyperparameter's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HValue {
@@ -63,11 +67,7 @@ fn plugin_data(field: u32, m: &Msg) -> Vec<u8> {
 impl EventWriter {
     /// The experiment record: which hyperparameters (name, type, and for strings
     /// the values seen) and which metric tags the HParams dashboard shows.
-    pub fn hparams_experiment(
-        &mut self,
-        hparams: &[(String, HParamType, Vec<HValue>)],
-        metric_tags: &[String],
-    ) -> io::Result<()> {
+    pub fn hparams_experiment(&mut self, hparams: &[HParamInfo], metric_tags: &[String]) -> io::Result<()> {
         let mut exp = Msg::new().double(3, now_secs());
         for (name, kind, domain) in hparams {
             let mut info = Msg::new().string(1, name).int(4, *kind as i64);

@@ -11,5 +11,5 @@ mod proto;
 mod record;
 mod writer;
 
-pub use hparams::{HParamType, HValue, SessionStatus};
+pub use hparams::{HParamInfo, HParamType, HValue, SessionStatus};
 pub use writer::EventWriter;
