@@ -89,7 +89,7 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     let groups = tb["session_groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3, "{}", serde_json::to_string_pretty(&tb["session_groups"]).unwrap());
     // Exactly one experiment record, the sweep's, at the log root: the extra trial
-    // (no axis values) and the retried one are sessions only.
+    // without axis values is a session only (the retried one never started a run).
     assert_eq!(experiment_records(&tb), ["."]);
     let layers0 = groups.iter().find(|g| g.to_string().contains("layers=0")).expect("layers=0 session");
     assert!(layers0.to_string().contains("trial.layers"), "{layers0}");
@@ -151,7 +151,7 @@ fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interru
     assert!(launch_log.contains("finetune: resuming from"), "{launch_log}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 200);
     assert!(out.contains("layers=1") && out.contains("done"), "{out}");
-    // The resumed trial's session started once; the log root keeps its one experiment record.
+    // The resumed trial keeps its session and adds no experiment record; the log root keeps its one.
     let tb = read_tensorboard(&exp.join("runs"));
     assert_eq!(experiment_records(&tb), ["."]);
     let starts = |run: &str| tb["runs"][run]["hparams"].get("_hparams_/session_start_info").is_some();
