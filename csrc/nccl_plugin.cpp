@@ -5,6 +5,7 @@
 // call the Backend's virtual methods.
 #include "uorch_c10d.h"
 
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
 #include <string>
@@ -31,7 +32,27 @@ uorch_pg* uorch_pg_nccl_new(uorch_store* s, int rank, int size, int64_t timeout_
   return nullptr;
 }
 
+// The caching allocator's peak of allocated bytes on CUDA device `device`
+// since the last reset (what torch.cuda.max_memory_allocated reports), and,
+// with `reset`, a new peak from what is allocated now. A host-side read of
+// the allocator's counters: no device synchronisation. -1 on failure.
+int64_t uorch_cuda_max_allocated(int device, int reset) {
+  try {
+    const auto index = static_cast<c10::DeviceIndex>(device);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    const int64_t peak = stats.allocated_bytes[aggregate].peak;
+    if (reset) c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+    return peak;
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown C++ exception reading the CUDA allocator's statistics";
+  }
+  return -1;
+}
+
 // Version marker so uorch can check it loaded a compatible plugin.
-int uorch_nccl_plugin_abi() { return 1; }
+int uorch_nccl_plugin_abi() { return 2; }
 
 }  // extern "C"

@@ -107,6 +107,29 @@ else
   fail nccl-1gpu "exit $rc; see $W/nccl-1.log and $W/nccl-2.log: $(grep -m1 -i error "$W"/nccl-*.log)"
 fi
 
+# 3b. The training scalars on a GPU: the logged line of the last finetuning step
+#     (the same figures as TensorBoard's) has the CUDA allocator's peak, MFU
+#     and the step-time split.
+pace=$(python3 - "$W/nccl-2.log" <<'PY' 2>&1
+import re, sys
+lines = [l for l in open(sys.argv[1]) if "finetune step 30/30" in l]
+if not lines:
+    sys.exit("no line for finetuning step 30")
+l = lines[-1]
+gpu = re.search(r"([0-9.]+) MiB on the GPU", l)
+mfu = re.search(r"MFU ([0-9.e+-]+)%", l)
+split = re.search(r"\(data [0-9]+% fwd-bwd [0-9]+% optim [0-9]+% comm [0-9]+%\)", l)
+ok = gpu and float(gpu.group(1)) > 0 and mfu and 0 < float(mfu.group(1)) < 100 and split
+print(l.split("lr ")[-1].strip())
+sys.exit(0 if ok else 1)
+PY
+)
+if [[ $? == 0 ]]; then
+  pass training-scalars-cuda "$pace"
+else
+  fail training-scalars-cuda "'$pace'; see $W/nccl-2.log"
+fi
+
 # 4. 2 workers on 1 GPU over Gloo with CUDA tensors against 1 worker, same global batch.
 config gloo2 "pretrain: {steps: 40, batch_size: 16, checkpoint_every: 0}
 dist: {nproc: 2, backend: gloo}"

@@ -24,6 +24,21 @@ pub struct DriverInfo {
     pub devices: Vec<GpuDevice>,
 }
 
+/// Peak dense bf16 rate of the H200: what an 8192³ bf16 matmul reaches
+/// there, measured (781.5 TFLOP/s from a tch 0.24 binary, 781.3 from
+/// PyTorch), not the datasheet's figure; see the README's GPUs section.
+pub const H200_PEAK_TFLOPS: f64 = 781.0;
+
+/// The peak rate MFU divides by on a GPU named `name`, in TFLOP/s:
+/// `UORCH_PEAK_TFLOPS` when set (any GPU), else the measured figure of a GPU
+/// uorch knows (the H200); `None` otherwise (no MFU is then reported).
+pub fn peak_tflops(name: &str) -> Option<f64> {
+    if let Some(v) = std::env::var("UORCH_PEAK_TFLOPS").ok().and_then(|v| v.parse::<f64>().ok()) {
+        return (v > 0.0).then_some(v);
+    }
+    name.contains("H200").then_some(H200_PEAK_TFLOPS)
+}
+
 const ATTR_MULTIPROCESSOR_COUNT: c_int = 16;
 const ATTR_CC_MAJOR: c_int = 75;
 const ATTR_CC_MINOR: c_int = 76;

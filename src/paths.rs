@@ -48,3 +48,8 @@ pub fn nccl_plugin() -> PathBuf {
 pub fn venv_python() -> PathBuf {
     project_root().join(".uorch").join("venv").join("bin").join("python")
 }
+
+/// The command that opens a log root in that venv's TensorBoard.
+pub fn tensorboard_command(logdir: &Path) -> String {
+    format!("{} --logdir {}", venv_python().with_file_name("tensorboard").display(), logdir.display())
+}

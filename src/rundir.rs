@@ -3,8 +3,9 @@
 //! ```text
 //! config.yaml                      the resolved config the run executes (workers read it)
 //! env.json                         `uorch env` of the machine that launched it
-//! tb/                              TensorBoard events: HParams session, config and env text,
-//!                                  training scalars, results and samples
+//! events.out.tfevents.*            TensorBoard events: HParams session, config and env text,
+//!                                  training scalars, results and samples (in the run folder
+//!                                  itself, so TensorBoard names the run after the folder)
 //! train_log.jsonl                  pretraining, one line per step: step, loss, lr, grad_norm, elapsed_s
 //! metrics.json                     pretraining's final loss and test metrics (its presence = done)
 //! checkpoints/                     pretraining checkpoints
@@ -65,7 +66,9 @@ pub mod checkpoint {
 
 pub const CONFIG_FILE: &str = "config.yaml";
 pub const ENV_FILE: &str = "env.json";
-pub const TB_DIR: &str = "tb";
+/// Where uorch before 2026-12-04 kept a run's TensorBoard events (the run
+/// then showed as `<name>/tb`); such a run folder is refused, not mixed.
+pub const LEGACY_TB_DIR: &str = "tb";
 
 /// The two training stages a run folder can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,8 +149,15 @@ impl RunDir {
         self.0.join(RESTARTS)
     }
 
-    pub fn tb(&self) -> PathBuf {
-        self.0.join(TB_DIR)
+    /// The TensorBoard log folder of the run: the run folder itself.
+    pub fn events(&self) -> &Path {
+        &self.0
+    }
+
+    /// The log folder of the old layout, when it holds events.
+    pub fn legacy_events(&self) -> Option<PathBuf> {
+        let old = self.0.join(LEGACY_TB_DIR);
+        crate::tb::holds_events(&old).then_some(old)
     }
 
     pub fn log(&self, stage: StageFiles) -> PathBuf {

@@ -89,6 +89,38 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     );
     let log = std::fs::read_to_string(d.path().join("runs/ft/finetune_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
+
+    // Throughput, memory and the step-time split at each logging step, for both stages.
+    let tb = crate::common::read_tensorboard(&d.path().join("runs"));
+    let scalars = &tb["runs"]["ft"]["scalars"];
+    let at = |tag: &str, step: i64| -> f64 {
+        let points = scalars[tag].as_array().unwrap_or_else(|| panic!("no {tag} in {scalars}"));
+        points.iter().find(|p| p[0] == step).unwrap_or_else(|| panic!("{tag} at {step}: {points:?}"))[1].as_f64().unwrap()
+    };
+    for (stage, step, per_step) in [("finetune", 3, 8.0), ("finetune", 6, 8.0), ("pretrain", 5, 16.0)] {
+        let (ex_s, step_ms) = (at(&format!("{stage}/examples_per_s"), step), at(&format!("{stage}/step_time/step_ms"), step));
+        // Both ranks' examples (batch 4 or 8, 2 ranks) in each step.
+        assert!((ex_s * step_ms / 1000.0 - per_step).abs() < 1e-3 * per_step, "{stage} {step}: {ex_s} ex/s, {step_ms} ms/step");
+        let phases: Vec<f64> = ["data", "forward_backward", "optimizer", "communication"]
+            .iter()
+            .map(|p| at(&format!("{stage}/step_time/{p}_ms"), step))
+            .collect();
+        assert!(phases.iter().all(|&t| t > 0.0), "{stage} {step}: every phase took time: {phases:?}");
+        let sum: f64 = phases.iter().sum();
+        assert!((sum - step_ms).abs() < 1e-3 * step_ms, "{stage} {step}: the phases {phases:?} add up to {step_ms} ms");
+        assert!(at(&format!("{stage}/memory/peak_rss_mib"), step) > 50.0);
+        // No GPU here: neither the allocator's peak nor MFU.
+        assert!(scalars.get(format!("{stage}/memory/cuda_max_allocated_mib")).is_none());
+        assert!(scalars.get(format!("{stage}/mfu")).is_none());
+    }
+    // Finetuning tokens are the prompt (the same question for every example with cross-attention)
+    // and the answer's few tokens (a genre name and the end of text).
+    let per_example = at("finetune/tokens_per_s", 6) / at("finetune/examples_per_s", 6);
+    let prompt = m["results"][1]["prompt_tokens"].as_f64().unwrap();
+    assert!(per_example > prompt + 1.0 && per_example < prompt + 8.0, "{per_example} tokens per example, prompt {prompt}");
+    // Pretraining tokens are the positions with a target: at most the window (20) per example.
+    let per_window = at("pretrain/tokens_per_s", 5) / at("pretrain/examples_per_s", 5);
+    assert!(per_window > 1.0 && per_window <= 20.0, "{per_window}");
 }
 
 fn write_config(
@@ -349,7 +381,7 @@ fn review_generation_with_a_soft_prompt_reports_rouge_and_the_export_writes_the_
     }
     assert!(preds.iter().all(|p| p["answer"].is_string() && p["truth"].as_str().unwrap().starts_with("A fine")));
     // Sample generations are in TensorBoard's text tab.
-    let tb = crate::common::read_tensorboard(&run.join("tb"));
+    let tb = crate::common::read_tensorboard(&run);
     let text = tb.to_string();
     assert!(text.contains("finetune/samples") && text.contains("truth:"), "{text}");
     // A plain run's own HParams experiment: the keys that set what it measures first, its metrics declared.

@@ -25,14 +25,47 @@ fn launch_records_resolved_config_env_and_tensorboard_hparams() {
     let env: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("env.json")).unwrap()).unwrap();
     assert!(env["libtorch"]["version"].as_str().unwrap().starts_with("2.11.0"));
 
-    let tb = read_tensorboard(&run.join("tb"));
-    let r = &tb["runs"]["."];
+    // TensorBoard on the output root shows the run under its name (its events are in the run folder).
+    let tb = read_tensorboard(&d.path().join("out"));
+    let names: Vec<&String> = tb["runs"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["smoke"]);
+    let r = &tb["runs"]["smoke"];
     let start = &r["hparams"]["_hparams_/session_start_info"];
     assert_eq!(start["hparams"]["seed"], 5.0);
     assert_eq!(start["hparams"]["name"], "smoke");
     assert_eq!(r["hparams"]["_hparams_/session_end_info"]["status"], "STATUS_SUCCESS");
     assert!(r["texts"]["config"][0][1].as_str().unwrap().contains("name: smoke"));
     assert_eq!(tb["session_groups"].as_array().unwrap().len(), 1);
+
+    // A run folder of the old layout (events in `tb/`, shown as `smoke/tb`) is refused, not mixed,
+    // and the command the message gives moves it to this layout.
+    let launch = || {
+        uorch()
+            .arg("launch")
+            .arg(&cfg)
+            .args(["--set", &format!("output_root={}", d.path().join("out").display()), "--set", "cpu_threads=1"])
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir(run.join("tb")).unwrap();
+    for e in std::fs::read_dir(&run).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+            std::fs::rename(e.path(), run.join("tb").join(e.file_name())).unwrap();
+        }
+    }
+    let o = launch();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("written by an older uorch") && err.contains(&run.join("tb").display().to_string()), "{err}");
+    let fix = err.lines().find(|l| l.trim_start().starts_with("mv ")).expect("the command that fixes it");
+    let sh = std::process::Command::new("sh").args(["-c", fix]).output().unwrap();
+    assert!(sh.status.success(), "{fix}: {}", String::from_utf8_lossy(&sh.stderr));
+    let o = launch();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tb = read_tensorboard(&d.path().join("out"));
+    let names: Vec<&String> = tb["runs"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["smoke"]);
+    assert_eq!(tb["session_groups"].as_array().unwrap().len(), 1, "the relaunch kept the run's one session");
 }
 
 #[test]

@@ -91,6 +91,12 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     // Exactly one experiment record, the sweep's, at the log root: the extra trial
     // without axis values is a session only (the retried one never started a run).
     assert_eq!(experiment_records(&tb), ["."]);
+    // TensorBoard names each run after its trial, the shared pretraining `pretrain/<data>-<hash>`.
+    let mut names: Vec<&String> = tb["runs"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names[..4], [".", "both", "layers=0", "layers=1"], "{names:?}");
+    assert!(names[4].starts_with("pretrain/") && !names[4].ends_with("/tb"), "{names:?}");
     let layers0 = groups.iter().find(|g| g.to_string().contains("layers=0")).expect("layers=0 session");
     assert!(layers0.to_string().contains("trial.layers"), "{layers0}");
     assert!(layers0.to_string().contains("finetune/test/accuracy"), "{layers0}");
@@ -102,6 +108,28 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     assert!(!out.contains("started  layers") && !out.contains("started  pretrain"), "{out}");
     let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
     assert!(stdout(&o).contains("4 trials): 3 done, 0 running, 1 failed"), "{}", stdout(&o));
+
+    // The layout before clean run names (each run's events in `<run>/tb/`): `sweep status` and
+    // `report` still read it; a launch is refused, naming the old folders, before it writes.
+    for trial in ["layers=0", "layers=1", "both"] {
+        let run = exp.join("runs").join(trial);
+        std::fs::create_dir(run.join("tb")).unwrap();
+        for e in std::fs::read_dir(&run).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+                std::fs::rename(e.path(), run.join("tb").join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
+    assert!(stdout(&o).contains("4 trials): 3 done, 0 running, 1 failed"), "{}", stdout(&o));
+    let o = uorch().arg("report").arg(&exp).arg("--out").arg(d.path().join("report")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan_before = std::fs::read(exp.join("experiment.json")).unwrap();
+    let o = uorch().arg("launch").arg(&file).output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("run by an older uorch") && err.contains("runs/layers=0") && err.contains("another `name`"), "{err}");
+    assert_eq!(std::fs::read(exp.join("experiment.json")).unwrap(), plan_before, "the refused launch wrote nothing");
 }
 
 #[test]
@@ -155,7 +183,7 @@ fn a_killed_controller_leaves_checkpoints_and_the_rerun_resumes_only_the_interru
     let tb = read_tensorboard(&exp.join("runs"));
     assert_eq!(experiment_records(&tb), ["."]);
     let starts = |run: &str| tb["runs"][run]["hparams"].get("_hparams_/session_start_info").is_some();
-    assert!(starts("layers=0/tb") && starts("layers=1/tb"), "{tb}");
+    assert!(starts("layers=0") && starts("layers=1"), "{tb}");
 }
 
 /// The runs (log folders) under a TensorBoard root that hold an HParams experiment record.

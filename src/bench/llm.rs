@@ -190,11 +190,8 @@ pub fn run_reference(python: &Path, s: &Shape, device: Device, steps: usize, war
     }))
 }
 
-/// Peak dense bf16 rate used for MFU on a GPU: what an 8192³ bf16 matmul
-/// reaches on the H200, measured (781.5 TFLOP/s from a tch 0.24 binary,
-/// 781.3 from PyTorch), not the datasheet's figure; see the README's GPUs
-/// section.
-pub const H200_PEAK_TFLOPS: f64 = 781.0;
+/// Peak dense bf16 rate used for MFU on a GPU (measured on the H200).
+pub use crate::gpu_info::H200_PEAK_TFLOPS;
 
 pub fn report(s: &Shape, rows: &[Result_], device: Device) -> String {
     let fpt = flops_per_token(&s.config, s.seq);

@@ -3,7 +3,7 @@
 //! carries no CUDA code, and the plugin brings c10d's ProcessGroupNCCL.
 
 use crate::ffi::c10d as ffi;
-use crate::ffi::nccl_plugin::{LastError, NewGroup, ABI};
+use crate::ffi::nccl_plugin::{LastError, MaxAllocated, NewGroup, ABI};
 use anyhow::{bail, Context, Result};
 use std::os::raw::c_int;
 use std::path::Path;
@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 pub struct Plugin {
     new_group: NewGroup,
     last_error: LastError,
+    max_allocated: MaxAllocated,
 }
 
 static PLUGIN: OnceLock<std::result::Result<Plugin, String>> = OnceLock::new();
@@ -31,6 +32,7 @@ fn open(path: &Path) -> Result<Plugin> {
         Plugin {
             new_group: *lib.get::<NewGroup>(crate::ffi::nccl_plugin::NEW_GROUP_SYMBOL)?,
             last_error: *lib.get::<LastError>(crate::ffi::nccl_plugin::LAST_ERROR_SYMBOL)?,
+            max_allocated: *lib.get::<MaxAllocated>(crate::ffi::nccl_plugin::MAX_ALLOCATED_SYMBOL)?,
         }
     };
     std::mem::forget(lib); // used for the life of the process
@@ -43,6 +45,17 @@ pub fn plugin() -> Result<&'static Plugin> {
         .get_or_init(|| open(&crate::paths::nccl_plugin()).map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The peak bytes the CUDA caching allocator handed out on `device` since
+/// the last reset (`torch.cuda.max_memory_allocated`), then, with `reset`, a
+/// new peak from now; `None` without the plugin (a CPU host) or on failure.
+/// Reads host-side counters: no device synchronisation.
+pub fn cuda_max_allocated(device: usize, reset: bool) -> Option<i64> {
+    let p = plugin().ok()?;
+    // SAFETY: the plugin catches C++ exceptions and returns -1 for them.
+    let bytes = unsafe { (p.max_allocated)(device as c_int, c_int::from(reset)) };
+    (bytes >= 0).then_some(bytes)
 }
 
 impl Plugin {

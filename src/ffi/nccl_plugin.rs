@@ -10,8 +10,15 @@ pub type NewGroup = unsafe extern "C" fn(*mut CStore, c_int, c_int, i64, c_int) 
 /// `uorch_nccl_last_error()`: the plugin's thread-local error message.
 pub type LastError = unsafe extern "C" fn() -> *const c_char;
 
-/// The plugin's `uorch_nccl_plugin_abi()` must return this.
-pub const ABI: c_int = 1;
+/// `uorch_cuda_max_allocated(device, reset)`: the CUDA caching allocator's
+/// peak allocated bytes since the last reset (-1 on failure), resetting it
+/// when `reset` is not 0.
+pub type MaxAllocated = unsafe extern "C" fn(c_int, c_int) -> i64;
+
+/// The plugin's `uorch_nccl_plugin_abi()` must return this (2: with
+/// `uorch_cuda_max_allocated`).
+pub const ABI: c_int = 2;
 pub const ABI_SYMBOL: &[u8] = b"uorch_nccl_plugin_abi";
 pub const NEW_GROUP_SYMBOL: &[u8] = b"uorch_pg_nccl_new";
 pub const LAST_ERROR_SYMBOL: &[u8] = b"uorch_nccl_last_error";
+pub const MAX_ALLOCATED_SYMBOL: &[u8] = b"uorch_cuda_max_allocated";

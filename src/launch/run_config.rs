@@ -51,9 +51,10 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
     let workers = Topology { nproc: cfg.dist.nproc.count(), ..topo.clone() }.resolve()?;
     crate::train::preflight::check_run_folder(cfg, workers.nproc * workers.nnodes)?;
     let env = env_report::collect();
-    let fresh = !RunDir::of(cfg).tb().exists();
+    // A resumed run keeps the session it started.
+    let fresh = !crate::tb::holds_events(RunDir::of(cfg).events());
     let dir = RunDir::create(cfg, &env)?;
-    let mut events = EventWriter::create(&dir.tb())?;
+    let mut events = EventWriter::create(dir.events())?;
     if fresh {
         session_start(&mut events, cfg, &env_report::render(&env))?;
     }
@@ -74,6 +75,8 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
                 println!("done: machine {} of {}; results are written on machine 0", topo.node_rank, topo.nnodes);
             } else {
                 print!("{}", summary(cfg, &dir)?);
+                // The run shows under its name on its output root.
+                println!("TensorBoard: {}", crate::paths::tensorboard_command(&cfg.output_root));
             }
             Ok(Ended::Completed)
         }

@@ -62,11 +62,7 @@ pub fn run(plan: &Plan, topo: Topology, max_restarts: usize) -> Result<Outcome> 
             layout::results_csv(&plan.dir).display(),
             layout::results_md(&plan.dir).display()
         );
-        println!(
-            "TensorBoard: {} --logdir {}",
-            crate::paths::venv_python().with_file_name("tensorboard").display(),
-            layout::runs(&plan.dir).display()
-        );
+        println!("TensorBoard: {}", crate::paths::tensorboard_command(&layout::runs(&plan.dir)));
     }
     Ok(outcome)
 }

@@ -4,8 +4,11 @@
 //! experiment.json                  the plan: trials, their axes, stages and what each needs
 //! .lock                            held (flock) by the controller running the experiment
 //! stages/<stage>.yaml              each stage's resolved run config, what its launcher runs
-//! runs/                            the stage run folders (each laid out as `rundir` says) and
-//!                                  the TensorBoard log root, with the sweep's HParams experiment
+//! runs/                            the TensorBoard log root: the sweep's HParams experiment,
+//!   <trial>/                         each trial's finetuning run folder (laid out as `rundir`
+//!                                    says; TensorBoard shows it as `<trial>`)
+//!   pretrain/<data>-<hash>/          each pretraining run, shared by the trials that need it
+//!                                    (TensorBoard: `pretrain/<data>-<hash>`)
 //! status/<stage>.json              each stage's state, attempts, wall time and error
 //! logs/<stage>.log                 each stage's launcher output, all attempts appended
 //! results.csv                      the results table, one row per trial
@@ -20,6 +23,8 @@ pub const PLAN_FILE: &str = "experiment.json";
 pub const LOCK_FILE: &str = ".lock";
 const STAGES_DIR: &str = "stages";
 const RUNS_DIR: &str = "runs";
+/// The folder under `runs/` of the pretraining runs (no trial may take its name).
+pub const PRETRAIN_RUNS: &str = "pretrain";
 const STATUS_DIR: &str = "status";
 const LOGS_DIR: &str = "logs";
 const CSV_FILE: &str = "results.csv";
@@ -40,6 +45,11 @@ pub fn stage_config(dir: &Path, stage: &str) -> PathBuf {
 /// The stage run folders' parent: the `output_root` of every stage config.
 pub fn runs(dir: &Path) -> PathBuf {
     dir.join(RUNS_DIR)
+}
+
+/// The pretraining stages' run folders' parent.
+pub fn pretrain_runs(dir: &Path) -> PathBuf {
+    runs(dir).join(PRETRAIN_RUNS)
 }
 
 pub fn statuses(dir: &Path) -> PathBuf {

@@ -77,7 +77,9 @@ pub fn load_base(path: &Path, overrides: &[String]) -> Result<(config::Resolved<
     Ok((config::Resolved { config, tree }, sweep))
 }
 
-fn pretrain_name(cfg: &RunConfig) -> String {
+/// A pretraining run's name (its folder under `runs/pretrain/`): the data
+/// store's name and a digest of everything that sets what it trains.
+fn pretrain_run_name(cfg: &RunConfig) -> String {
     let key = serde_json::json!({"seed": cfg.seed, "data": cfg.data, "encoder": cfg.encoder, "pretrain": cfg.pretrain, "nproc": cfg.dist.nproc, "cpu_threads": cfg.cpu_threads});
     let store = cfg
         .data
@@ -85,7 +87,7 @@ fn pretrain_name(cfg: &RunConfig) -> String {
         .and_then(|d| d.store.file_name())
         .map(|n| format!("{}-", super::spec::label(&serde_json::json!(n.to_string_lossy()))))
         .unwrap_or_default();
-    format!("pretrain-{store}{}", crate::fsutil::config_digest(&key, 10))
+    format!("{store}{}", crate::fsutil::config_digest(&key, 10))
 }
 
 /// Build the plan of an experiment file (with `--set` overrides applied to
@@ -144,14 +146,16 @@ pub fn build(path: &Path, overrides: &[String], gpus: usize) -> Result<Plan> {
                 p.trial.clear();
                 p.experiment = None;
                 p.hparams_session = false;
-                p.name = pretrain_name(&p);
-                let pname = p.name.clone();
+                p.name = pretrain_run_name(&p);
+                p.output_root = layout::pretrain_runs(&dir);
+                let pname = format!("pretrain-{}", p.name);
+                let encoder = p.run_dir();
                 add(&mut stages, pname.clone(), StageKind::Pretrain, Vec::new(), p);
                 if ft.is_some() {
                     let mut f = cfg.clone();
                     f.pretrain = None;
                     if let Some(ft) = &mut f.finetune {
-                        ft.encoder_from = Some(runs.join(&pname));
+                        ft.encoder_from = Some(encoder);
                     }
                     add(&mut stages, t.name.clone(), StageKind::Finetune, vec![pname], f);
                     t.name.clone()
@@ -215,6 +219,16 @@ impl Plan {
     /// stage folder that already holds a run of another config is an error
     /// (its results would be mixed up with this config's).
     pub fn write(&self) -> Result<()> {
+        let legacy = legacy_runs(&self.dir);
+        if !legacy.is_empty() {
+            let list: Vec<String> = legacy.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "{} was run by an older uorch, which kept each stage's TensorBoard events in a `tb` subfolder and its pretraining in runs/pretrain-*:\n  {}\nthis uorch lays out runs/ differently and cannot resume it; `uorch sweep status` and `uorch report` still read it. To run the experiment again, give it another `name` or delete {}",
+                self.dir.display(),
+                list.join("\n  "),
+                self.dir.display()
+            );
+        }
         std::fs::create_dir_all(layout::stages(&self.dir))?;
         for s in &self.stages {
             let cfg = s.config.as_ref().context("stage config")?;
@@ -236,6 +250,8 @@ impl Plan {
         Ok(())
     }
 
+    /// Read the plan an experiment folder holds (any layout: `uorch sweep
+    /// status` and `uorch report` read old experiments too).
     pub fn load(dir: &Path) -> Result<Plan> {
         let path = layout::plan(dir);
         serde_json::from_slice(
@@ -244,4 +260,14 @@ impl Plan {
         )
         .with_context(|| format!("{}: unreadable", path.display()))
     }
+}
+
+/// The stage run folders of an experiment in the layout before 2026-12-04
+/// (their TensorBoard events in `<run>/tb/`).
+fn legacy_runs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(layout::runs(dir)) else { return Vec::new() };
+    let mut old: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| crate::rundir::RunDir::new(p).legacy_events().is_some()).collect();
+    old.sort();
+    old
 }

@@ -264,12 +264,8 @@ pub fn write(plan: &Plan, rows: &[Row]) -> Result<()> {
 pub fn write_hparams(plan: &Plan, rows: &[Row]) -> Result<()> {
     let root = layout::runs(&plan.dir);
     std::fs::create_dir_all(&root)?;
-    for e in std::fs::read_dir(&root)?.flatten() {
-        if e.file_type().map(|t| t.is_file()).unwrap_or(false)
-            && e.file_name().to_string_lossy().starts_with("events.out.tfevents")
-        {
-            std::fs::remove_file(e.path())?;
-        }
+    for old in crate::tb::event_files(&root) {
+        std::fs::remove_file(old)?;
     }
     let hparams: Vec<HParamInfo> = plan
         .sweep

@@ -224,6 +224,13 @@ impl SweepSpec {
             if !is_identifier(&e.name) {
                 bail!("sweep.extra: name {:?} must be made of letters, digits, _ and -", e.name);
             }
+            if e.name == super::layout::PRETRAIN_RUNS {
+                bail!(
+                    "sweep.extra: the name {:?} is taken: runs/{}/ holds the experiment's pretraining runs",
+                    e.name,
+                    super::layout::PRETRAIN_RUNS
+                );
+            }
             let idx: Vec<usize> = e
                 .over
                 .iter()
@@ -262,6 +269,14 @@ mod tests {
             crate::config::tree::parse_str(yaml, crate::config::tree::Source::Override(std::sync::Arc::from("test")))
                 .unwrap();
         SweepSpec::take(&mut tree).unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_extra_trial_cannot_take_the_pretraining_runs_folder_name() {
+        let s = spec("sweep:\n  extra:\n    - {name: pretrain, set: {seed: 1}}\n");
+        let e = s.trials().unwrap_err().to_string();
+        assert!(e.contains("\"pretrain\" is taken") && e.contains("runs/pretrain/"), "{e}");
+        assert!(spec("sweep:\n  extra:\n    - {name: pretrain2, set: {seed: 1}}\n").trials().is_ok());
     }
 
     #[test]

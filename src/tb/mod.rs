@@ -12,4 +12,4 @@ mod record;
 mod writer;
 
 pub use hparams::{HParamInfo, HParamType, HValue, SessionStatus};
-pub use writer::EventWriter;
+pub use writer::{event_files, holds_events, EventWriter, EVENTS_PREFIX};

@@ -32,6 +32,27 @@ const DT_FLOAT: i64 = 1;
 const DT_STRING: i64 = 7;
 const DATA_CLASS_TENSOR: i64 = 2;
 
+/// How every event file's name begins (TensorBoard loads the files so named).
+pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
+
+/// The event files directly in `dir` (TensorBoard's run of that folder).
+pub fn event_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(EVENTS_PREFIX))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether `dir` holds event files itself (not in a subfolder).
+pub fn holds_events(dir: &Path) -> bool {
+    !event_files(dir).is_empty()
+}
+
 /// Distinguishes files created in the same second by the same process.
 static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -63,7 +84,7 @@ impl EventWriter {
     pub fn create(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| at(e, "creating", dir))?;
         let name = format!(
-            "events.out.tfevents.{}.{}.{}.{}",
+            "{EVENTS_PREFIX}{}.{}.{}.{}",
             now_secs() as u64,
             hostname(),
             std::process::id(),

@@ -2,6 +2,7 @@
 //! the start, gradients flattened into buckets and summed across ranks in as
 //! few collectives as the bucket size allows.
 
+use super::step_time::{phase, Phase};
 use crate::dist::{ProcessGroup, ReduceOp};
 use anyhow::Result;
 use tch::{Kind, Tensor};
@@ -71,6 +72,7 @@ pub fn all_reduce_gradients(pg: &ProcessGroup, params: &[Tensor], buckets: &[Vec
     if pg.size == 1 {
         return Ok(());
     }
+    let _waiting = phase(Phase::Communication);
     tch::no_grad(|| -> Result<()> {
         for bucket in buckets {
             let flat = flatten(params, bucket, Tensor::grad);
@@ -98,6 +100,7 @@ pub fn apply_gradients(
         ensure_gradients(params);
         all_reduce_gradients(pg, params, buckets)?;
     }
+    let _updating = phase(Phase::Optimizer);
     let norm = clip_grad_norm(params, max_norm);
     opt.step(named, lr);
     for p in params {

@@ -9,6 +9,7 @@
 use super::checkpoint::{self, TrainState};
 use super::ddp;
 use super::metrics::{self, FinetuneMetrics, Validation};
+use super::pace::{Pace, Work};
 use super::skeleton::{Loop, Stage};
 use super::worker::Worker;
 use super::zero::{self, DataParallelOptimizer};
@@ -19,6 +20,7 @@ use crate::data::split::Split;
 use crate::data::store::Store;
 use crate::fsutil;
 use crate::model::assemble;
+use crate::model::cost::{self, UserLlmCost};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Part, UserLlm};
 use crate::model::weights::{read_tensors, save_tensors};
@@ -71,6 +73,8 @@ pub(crate) struct Batch {
     /// The answer token each of them predicts.
     answers: Tensor,
     pub answer_tokens: i64,
+    /// Each row's prompt and answer tokens (its padding not counted).
+    lengths: Vec<usize>,
     histories: Vec<Vec<Interaction>>,
 }
 
@@ -106,6 +110,7 @@ pub(crate) fn make_batch(
         answer_tokens: answers.len() as i64,
         answer_at: Tensor::from_slice(&at).to_device(device),
         answers: Tensor::from_slice(&answers).to_device(device),
+        lengths: seqs.iter().map(|(p, a)| p.len() + a.len()).collect(),
         histories,
     })
 }
@@ -171,11 +176,14 @@ pub(crate) struct Finetuning<'a> {
     /// This step's micro-batches; `None` where this rank has no examples
     /// (it still takes part in each micro-batch's gradient reduction).
     micro: Vec<Option<Batch>>,
+    /// The model's cost formula, for the FLOPs of each training example.
+    cost: UserLlmCost<'a>,
 }
 
 impl Stage for Finetuning<'_> {
     const FILES: StageFiles = StageFiles::Finetune;
     const PREFIX: &'static str = "finetune: ";
+    const TAG: &'static str = "finetune";
     const WORLD_REASON: &'static str = "the optimizer shards would not match";
     const SEED_SALT: i64 = 0x5eed;
 
@@ -217,6 +225,20 @@ impl Stage for Finetuning<'_> {
             })
             .collect::<Result<_>>()?;
         Ok(self.micro.iter().flatten().map(|b| b.answer_tokens).sum::<i64>() as f64)
+    }
+
+    fn work(&self) -> Work {
+        let mut work = Work::default();
+        for b in self.micro.iter().flatten() {
+            for (len, history) in b.lengths.iter().zip(&b.histories) {
+                work += Work {
+                    examples: 1.0,
+                    tokens: *len as f64,
+                    flops: cost::TRAINING_PER_FORWARD * self.cost.forward(*len as f64, history.len() as f64),
+                };
+            }
+        }
+        work
     }
 
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)> {
@@ -265,7 +287,15 @@ impl Stage for Finetuning<'_> {
         Ok(Some(value))
     }
 
-    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()> {
+    fn log(
+        &mut self,
+        done: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        pace: &Pace,
+        tb: Option<&mut EventWriter>,
+    ) -> Result<()> {
         let Some(tb) = tb else { return Ok(()) };
         let mut s: Vec<(String, f32)> = vec![
             ("finetune/loss".into(), loss as f32),
@@ -277,7 +307,7 @@ impl Stage for Finetuning<'_> {
         }
         let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         tb.scalars(done as i64, &refs)?;
-        eprintln!("finetune step {done}/{} loss {loss:.4} lr {lr:.2e}", self.job.f.steps);
+        eprintln!("finetune step {done}/{} loss {loss:.4} lr {lr:.2e} {}", self.job.f.steps, pace.line());
         Ok(())
     }
 }
@@ -307,6 +337,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<bool> {
         opt: zero::optimizer(f.zero_stage, &trainable, w.group.as_ref(), cfg.dist.bucket_mb << 20, f.weight_decay)?,
         trainable,
         micro: Vec::new(),
+        cost: UserLlmCost::of(&model),
     };
     let (run, config_hash, examples) = (job.run.clone(), job.hash.clone(), job.train.len());
     let skeleton = Loop { worker: w, run, config_hash, seed: cfg.seed, schedule: f.into(), examples };
@@ -322,13 +353,13 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<bool> {
     }
 
     // Step loop.
-    let mut tb = if w.rank == 0 { Some(EventWriter::create(&job.run.tb())?) } else { None };
+    let mut tb = if w.rank == 0 { Some(EventWriter::create(job.run.events())?) } else { None };
     model.set_training(true);
-    let resident = super::memory::reset_peak().unwrap_or(0);
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
         return Ok(true);
     }
+    let resident = trained.resident;
     let training_peak_memory_bytes = super::memory::peak_bytes().unwrap_or(0);
     let training_added_memory_bytes = (training_peak_memory_bytes - resident).max(0);
     let mib = |b: i64| b as f64 / (1 << 20) as f64;

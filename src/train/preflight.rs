@@ -22,6 +22,17 @@ pub fn check_run_folder(cfg: &RunConfig, world: usize) -> Result<()> {
             list.join("\n  ")
         );
     }
+    if let Some(old) = run.legacy_events() {
+        let (from, to) = (sh_word(&old), sh_word(run.path()));
+        bail!(
+            "run folder {} was written by an older uorch, which kept its TensorBoard events in {} (TensorBoard showed the run as `{}/{}`); this uorch writes them in the run folder itself. Move them up, then launch again:\n  mv {from}/{}* {to}/ && rmdir {from}",
+            run.path().display(),
+            old.display(),
+            cfg.name,
+            crate::rundir::LEGACY_TB_DIR,
+            crate::tb::EVENTS_PREFIX,
+        );
+    }
     if let Some(p) = &cfg.pretrain {
         let root = run.checkpoints(StageFiles::Pretrain);
         if let Some((dir, state)) = checkpoint::latest(&root)? {
@@ -36,4 +47,14 @@ pub fn check_run_folder(cfg: &RunConfig, world: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A path as one shell word (quoted only where the shell would split or expand it).
+fn sh_word(p: &std::path::Path) -> String {
+    let s = p.display().to_string();
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=+,:@%".contains(c)) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }

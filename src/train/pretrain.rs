@@ -9,6 +9,8 @@ use super::adamw::AdamW;
 use super::checkpoint::{self, TrainState};
 use super::ddp;
 use super::metrics::{self, PretrainMetrics};
+use super::pace::{Pace, Work};
+use super::step_time::{self, Phase};
 use super::skeleton::{Loop, Stage};
 use super::worker::Worker;
 use crate::config::run::{EncoderConfig, PretrainConfig};
@@ -22,7 +24,6 @@ use crate::task::ranking::{popularity_scores, ranks, summarize, RankingMetrics};
 use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tch::{nn, Tensor};
 
 /// What decides the trajectory: a checkpoint resumes only a run with the same hash.
@@ -59,14 +60,14 @@ pub(crate) struct Pretraining<'a> {
     root: PathBuf,
     hash: String,
     micro: Vec<Vec<usize>>,
-    /// Windows and targets since the last logging step, and when it was.
-    seen: (i64, i64),
-    clock: Instant,
+    /// The prepared step's windows, targets and training FLOPs.
+    work: Work,
 }
 
 impl Stage for Pretraining<'_> {
     const FILES: StageFiles = StageFiles::Pretrain;
     const PREFIX: &'static str = "";
+    const TAG: &'static str = "pretrain";
     const WORLD_REASON: &'static str = "the data order would change";
     const SEED_SALT: i64 = 0;
 
@@ -96,22 +97,33 @@ impl Stage for Pretraining<'_> {
 
     fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64> {
         let local: i64 = micro.iter().flatten().map(|&i| window_targets(&self.windows[i], self.window)).sum();
+        // Each target is one position the encoder reads.
+        self.work = Work {
+            examples: micro.iter().map(Vec::len).sum::<usize>() as f64,
+            tokens: local as f64,
+            flops: crate::model::cost::encoder_training(&self.named, local as f64),
+        };
         self.micro = micro;
         Ok(local as f64)
+    }
+
+    fn work(&self) -> Work {
+        self.work
     }
 
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)> {
         let mut loss_sum = 0.0;
         for batch in std::mem::take(&mut self.micro).iter().filter(|b| !b.is_empty()) {
             let ws: Vec<_> = batch.iter().map(|&i| &self.windows[i]).collect();
-            let b = train_batch(self.store, &ws, &self.features, self.window, self.w.device);
+            let b = {
+                let _building = step_time::phase(Phase::Data);
+                train_batch(self.store, &ws, &self.features, self.window, self.w.device)
+            };
             let (sum, _) = crate::torch_runtime::with_autocast(self.w.device, || {
                 self.encoder.pretrain_loss_sum(&b.inputs, &b.targets, true)
             });
             (&sum / global).backward();
             loss_sum += sum.double_value(&[]);
-            self.seen.0 += ws.len() as i64;
-            self.seen.1 += b.count;
         }
         let group = self.w.group.as_ref();
         let grad_norm =
@@ -119,28 +131,26 @@ impl Stage for Pretraining<'_> {
         Ok((loss_sum, grad_norm))
     }
 
-    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()> {
-        let counts = self.w.sum(&[self.seen.0 as f64, self.seen.1 as f64])?;
-        let secs = self.clock.elapsed().as_secs_f64().max(1e-9);
+    fn log(
+        &mut self,
+        done: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        pace: &Pace,
+        tb: Option<&mut EventWriter>,
+    ) -> Result<()> {
         if let Some(tb) = tb {
-            let (seq_s, tok_s) = (counts[0] / secs, counts[1] / secs);
             tb.scalars(
                 done as i64,
-                &[
-                    ("pretrain/loss", loss as f32),
-                    ("pretrain/lr", lr as f32),
-                    ("pretrain/grad_norm", grad_norm as f32),
-                    ("pretrain/sequences_per_s", seq_s as f32),
-                    ("pretrain/tokens_per_s", tok_s as f32),
-                ],
+                &[("pretrain/loss", loss as f32), ("pretrain/lr", lr as f32), ("pretrain/grad_norm", grad_norm as f32)],
             )?;
             eprintln!(
-                "step {done}/{} loss {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {seq_s:.0} seq/s {tok_s:.0} tok/s",
-                self.p.steps
+                "step {done}/{} loss {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {}",
+                self.p.steps,
+                pace.line()
             );
         }
-        self.clock = Instant::now();
-        self.seen = (0, 0);
         Ok(())
     }
 }
@@ -188,8 +198,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         root: run.checkpoints(StageFiles::Pretrain),
         hash,
         micro: Vec::new(),
-        seen: (0, 0),
-        clock: Instant::now(),
+        work: Work::default(),
     };
 
     // Resume, then take rank 0's parameters.
@@ -199,8 +208,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
     }
 
     // Step loop.
-    let mut tb = if w.rank == 0 { Some(EventWriter::create(&run.tb())?) } else { None };
-    stage.clock = Instant::now();
+    let mut tb = if w.rank == 0 { Some(EventWriter::create(run.events())?) } else { None };
     let trained = skeleton.train(&mut stage, start, tb.as_mut())?;
     if trained.interrupted {
         return Ok(Outcome { steps: trained.steps, final_loss: trained.last_loss, interrupted: true });

@@ -5,15 +5,19 @@
 //!    config or world size wrote it;
 //! 3. [`Loop::train`]: the step loop: per-step seeds, this rank's shard of
 //!    micro-batches, the stop flag riding on the step's count all-reduce, the
-//!    loss normalised by the global count, one JSON line per step,
-//!    TensorBoard at `log_every`, checkpoints at `checkpoint_every`, at the
-//!    end and on a stop (each validated first, where the stage validates);
+//!    loss normalised by the global count, one JSON line per step, the
+//!    step time split into phases ([`super::step_time`]), TensorBoard at
+//!    `log_every` with throughput, memory and that split ([`super::pace`]),
+//!    checkpoints at `checkpoint_every`, at the end and on a stop (each
+//!    validated first, where the stage validates);
 //! 4. finish (the stage's own code: evaluation and metrics).
 //!
 //! A stage plugs in through [`Stage`].
 
 use super::checkpoint;
+use super::pace::{Pace, Work};
 use super::schedule::lr_at;
+use super::step_time::{self, Phase};
 use super::worker::Worker;
 use crate::config::finetune::FinetuneConfig;
 use crate::config::run::PretrainConfig;
@@ -31,6 +35,8 @@ pub trait Stage {
     const FILES: StageFiles;
     /// How the stage's lines start (`finetune: `).
     const PREFIX: &'static str;
+    /// The stage's TensorBoard tags begin `<TAG>/`.
+    const TAG: &'static str;
     /// Why a checkpoint of another world size cannot resume the stage.
     const WORLD_REASON: &'static str;
     /// Mixed into the per-step seeds, so stages draw different numbers.
@@ -49,12 +55,18 @@ pub trait Stage {
     /// Take this rank's micro-batches (example indices) for the next step;
     /// returns their share of the count the loss is normalised by.
     fn prepare(&mut self, micro: Vec<Vec<usize>>) -> Result<f64>;
+    /// What the prepared micro-batches hold (for throughput and MFU).
+    fn work(&self) -> Work;
     /// Forward and backward of the prepared micro-batches with the loss
     /// divided by `global`, then the optimizer step at `lr`; returns this
-    /// rank's summed loss and the gradient norm.
+    /// rank's summed loss and the gradient norm. Runs in the
+    /// forward/backward phase; the stage marks its data, optimizer and
+    /// communication work ([`step_time::phase`]).
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)>;
-    /// At a logging step (every rank; `tb` on rank 0): scalars and a line.
-    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, tb: Option<&mut EventWriter>) -> Result<()>;
+    /// At a logging step (every rank; `tb` on rank 0): the stage's own
+    /// scalars and a line (the skeleton writes `pace`'s scalars).
+    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, pace: &Pace, tb: Option<&mut EventWriter>)
+        -> Result<()>;
 }
 
 /// Whether the checkpoint `dir` (in `root`, with `state`) can resume a run of
@@ -138,6 +150,8 @@ pub struct Trained {
     pub last_loss: f64,
     /// Stopped on request, checkpointed.
     pub interrupted: bool,
+    /// Resident bytes when the step loop began (the memory marks start there).
+    pub resident: i64,
 }
 
 impl Loop<'_> {
@@ -197,7 +211,14 @@ impl Loop<'_> {
         let mut epoch: Option<(u64, Vec<Vec<usize>>)> = None;
         let began = Instant::now();
         let mut last_loss = f64::NAN;
+        let resident = super::pace::reset_peaks(w.device);
+        let mut work = Work::default();
+        let _ = step_time::take();
         for step in start..sc.steps {
+            let done = step + 1;
+            let logging = done % sc.log_every == 0 || done == sc.steps;
+            // On a GPU only the step before a logging point synchronises to time its phases.
+            step_time::begin(w.device, logging);
             tch::manual_seed((self.seed as i64) ^ ((step as i64) << 8) ^ w.rank as i64 ^ S::SEED_SALT);
             let lr = lr_at(step, sc.steps, sc.warmup_steps, sc.lr);
             let mut micro = Vec::with_capacity(sc.grad_accum);
@@ -210,25 +231,36 @@ impl Loop<'_> {
                 micro.push(epoch.as_ref().expect("filled").1[i].clone());
             }
             let local = stage.prepare(micro)?;
+            work += stage.work();
             let (stop, counts) = w.stop_and_sum(&[local])?;
             if stop {
+                step_time::end();
                 stage.save(step, last_loss, None)?;
                 if lead {
                     eprintln!("interrupted after step {step}: checkpoint written");
                 }
-                return Ok(Trained { steps: step, last_loss, interrupted: true });
+                return Ok(Trained { steps: step, last_loss, interrupted: true, resident });
             }
             let global = counts[0].max(1.0);
-            let (loss_sum, grad_norm) = stage.step(global, lr)?;
+            let (loss_sum, grad_norm) = {
+                let _computing = step_time::phase(Phase::ForwardBackward);
+                stage.step(global, lr)?
+            };
             last_loss = w.sum(&[loss_sum])?[0] / global;
-            let done = step + 1;
+            step_time::end();
             if let Some(f) = &mut log {
                 let line = serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
                     "elapsed_s": began.elapsed().as_secs_f64()});
                 writeln!(f, "{line}").with_context(|| format!("appending to {}", self.run.log(S::FILES).display()))?;
             }
-            if done % sc.log_every == 0 || done == sc.steps {
-                stage.log(done, last_loss, lr, grad_norm, tb.as_deref_mut())?;
+            if logging {
+                let pace = Pace::measure(w, std::mem::take(&mut work))?;
+                if let Some(tb) = tb.as_deref_mut() {
+                    let scalars = pace.scalars(S::TAG);
+                    let refs: Vec<(&str, f32)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                    tb.scalars(done as i64, &refs)?;
+                }
+                stage.log(done, last_loss, lr, grad_norm, &pace, tb.as_deref_mut())?;
             }
             if sc.checkpoint_every > 0 && done % sc.checkpoint_every == 0 && done < sc.steps {
                 let valid = stage.validate(done, tb.as_deref_mut())?;
@@ -239,7 +271,7 @@ impl Loop<'_> {
             let valid = stage.validate(sc.steps, tb)?;
             stage.save(sc.steps, last_loss, valid)?;
         }
-        Ok(Trained { steps: sc.steps, last_loss, interrupted: false })
+        Ok(Trained { steps: sc.steps, last_loss, interrupted: false, resident })
     }
 }
 

@@ -191,9 +191,19 @@ impl Worker {
 
     /// Sum values across ranks (one small collective on the control group).
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
+        self.reduce(values, ReduceOp::Sum)
+    }
+
+    /// The largest of each value across ranks.
+    pub fn max(&self, values: &[f64]) -> Result<Vec<f64>> {
+        self.reduce(values, ReduceOp::Max)
+    }
+
+    fn reduce(&self, values: &[f64], op: ReduceOp) -> Result<Vec<f64>> {
         let Some(pg) = &self.control else { return Ok(values.to_vec()) };
+        let _waiting = super::step_time::phase(super::step_time::Phase::Communication);
         let t = Tensor::from_slice(values).to_kind(Kind::Double);
-        pg.all_reduce(&[&t], ReduceOp::Sum)?.wait()?;
+        pg.all_reduce(&[&t], op)?.wait()?;
         Ok(Vec::<f64>::try_from(&t)?)
     }
 

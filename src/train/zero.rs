@@ -28,6 +28,7 @@
 
 use super::adamw::{decays, AdamW};
 use super::ddp;
+use super::step_time::{phase, Phase};
 pub use crate::config::finetune::ZeroStage;
 use crate::dist::{ProcessGroup, ReduceOp, Work};
 use crate::ffi::grad_hooks::{self as ffi, uorch_grad_hook_set, uorch_grad_reset};
@@ -183,6 +184,7 @@ impl Reducer<'_> {
     /// Reduce every bucket not reduced yet (missing gradients count as zero),
     /// wait for the last collective, and get ready for the next backward.
     fn flush(&mut self) -> Result<()> {
+        let _waiting = phase(Phase::Communication);
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -243,6 +245,7 @@ impl Reducer<'_> {
     /// Wait for the collective in flight and add its chunk into the shard.
     fn settle(&mut self) -> Result<()> {
         if let Some((work, _input, out, at)) = self.pending.take() {
+            let _waiting = phase(Phase::Communication);
             work.wait()?;
             tch::no_grad(|| {
                 let _ = self.shard_grad().narrow(0, at, out.size()[0]).g_add_(&out);
@@ -477,6 +480,7 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
         if self.stage != ZeroStage::Two {
             self.reducer.flush()?;
         }
+        let _updating = phase(Phase::Optimizer);
         let group = self.reducer.group.filter(|g| g.size > 1);
         tch::no_grad(|| -> Result<f64> {
             let len = self.shard_len();
@@ -484,6 +488,7 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
                 self.reducer.grad.take().unwrap_or_else(|| Tensor::zeros([len], (Kind::Float, self.reducer.device)));
             let sq = g.square().sum(Kind::Float).reshape([1]);
             if let Some(pg) = group {
+                let _waiting = phase(Phase::Communication);
                 pg.all_reduce(&[&sq], ReduceOp::Sum)?.wait()?;
             }
             let norm = sq.sqrt().double_value(&[0]);
@@ -508,7 +513,10 @@ impl DataParallelOptimizer for ShardedAdamW<'_> {
                 let _ = master.g_add_(&update.narrow(0, b.at, b.chunk));
                 match group {
                     // A copy: the input must not alias the output's chunk.
-                    Some(pg) => pg.all_gather(flat, &master.to_kind(flat.kind()).copy())?.wait()?,
+                    Some(pg) => {
+                        let _waiting = phase(Phase::Communication);
+                        pg.all_gather(flat, &master.to_kind(flat.kind()).copy())?.wait()?
+                    }
                     // One rank: its chunk is the whole bucket, and f32 master
                     // weights are the parameters already.
                     None if flat.kind() != Kind::Float => flat.shallow_clone().copy_(&master.to_kind(flat.kind())),
