@@ -79,6 +79,18 @@ fn a_sweep_reports_claims_tables_and_plots_and_says_what_is_unfinished() {
             assert!(String::from_utf8_lossy(&bytes).contains("<svg"), "{s}");
         }
     }
+    // The PNG plots are TensorBoard images in the experiment's log root (run `report`), the claims its text.
+    let tb = crate::common::read_tensorboard(&exp.join("runs"));
+    let report = &tb["runs"]["report"];
+    let pngs: Vec<&str> = shown.iter().copied().filter(|s| s.ends_with(".png")).collect();
+    assert_eq!(report["images"].as_object().map(|o| o.len()), Some(pngs.len()), "{}", report["images"]);
+    for s in &pngs {
+        let tag = format!("report/{}", std::path::Path::new(s).file_stem().unwrap().to_string_lossy());
+        let sha = uorch::model::weights::sha256_file(&out.join(s)).unwrap();
+        assert_eq!(report["images"][&tag][0]["sha256"].as_str(), Some(sha.as_str()), "{tag}");
+    }
+    assert!(report["texts"]["report/claims"][0][1].as_str().unwrap().contains("cross-attention beats soft prompt"));
+
     // The tested step of each trial is the one validation picked.
     assert!(md.lines().any(|l| l.starts_with("| layers=1 |") && (l.contains("| 2 (") || l.contains("| 4 ("))), "{md}");
 
@@ -88,6 +100,10 @@ fn a_sweep_reports_claims_tables_and_plots_and_says_what_is_unfinished() {
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(exp.join("report.md")).unwrap();
     assert!(md.contains("3 finished finetuning trial(s); 1 not finished (lat0: "), "{md}");
+    // The second report replaced the first's TensorBoard events: one image per plot, not two.
+    let tb = crate::common::read_tensorboard(&exp.join("runs"));
+    let images = tb["runs"]["report"]["images"].as_object().unwrap();
+    assert!(!images.is_empty() && images.values().all(|v| v.as_array().unwrap().len() == 1), "{images:?}");
     assert!(row_in(&md, "a 16-latent Perceiver comes close to none").contains("not checked"));
 }
 

@@ -2,11 +2,12 @@
 
 Used by the Rust tests (tests/tensorboard.rs) as the independent reference:
     .uorch/venv/bin/python tests/tb_read.py LOGDIR
-prints {"runs": {run: {"scalars", "texts", "histograms", "hparams"}},
+prints {"runs": {run: {"scalars", "texts", "histograms", "images", "hparams"}},
         "session_groups": [...], "warnings": [...]}.
 "session_groups" is what the HParams dashboard lists, from the plugin's own
 HTTP handler; "warnings" collects reader complaints (e.g. data loss).
 """
+import hashlib
 import json
 import logging
 import os
@@ -34,10 +35,14 @@ logging.getLogger("tensorboard").addHandler(Collect())
 
 
 def read_run(path):
-    acc = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0, "histograms": 0})
+    acc = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0, "histograms": 0, "images": 0})
     acc.Reload()
     tags = acc.Tags()
-    out = {"scalars": {}, "texts": {}, "histograms": {}, "hparams": {}}
+    out = {"scalars": {}, "texts": {}, "histograms": {}, "images": {}, "hparams": {}}
+    for tag in tags["images"]:
+        out["images"][tag] = [{"step": e.step, "width": e.width, "height": e.height,
+                               "sha256": hashlib.sha256(e.encoded_image_string).hexdigest()}
+                              for e in acc.Images(tag)]
     for tag in tags["scalars"]:
         out["scalars"][tag] = [[e.step, e.value] for e in acc.Scalars(tag)]
     for tag in tags["histograms"]:

@@ -1,7 +1,7 @@
 //! TensorBoard round trip: what uorch writes, TensorBoard's own readers read back
 //! exactly (tags, steps, values), and the HParams dashboard lists the runs.
 
-use crate::common::read_tensorboard;
+use crate::common::{project_root, read_tensorboard};
 use serde_json::Value;
 use std::path::Path;
 use uorch::tb::{EventWriter, HParamType, HValue, SessionStatus};
@@ -58,6 +58,12 @@ fn every_written_tag_step_and_value_reads_back_exactly() {
     let weights: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 250.0 - 2.0).collect();
     w.histogram("params/gate", 4, &weights, 20).unwrap();
     w.histogram("params/gate", 5, &[0.5, 0.5, 0.5], 20).unwrap();
+    // A plot the report drew (900 x 560 RGB, as `file` reads it), and something that is no PNG.
+    let plot = project_root().join("docs/ablation-cpu/plots/favorite-category-accuracy-by-latents.png");
+    let png = std::fs::read(&plot).unwrap();
+    w.image("report/plot", 2, &png).unwrap();
+    let e = w.image("report/bad", 2, b"GIF89a not a png").unwrap_err();
+    assert!(e.to_string().contains("report/bad: not a PNG"), "{e}");
     drop(w);
 
     let tb = read_tensorboard(d.path());
@@ -92,6 +98,13 @@ fn every_written_tag_step_and_value_reads_back_exactly() {
     assert!((h[0]["sum"].as_f64().unwrap() - sum).abs() < 1e-9);
     assert_eq!(h[1]["bucket_limit"], serde_json::json!([0.5]));
     assert_eq!(h[1]["bucket"], serde_json::json!([3.0]));
+
+    let img = &r["images"]["report/plot"];
+    assert_eq!(img.as_array().unwrap().len(), 1, "{}", r["images"]);
+    assert_eq!((img[0]["step"].as_i64(), img[0]["width"].as_i64(), img[0]["height"].as_i64()), (Some(2), Some(900), Some(560)));
+    let sha = uorch::model::weights::sha256_file(&plot).unwrap();
+    assert_eq!(img[0]["sha256"].as_str().unwrap(), sha, "the PNG comes back byte for byte");
+    assert!(r["images"].get("report/bad").is_none());
 }
 
 #[test]

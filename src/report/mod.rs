@@ -23,6 +23,7 @@ use crate::config::value_name;
 use crate::data::tasks::Task;
 use crate::task::baselines::{is_text_prompt_zero_shot, BEFORE};
 use crate::task::evaluate::{finetuned_against_the_rest, headline, Evaluated, FINETUNED};
+use crate::tb::EventWriter;
 use anyhow::{bail, Context, Result};
 use plot::{Costed, Figure, Point, Series};
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct Written {
     pub report: PathBuf,
     pub figures: Vec<PathBuf>,
     pub claims: Vec<claims::Checked>,
+    /// The TensorBoard log folder of the plots and claims (`<experiment>/runs/report`).
+    pub tensorboard: PathBuf,
 }
 
 pub const REPORT_FILE: &str = "report.md";
@@ -70,7 +73,8 @@ pub fn write(dir: &Path, out: &Path) -> Result<Written> {
             ),
         }
     );
-    md.push_str(&claims_section(&checked));
+    let claims_md = claims_section(&checked);
+    md.push_str(&claims_md);
     let mut figures = Vec::new();
     let mut tasks: Vec<Task> = Vec::new();
     for t in &loaded.trials {
@@ -84,7 +88,28 @@ pub fn write(dir: &Path, out: &Path) -> Result<Written> {
     }
     let report = out.join(REPORT_FILE);
     crate::fsutil::write_atomic(&report, md.as_bytes())?;
-    Ok(Written { report, figures, claims: checked })
+    let tensorboard = write_tensorboard(&plan.dir, &figures, &claims_md)?;
+    Ok(Written { report, figures, claims: checked, tensorboard })
+}
+
+/// The plots (PNG) as TensorBoard images `report/<plot>` and the claims as
+/// text `report/claims`, in the run `report` of the experiment's log root;
+/// the events of an earlier report are removed once the new ones are written.
+fn write_tensorboard(dir: &Path, figures: &[PathBuf], claims_md: &str) -> Result<PathBuf> {
+    let run = crate::sweep::layout::report_run(dir);
+    let earlier = crate::tb::event_files(&run);
+    let mut w = EventWriter::create(&run)?;
+    for f in figures.iter().filter(|f| f.extension().is_some_and(|x| x == "png")) {
+        let png = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        w.image(&format!("report/{name}"), 0, &png)?;
+    }
+    w.text("report/claims", 0, claims_md)?;
+    w.flush()?;
+    for old in earlier {
+        std::fs::remove_file(&old).with_context(|| format!("removing the earlier report's {}", old.display()))?;
+    }
+    Ok(run)
 }
 
 fn claims_section(checked: &[claims::Checked]) -> String {

@@ -9,6 +9,7 @@
 //!                                    says; TensorBoard shows it as `<trial>`)
 //!   pretrain/<data>-<hash>/          each pretraining run, shared by the trials that need it
 //!                                    (TensorBoard: `pretrain/<data>-<hash>`)
+//!   report/                          `uorch report`'s plots as TensorBoard images, its claims as text
 //! status/<stage>.json              each stage's state, attempts, wall time and error
 //! logs/<stage>.log                 each stage's launcher output, all attempts appended
 //! results.csv                      the results table, one row per trial
@@ -25,6 +26,10 @@ const STAGES_DIR: &str = "stages";
 const RUNS_DIR: &str = "runs";
 /// The folder under `runs/` of the pretraining runs (no trial may take its name).
 pub const PRETRAIN_RUNS: &str = "pretrain";
+/// The folder under `runs/` of the report's TensorBoard events (no trial may take its name).
+pub const REPORT_RUN: &str = "report";
+/// Names under `runs/` that are not trials.
+pub const RESERVED: [&str; 2] = [PRETRAIN_RUNS, REPORT_RUN];
 const STATUS_DIR: &str = "status";
 const LOGS_DIR: &str = "logs";
 const CSV_FILE: &str = "results.csv";
@@ -50,6 +55,11 @@ pub fn runs(dir: &Path) -> PathBuf {
 /// The pretraining stages' run folders' parent.
 pub fn pretrain_runs(dir: &Path) -> PathBuf {
     runs(dir).join(PRETRAIN_RUNS)
+}
+
+/// The report's TensorBoard log folder (the run `report` of the log root).
+pub fn report_run(dir: &Path) -> PathBuf {
+    runs(dir).join(REPORT_RUN)
 }
 
 pub fn statuses(dir: &Path) -> PathBuf {

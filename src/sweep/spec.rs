@@ -224,11 +224,12 @@ impl SweepSpec {
             if !is_identifier(&e.name) {
                 bail!("sweep.extra: name {:?} must be made of letters, digits, _ and -", e.name);
             }
-            if e.name == super::layout::PRETRAIN_RUNS {
+            if super::layout::RESERVED.contains(&e.name.as_str()) {
                 bail!(
-                    "sweep.extra: the name {:?} is taken: runs/{}/ holds the experiment's pretraining runs",
+                    "sweep.extra: the name {:?} is taken: runs/{}/ holds the experiment's {}",
                     e.name,
-                    super::layout::PRETRAIN_RUNS
+                    e.name,
+                    if e.name == super::layout::REPORT_RUN { "report for TensorBoard" } else { "pretraining runs" }
                 );
             }
             let idx: Vec<usize> = e
@@ -272,11 +273,13 @@ mod tests {
     }
 
     #[test]
-    fn an_extra_trial_cannot_take_the_pretraining_runs_folder_name() {
+    fn an_extra_trial_cannot_take_the_pretraining_or_report_folder_name() {
         let s = spec("sweep:\n  extra:\n    - {name: pretrain, set: {seed: 1}}\n");
         let e = s.trials().unwrap_err().to_string();
         assert!(e.contains("\"pretrain\" is taken") && e.contains("runs/pretrain/"), "{e}");
         assert!(spec("sweep:\n  extra:\n    - {name: pretrain2, set: {seed: 1}}\n").trials().is_ok());
+        let e = spec("sweep:\n  extra:\n    - {name: report, set: {seed: 1}}\n").trials().unwrap_err().to_string();
+        assert!(e.contains("\"report\" is taken") && e.contains("runs/report/"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ const EVENT_SUMMARY: u32 = 5;
 const SUMMARY_VALUE: u32 = 1;
 const VALUE_TAG: u32 = 1;
 const VALUE_SIMPLE: u32 = 2;
+const VALUE_IMAGE: u32 = 4;
 const VALUE_HISTO: u32 = 5;
 const VALUE_TENSOR: u32 = 8;
 const VALUE_METADATA: u32 = 9;
@@ -28,6 +29,11 @@ const TENSOR_SHAPE: u32 = 2;
 const TENSOR_STRING_VAL: u32 = 8;
 const SHAPE_DIM: u32 = 2;
 const DIM_SIZE: u32 = 1;
+// Summary.Image: height, width, colorspace, encoded_image_string.
+const IMAGE_HEIGHT: u32 = 1;
+const IMAGE_WIDTH: u32 = 2;
+const IMAGE_COLORSPACE: u32 = 3;
+const IMAGE_ENCODED: u32 = 4;
 const DT_FLOAT: i64 = 1;
 const DT_STRING: i64 = 7;
 const DATA_CLASS_TENSOR: i64 = 2;
@@ -139,6 +145,21 @@ impl EventWriter {
         self.write_values(step, &[value])
     }
 
+    /// A PNG image (shown by TensorBoard's Images dashboard). Its size and
+    /// colour space are read from the PNG's header; anything else is refused.
+    pub fn image(&mut self, tag: &str, step: i64, png: &[u8]) -> io::Result<()> {
+        let (width, height, channels) = png_header(png).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{tag}: not a PNG image (no PNG signature and IHDR header)"))
+        })?;
+        let image = Msg::new()
+            .int(IMAGE_HEIGHT, height)
+            .int(IMAGE_WIDTH, width)
+            .int(IMAGE_COLORSPACE, channels)
+            .bytes(IMAGE_ENCODED, png);
+        let value = Msg::new().string(VALUE_TAG, tag).msg(VALUE_IMAGE, &image);
+        self.write_values(step, &[value])
+    }
+
     /// A histogram of `values` in `buckets` equal-width buckets between their
     /// minimum and maximum. Non-finite values are skipped; empty input writes nothing.
     pub fn histogram(&mut self, tag: &str, step: i64, values: &[f64], buckets: usize) -> io::Result<()> {
@@ -175,6 +196,24 @@ impl Drop for EventWriter {
     fn drop(&mut self) {
         let _ = self.file.sync_data();
     }
+}
+
+/// Width, height and channel count (TensorBoard's colorspace: 1 grey, 2
+/// grey and alpha, 3 RGB, 4 RGBA) from a PNG's signature and IHDR chunk.
+fn png_header(png: &[u8]) -> Option<(i64, i64, i64)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if png.len() < 26 || &png[..8] != SIGNATURE || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| i64::from(u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes")));
+    let channels = match png[25] {
+        0 => 1,
+        4 => 2,
+        2 | 3 => 3, // a palette image decodes to RGB
+        6 => 4,
+        _ => return None,
+    };
+    Some((be(16), be(20), channels))
 }
 
 fn plugin_metadata(plugin: &str, content: &[u8]) -> Msg {
