@@ -2,35 +2,23 @@
 //! MovieLens-100K, trials that differ in one axis each, validated
 //! checkpoints; the report's claims, tables and plots.
 
-use crate::common::{prepare_ml100k, stderr, stdout, tiny_model, uorch};
+use crate::common::{stderr, stdout, tiny_experiment, uorch};
 
 #[test]
 fn a_sweep_reports_claims_tables_and_plots_and_says_what_is_unfinished() {
     let d = tempfile::tempdir().unwrap();
-    let store = prepare_ml100k(d.path());
-    let model = d.path().join("tiny");
-    tiny_model(&model);
-    let file = d.path().join("rep.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "name: rep\noutput_root: {}\nseed: 5\ndata: {{store: {}, window: 12, stride: 12}}\nencoder: {{dim: 16, layers: 1, heads: 2}}\n\
-             pretrain: {{steps: 4, batch_size: 8, checkpoint_every: 0}}\n\
-             finetune: {{model: {}, cross_attention_layers: [1], perceiver: {{latents: 16, layers: 1, heads: 2}}, steps: 4, batch_size: 2, \
-             checkpoint_every: 2, valid_examples: 6, eval_examples: 8, before_finetuning: false, text_prompt_baseline: false, log_every: 1}}\n\
-             dist: {{nproc: 1}}\n\
-             sweep:\n  axes:\n    - {{name: layers, key: finetune.cross_attention_layers, values: [[1]]}}\n  extra:\n    - {{name: soft, set: {{finetune.integration: soft_prompt}}}}\n    - {{name: lat0, set: {{finetune.perceiver: null}}}}\n\
-             \x20   - {{name: text, set: {{finetune.integration: text_prompt, finetune.strategy: lora, finetune.perceiver: null, finetune.before_finetuning: true}}}}\n\
-             \x20 cpu_slots: 2\n",
-            d.path().join("out").display(),
-            store.display(),
-            model.display()
-        ),
-    )
-    .unwrap();
+    let (file, exp) = tiny_experiment(
+        d.path(),
+        "rep",
+        "steps: 4, batch_size: 8, checkpoint_every: 0",
+        "cross_attention_layers: [1], perceiver: {latents: 16, layers: 1, heads: 2}, steps: 4, batch_size: 2, \
+         checkpoint_every: 2, valid_examples: 6, eval_examples: 8, before_finetuning: false, text_prompt_baseline: false, log_every: 1",
+        "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[1]]}\n  extra:\n    - {name: soft, set: {finetune.integration: soft_prompt}}\n    - {name: lat0, set: {finetune.perceiver: null}}\n\
+         \x20   - {name: text, set: {finetune.integration: text_prompt, finetune.strategy: lora, finetune.perceiver: null, finetune.before_finetuning: true}}\n\
+         \x20 cpu_slots: 2\n",
+    );
     let o = uorch().arg("launch").arg(&file).output().unwrap();
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let exp = d.path().join("out/rep");
     // Before a report: a folder that is not an experiment is named.
     let o = uorch().arg("report").arg(d.path()).output().unwrap();
     assert!(!o.status.success());

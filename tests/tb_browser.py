@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -178,7 +179,9 @@ def main():
         os.makedirs(a.screenshots, exist_ok=True)
     cards = a.cards.split(",")
     starts = []
-    with open(os.path.join(a.screenshots or "/tmp", "tb_browser_tensorboard.log"), "w") as log:
+    # TensorBoard's own output, kept for a failure's diagnosis.
+    with tempfile.NamedTemporaryFile("w", prefix="tb_browser_", suffix=".log", delete=False) as log:
+        print(f"tb_browser: TensorBoard's output goes to {log.name}", file=sys.stderr)
         for i in range(a.starts):
             starts.append(one_start(a.logdir, a.sessions, a.runs, cards, a.screenshots if i == 0 else None, log))
     shots = [os.path.join(a.screenshots, f) for f in ("hparams.png", "timeseries.png")] if a.screenshots else []

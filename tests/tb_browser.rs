@@ -6,7 +6,7 @@
 //! experiment record in a trial, run names ending in `/tb` or missing
 //! throughput scalars each fail it.
 
-use crate::common::{prepare_ml100k, project_root, stderr, stdout, tiny_model, uorch};
+use crate::common::{project_root, stderr, stdout, tiny_experiment, uorch};
 
 /// What the browser must show: the scalar cards (pretraining and finetuning).
 const CARDS: &[&str] = &[
@@ -23,27 +23,17 @@ const CARDS: &[&str] = &[
 #[test]
 fn a_sweep_in_the_browser_shows_its_axes_metrics_trials_and_throughput_at_every_start() {
     let d = tempfile::tempdir().unwrap();
-    let store = prepare_ml100k(d.path());
-    let model = d.path().join("tiny");
-    tiny_model(&model);
-    let file = d.path().join("seen.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "name: seen\noutput_root: {}\nseed: 5\ndata: {{store: {}, window: 12, stride: 12}}\nencoder: {{dim: 16, layers: 1, heads: 2}}\n\
-             pretrain: {{steps: 4, batch_size: 8, checkpoint_every: 0, log_every: 2}}\n\
-             finetune: {{model: {}, steps: 4, batch_size: 2, eval_examples: 3, text_prompt_baseline: false, log_every: 2}}\n\
-             dist: {{nproc: 1}}\nsweep:\n  axes:\n    - {{name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}}\n\
-             \x20 extra:\n    - {{name: soft, set: {{finetune.integration: soft_prompt}}}}\n  cpu_slots: 2\n",
-            d.path().join("out").display(),
-            store.display(),
-            model.display()
-        ),
-    )
-    .unwrap();
+    let (file, exp) = tiny_experiment(
+        d.path(),
+        "seen",
+        "steps: 4, batch_size: 8, checkpoint_every: 0, log_every: 2",
+        "steps: 4, batch_size: 2, eval_examples: 3, text_prompt_baseline: false, log_every: 2",
+        "  axes:\n    - {name: layers, key: finetune.cross_attention_layers, values: [[0], [1]]}\n\
+         \x20 extra:\n    - {name: soft, set: {finetune.integration: soft_prompt}}\n  cpu_slots: 2\n",
+    );
     let o = uorch().arg("launch").arg(&file).output().unwrap();
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let root = d.path().join("out/seen/runs");
+    let root = exp.join("runs");
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tb-browser");
     let o = std::process::Command::new(project_root().join(".uorch/venv/bin/python"))

@@ -62,6 +62,29 @@ pub fn prepare_ml100k(dir: &Path) -> PathBuf {
     store
 }
 
+/// A small experiment on the real MovieLens-100K and a tiny Llama, both
+/// made in `dir`: its file `dir/<name>.yaml`, its folder `dir/out/<name>`.
+/// `pretrain` and `finetune` are the entries of those sections (the model
+/// is added), `sweep` the body of `sweep:`.
+pub fn tiny_experiment(dir: &Path, name: &str, pretrain: &str, finetune: &str, sweep: &str) -> (PathBuf, PathBuf) {
+    let store = prepare_ml100k(dir);
+    let model = dir.join("tiny");
+    tiny_model(&model);
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name: {name}\noutput_root: {}\nseed: 5\ndata: {{store: {}, window: 12, stride: 12}}\nencoder: {{dim: 16, layers: 1, heads: 2}}\n\
+             pretrain: {{{pretrain}}}\nfinetune: {{model: {}, {finetune}}}\ndist: {{nproc: 1}}\nsweep:\n{sweep}",
+            dir.join("out").display(),
+            store.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    (file, dir.join("out").join(name))
+}
+
 /// The child processes of `pid` (a launcher's workers).
 pub fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
