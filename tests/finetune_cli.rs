@@ -95,12 +95,18 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     let scalars = &tb["runs"]["ft"]["scalars"];
     let at = |tag: &str, step: i64| -> f64 {
         let points = scalars[tag].as_array().unwrap_or_else(|| panic!("no {tag} in {scalars}"));
-        points.iter().find(|p| p[0] == step).unwrap_or_else(|| panic!("{tag} at {step}: {points:?}"))[1].as_f64().unwrap()
+        points.iter().find(|p| p[0] == step).unwrap_or_else(|| panic!("{tag} at {step}: {points:?}"))[1]
+            .as_f64()
+            .unwrap()
     };
     for (stage, step, per_step) in [("finetune", 3, 8.0), ("finetune", 6, 8.0), ("pretrain", 5, 16.0)] {
-        let (ex_s, step_ms) = (at(&format!("{stage}/examples_per_s"), step), at(&format!("{stage}/step_time/step_ms"), step));
+        let (ex_s, step_ms) =
+            (at(&format!("{stage}/examples_per_s"), step), at(&format!("{stage}/step_time/step_ms"), step));
         // Both ranks' examples (batch 4 or 8, 2 ranks) in each step.
-        assert!((ex_s * step_ms / 1000.0 - per_step).abs() < 1e-3 * per_step, "{stage} {step}: {ex_s} ex/s, {step_ms} ms/step");
+        assert!(
+            (ex_s * step_ms / 1000.0 - per_step).abs() < 1e-3 * per_step,
+            "{stage} {step}: {ex_s} ex/s, {step_ms} ms/step"
+        );
         let phases: Vec<f64> = ["data", "forward_backward", "optimizer", "communication"]
             .iter()
             .map(|p| at(&format!("{stage}/step_time/{p}_ms"), step))
@@ -117,7 +123,10 @@ fn pretrain_then_finetune_on_two_workers_reports_every_baseline() {
     // and the answer's few tokens (a genre name and the end of text).
     let per_example = at("finetune/tokens_per_s", 6) / at("finetune/examples_per_s", 6);
     let prompt = m["results"][1]["prompt_tokens"].as_f64().unwrap();
-    assert!(per_example > prompt + 1.0 && per_example < prompt + 8.0, "{per_example} tokens per example, prompt {prompt}");
+    assert!(
+        per_example > prompt + 1.0 && per_example < prompt + 8.0,
+        "{per_example} tokens per example, prompt {prompt}"
+    );
     // Pretraining tokens are the positions with a target: at most the window (20) per example.
     let per_window = at("pretrain/tokens_per_s", 5) / at("pretrain/examples_per_s", 5);
     assert!(per_window > 1.0 && per_window <= 20.0, "{per_window}");

@@ -128,7 +128,10 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     let o = uorch().arg("launch").arg(&file).output().unwrap();
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("run by an older uorch") && err.contains("runs/layers=0") && err.contains("another `name`"), "{err}");
+    assert!(
+        err.contains("run by an older uorch") && err.contains("runs/layers=0") && err.contains("another `name`"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(exp.join("experiment.json")).unwrap(), plan_before, "the refused launch wrote nothing");
 }
 

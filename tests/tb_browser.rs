@@ -68,7 +68,10 @@ fn a_sweep_in_the_browser_shows_its_axes_metrics_trials_and_throughput_at_every_
         runs.sort();
         assert_eq!(runs.len(), 5, "start {i}: {runs:?}");
         assert_eq!(runs[..3], [".", "layers=0", "layers=1"], "start {i}: {runs:?}");
-        assert!(runs[3].starts_with("pretrain/ml-") && !runs[3].ends_with("/tb") && runs[4] == "soft", "start {i}: {runs:?}");
+        assert!(
+            runs[3].starts_with("pretrain/ml-") && !runs[3].ends_with("/tb") && runs[4] == "soft",
+            "start {i}: {runs:?}"
+        );
         let cards: Vec<&str> = s["cards"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
         for c in CARDS {
             assert!(cards.contains(c), "start {i}: no {c} card among {cards:?}");

@@ -101,7 +101,10 @@ fn every_written_tag_step_and_value_reads_back_exactly() {
 
     let img = &r["images"]["report/plot"];
     assert_eq!(img.as_array().unwrap().len(), 1, "{}", r["images"]);
-    assert_eq!((img[0]["step"].as_i64(), img[0]["width"].as_i64(), img[0]["height"].as_i64()), (Some(2), Some(900), Some(560)));
+    assert_eq!(
+        (img[0]["step"].as_i64(), img[0]["width"].as_i64(), img[0]["height"].as_i64()),
+        (Some(2), Some(900), Some(560))
+    );
     let sha = uorch::model::weights::sha256_file(&plot).unwrap();
     assert_eq!(img[0]["sha256"].as_str().unwrap(), sha, "the PNG comes back byte for byte");
     assert!(r["images"].get("report/bad").is_none());

@@ -7,9 +7,9 @@
 use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;
-use crate::model::{assemble, cost};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::userllm::{Part, Strategy};
+use crate::model::{assemble, cost};
 use crate::task::ask::Asker;
 use crate::task::ask::TaskSpec;
 use crate::task::examples;
@@ -96,7 +96,8 @@ pub fn run(
             if count {
                 let t = b.tokens.size();
                 tokens += t[0] * t[1];
-                flops += cost::TRAINING_PER_FORWARD * t[0] as f64 * cost::user_llm(&model, t[1] as f64, d.window as f64);
+                flops +=
+                    cost::TRAINING_PER_FORWARD * t[0] as f64 * cost::user_llm(&model, t[1] as f64, d.window as f64);
             }
             Ok(())
         };

@@ -29,6 +29,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
         count(Inconclusive),
         w.claims.iter().filter(|c| c.verdict.is_none()).count()
     );
-    println!("TensorBoard: the plots as images and the claims as text in run `report` of {}", w.tensorboard.parent().unwrap_or(&w.tensorboard).display());
+    println!(
+        "TensorBoard: the plots as images and the claims as text in run `report` of {}",
+        w.tensorboard.parent().unwrap_or(&w.tensorboard).display()
+    );
     Ok(())
 }

@@ -266,8 +266,11 @@ impl Plan {
 /// (their TensorBoard events in `<run>/tb/`).
 fn legacy_runs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(layout::runs(dir)) else { return Vec::new() };
-    let mut old: Vec<PathBuf> =
-        entries.flatten().map(|e| e.path()).filter(|p| crate::rundir::RunDir::new(p).legacy_events().is_some()).collect();
+    let mut old: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| crate::rundir::RunDir::new(p).legacy_events().is_some())
+        .collect();
     old.sort();
     old
 }

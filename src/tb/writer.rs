@@ -149,7 +149,10 @@ impl EventWriter {
     /// colour space are read from the PNG's header; anything else is refused.
     pub fn image(&mut self, tag: &str, step: i64, png: &[u8]) -> io::Result<()> {
         let (width, height, channels) = png_header(png).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{tag}: not a PNG image (no PNG signature and IHDR header)"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{tag}: not a PNG image (no PNG signature and IHDR header)"),
+            )
         })?;
         let image = Msg::new()
             .int(IMAGE_HEIGHT, height)

@@ -131,12 +131,16 @@ impl Pace {
 
     /// For the step's log line: `12.5 ex/s 3400 tok/s 410 ms/step (data 3% fwd-bwd 81% optim 9% comm 7%) 612 MiB`.
     pub fn line(&self) -> String {
-        let mut s = format!("{:.1} ex/s {:.0} tok/s {:.0} ms/step", self.examples_per_s, self.tokens_per_s, self.step_ms);
+        let mut s =
+            format!("{:.1} ex/s {:.0} tok/s {:.0} ms/step", self.examples_per_s, self.tokens_per_s, self.step_ms);
         let total = self.split.total();
         if self.split.steps > 0 && total > 0.0 {
             let short = ["data", "fwd-bwd", "optim", "comm"];
-            let parts: Vec<String> =
-                PHASES.iter().zip(short).map(|(p, n)| format!("{n} {:.0}%", 100.0 * self.split.of(*p) / total)).collect();
+            let parts: Vec<String> = PHASES
+                .iter()
+                .zip(short)
+                .map(|(p, n)| format!("{n} {:.0}%", 100.0 * self.split.of(*p) / total))
+                .collect();
             s += &format!(" ({})", parts.join(" "));
         }
         s += &format!(" {:.0} MiB", self.peak_rss_mib);

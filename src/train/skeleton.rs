@@ -65,8 +65,15 @@ pub trait Stage {
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)>;
     /// At a logging step (every rank; `tb` on rank 0): the stage's own
     /// scalars and a line (the skeleton writes `pace`'s scalars).
-    fn log(&mut self, done: u64, loss: f64, lr: f64, grad_norm: f64, pace: &Pace, tb: Option<&mut EventWriter>)
-        -> Result<()>;
+    fn log(
+        &mut self,
+        done: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        pace: &Pace,
+        tb: Option<&mut EventWriter>,
+    ) -> Result<()>;
 }
 
 /// Whether the checkpoint `dir` (in `root`, with `state`) can resume a run of
