@@ -31,7 +31,7 @@ fn main() {
 /// The C++ parts (csrc/), one static library each, declared in src/ffi/: the
 /// shim over c10d's TCPStore and Gloo process groups (Gloo's headers come from
 /// Debian's libgloo-dev, which set-up installs), the recomputation autograd
-/// function and the post-accumulate-grad hooks; the rest of the headers from the libtorch we link against.
+/// function, the post-accumulate-grad hooks and the fused AdamW kernel; the rest of the headers from the libtorch we link against.
 fn build_cpp(lib: &std::path::Path) {
     let include = lib.parent().expect("libtorch lib has a parent").join("include");
     // (source, library, the define it needs)
@@ -39,6 +39,7 @@ fn build_cpp(lib: &std::path::Path) {
         ("csrc/c10d_shim.cpp", "uorch_c10d", Some("USE_C10D_GLOO")),
         ("csrc/recompute.cpp", "uorch_recompute", None),
         ("csrc/grad_hooks.cpp", "uorch_grad_hooks", None),
+        ("csrc/fused_adamw.cpp", "uorch_fused_adamw", None),
     ];
     for (file, library, define) in parts {
         println!("cargo:rerun-if-changed={file}");

@@ -89,7 +89,7 @@ fn train_two_steps(m: &UserLlm) {
         let logits = m.forward(&tokens, &feats, true);
         let loss = logits.view([-1, 50]).cross_entropy_for_logits(&tokens.reshape([-1]));
         loss.backward();
-        opt.step(&trainable, 1e-2);
+        opt.step(&trainable, 1e-2).unwrap();
         for (_, t) in &named {
             let mut g = t.grad();
             if g.defined() {

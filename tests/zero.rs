@@ -84,7 +84,7 @@ fn every_zero_stage_on_two_ranks_matches_unsharded_adamw() {
         loss(&p, 0..8).backward();
         let ts: Vec<Tensor> = p.iter().map(|(_, t)| t.shallow_clone()).collect();
         uorch::train::ddp::clip_grad_norm(&ts, CLIP);
-        opt.step(&p, LR);
+        opt.step(&p, LR).unwrap();
         for (_, t) in &p {
             let _ = t.grad().zero_();
         }
@@ -154,7 +154,7 @@ fn bf16_parameters_keep_the_updates_that_bf16_rounds_away_in_fp32_master_weights
     let lr = 1e-4; // each update is far below bf16's spacing near 1 (2^-7)
     for _ in 0..200 {
         (&reference * &c).sum(Kind::Float).backward();
-        plain.step(&named_ref, lr);
+        plain.step(&named_ref, lr).unwrap();
         let _ = reference.grad().zero_();
         (bf.to_kind(Kind::Float) * &c).sum(Kind::Float).backward();
         sharded.after_backward().unwrap();

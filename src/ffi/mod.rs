@@ -1,11 +1,12 @@
 //! Every `extern "C"` declaration of uorch, one file per C++ file in `csrc/`:
 //! [`c10d`] for `csrc/c10d_shim.cpp`, [`recompute`] for `csrc/recompute.cpp`,
-//! [`grad_hooks`] for `csrc/grad_hooks.cpp`,
+//! [`grad_hooks`] for `csrc/grad_hooks.cpp`, [`fused_adamw`] for `csrc/fused_adamw.cpp`,
 //! [`nccl_plugin`] for the symbols of `csrc/nccl_plugin.cpp` (a library loaded
 //! at run time). C++ exceptions never cross into Rust: each function catches
 //! them and leaves a message that the module's `last_error` reads.
 
 pub mod c10d;
+pub mod fused_adamw;
 pub mod grad_hooks;
 pub mod nccl_plugin;
 pub mod recompute;

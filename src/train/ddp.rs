@@ -102,7 +102,7 @@ pub fn apply_gradients(
     }
     let _updating = phase(Phase::Optimizer);
     let norm = clip_grad_norm(params, max_norm);
-    opt.step(named, lr);
+    opt.step(named, lr)?;
     for p in params {
         let mut g = p.grad();
         if g.defined() {

@@ -107,7 +107,7 @@ fn finetune(dir: &Path, store: &Store, gates_train: bool, steps: usize) -> (f64,
         let idx: Vec<usize> = (0..16).map(|i| order[(step * 16 + i) % order.len()]).collect();
         let b = make_batch(&asker, store, &train, &idx, Device::Cpu).unwrap();
         forward_backward(&model, &asker, &b, b.answer_tokens as f64, Device::Cpu).unwrap();
-        opt.step(&trainable, 3e-3);
+        opt.step(&trainable, 3e-3).unwrap();
         for (_, p) in &model.named_parameters() {
             p.shallow_clone().zero_grad();
         }
