@@ -1,5 +1,5 @@
 # Fresh machine:  make demo  (set-up + the main job)   |   make test  (set-up + the test suite)
-.PHONY: setup build test demo env gpu-check gpu-acceptance clean-outputs bench-setup bench-ingest
+.PHONY: setup build test demo env gpu-check gpu-acceptance clean-outputs bench-setup bench-ingest bench-pretrain
 
 UORCH := target/release/uorch
 
@@ -28,9 +28,24 @@ demo: setup
 env: setup
 	$(UORCH) env
 
-# Benchmarks: the Python references (pandas, pyarrow) go into the set-up venv.
+# Benchmarks: the ingest references (pandas, pyarrow) go into the set-up venv;
+# the model references (PyTorch with its CUDA dependencies, ~4 GB, transformers,
+# peft) into .uorch/golden, the benches' default --reference-python (the CPU
+# part of the torch wheel that set-up extracts cannot be imported by Python:
+# torch loads cuDNN and cuBLAS at import). Built under a temporary name, kept
+# once it imports.
+GOLDEN := .uorch/golden
 bench-setup: setup
 	@.uorch/venv/bin/python -c 'import pandas, pyarrow' 2>/dev/null || .uorch/venv/bin/python -m pip install -q pandas==3.1.1 pyarrow==26.0.1
+	@$(GOLDEN)/bin/python -c 'import torch, transformers, peft' 2>/dev/null || { \
+	  rm -rf $(GOLDEN).tmp && python3 -m venv $(GOLDEN).tmp && \
+	  $(GOLDEN).tmp/bin/python -m pip install -q torch==2.11.0 transformers==5.24.0 peft==0.21.2 && \
+	  $(GOLDEN).tmp/bin/python -c 'import torch, transformers, peft' && \
+	  rm -rf $(GOLDEN) && mv $(GOLDEN).tmp $(GOLDEN); }
+	@echo "bench-setup: references ready (.uorch/venv: pandas, pyarrow; $(GOLDEN): torch, transformers, peft)"
+
+bench-pretrain: bench-setup
+	$(UORCH) bench pretrain
 
 bench-ingest: bench-setup
 	$(UORCH) bench ingest
