@@ -37,12 +37,9 @@ pub struct UserLlmCost<'a> {
 
 impl<'a> UserLlmCost<'a> {
     pub fn of(m: &'a UserLlm) -> Self {
+        let variables = m.vs.variables();
         let sum = |prefix: &str| -> f64 {
-            m.vs.variables()
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix) && costs_per_position(k))
-                .map(|(_, t)| t.numel() as f64)
-                .sum()
+            costed_parameters(variables.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, t)| (k.as_str(), t)))
         };
         UserLlmCost { m, encoder: sum("encoder."), perceiver: sum("perceiver."), projection: sum("projection.") }
     }
@@ -65,14 +62,18 @@ impl<'a> UserLlmCost<'a> {
     }
 }
 
+/// How many of the `named` parameters' values cost FLOPs at every position.
+pub fn costed_parameters<'t>(named: impl IntoIterator<Item = (&'t str, &'t tch::Tensor)>) -> f64 {
+    named.into_iter().filter(|(k, _)| costs_per_position(k)).map(|(_, t)| t.numel() as f64).sum()
+}
+
 /// Training FLOPs of `positions` item positions through the user encoder
 /// alone (pretraining): forward and backward, 3 forwards by the usual count
 /// (2 FLOPs per parameter and position forward; attention not counted, as in
 /// the 6·N·tokens rule of thumb, which is exact enough at the encoder's
-/// short windows). `named`: the encoder's parameters.
-pub fn encoder_training(named: &[(String, tch::Tensor)], positions: f64) -> f64 {
-    let body: f64 = named.iter().filter(|(k, _)| costs_per_position(k)).map(|(_, t)| t.numel() as f64).sum();
-    6.0 * body * positions
+/// short windows). `parameters`: its [`costed_parameters`].
+pub fn encoder_training(parameters: f64, positions: f64) -> f64 {
+    2.0 * TRAINING_PER_FORWARD * parameters * positions
 }
 
 /// Forward and backward cost 3 forwards (the backward computes gradients

@@ -292,21 +292,21 @@ impl Stage for Finetuning<'_> {
         done: u64,
         loss: f64,
         lr: f64,
-        grad_norm: f64,
+        _grad_norm: f64,
         pace: &Pace,
         tb: Option<&mut EventWriter>,
     ) -> Result<()> {
         let Some(tb) = tb else { return Ok(()) };
-        let mut s: Vec<(String, f32)> = vec![
-            ("finetune/loss".into(), loss as f32),
-            ("finetune/lr".into(), lr as f32),
-            ("finetune/grad_norm".into(), grad_norm as f32),
-        ];
-        for (layer, g) in self.model.gates() {
-            s.push((format!("finetune/gate/layer_{layer:02}"), g as f32));
+        let gates: Vec<(String, f32)> = self
+            .model
+            .gates()
+            .into_iter()
+            .map(|(layer, g)| (format!("finetune/gate/layer_{layer:02}"), g as f32))
+            .collect();
+        if !gates.is_empty() {
+            let refs: Vec<(&str, f32)> = gates.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            tb.scalars(done as i64, &refs)?;
         }
-        let refs: Vec<(&str, f32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        tb.scalars(done as i64, &refs)?;
         eprintln!("finetune step {done}/{} loss {loss:.4} lr {lr:.2e} {}", self.job.f.steps, pace.line());
         Ok(())
     }

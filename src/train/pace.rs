@@ -104,9 +104,7 @@ impl Pace {
             mfu,
         })
     }
-}
 
-impl Pace {
     /// The window's TensorBoard scalars under `stage` (`pretrain`, `finetune`).
     pub fn scalars(&self, stage: &str) -> Vec<(String, f32)> {
         let mut s = vec![

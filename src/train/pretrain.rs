@@ -62,6 +62,8 @@ pub(crate) struct Pretraining<'a> {
     micro: Vec<Vec<usize>>,
     /// The prepared step's windows, targets and training FLOPs.
     work: Work,
+    /// The encoder's parameters that cost FLOPs per position ([`crate::model::cost`]).
+    costed_parameters: f64,
 }
 
 impl Stage for Pretraining<'_> {
@@ -101,7 +103,7 @@ impl Stage for Pretraining<'_> {
         self.work = Work {
             examples: micro.iter().map(Vec::len).sum::<usize>() as f64,
             tokens: local as f64,
-            flops: crate::model::cost::encoder_training(&self.named, local as f64),
+            flops: crate::model::cost::encoder_training(self.costed_parameters, local as f64),
         };
         self.micro = micro;
         Ok(local as f64)
@@ -140,11 +142,7 @@ impl Stage for Pretraining<'_> {
         pace: &Pace,
         tb: Option<&mut EventWriter>,
     ) -> Result<()> {
-        if let Some(tb) = tb {
-            tb.scalars(
-                done as i64,
-                &[("pretrain/loss", loss as f32), ("pretrain/lr", lr as f32), ("pretrain/grad_norm", grad_norm as f32)],
-            )?;
+        if tb.is_some() {
             eprintln!(
                 "step {done}/{} loss {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {}",
                 self.p.steps,
@@ -183,6 +181,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         schedule: p.into(),
         examples: windows.len(),
     };
+    let costed_parameters = crate::model::cost::costed_parameters(named.iter().map(|(k, t)| (k.as_str(), t)));
     let mut stage = Pretraining {
         p,
         w,
@@ -199,6 +198,7 @@ pub fn run(cfg: &RunConfig, w: &Worker) -> Result<Outcome> {
         hash,
         micro: Vec::new(),
         work: Work::default(),
+        costed_parameters,
     };
 
     // Resume, then take rank 0's parameters.

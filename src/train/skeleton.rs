@@ -64,7 +64,8 @@ pub trait Stage {
     /// communication work ([`step_time::phase`]).
     fn step(&mut self, global: f64, lr: f64) -> Result<(f64, f64)>;
     /// At a logging step (every rank; `tb` on rank 0): the stage's own
-    /// scalars and a line (the skeleton writes `pace`'s scalars).
+    /// scalars and a line (the skeleton writes `<TAG>/loss`, `lr`,
+    /// `grad_norm` and `pace`'s scalars).
     fn log(
         &mut self,
         done: u64,
@@ -263,7 +264,11 @@ impl Loop<'_> {
             if logging {
                 let pace = Pace::measure(w, std::mem::take(&mut work))?;
                 if let Some(tb) = tb.as_deref_mut() {
-                    let scalars = pace.scalars(S::TAG);
+                    let mut scalars: Vec<(String, f32)> = [("loss", last_loss), ("lr", lr), ("grad_norm", grad_norm)]
+                        .iter()
+                        .map(|(k, v)| (format!("{}/{k}", S::TAG), *v as f32))
+                        .collect();
+                    scalars.extend(pace.scalars(S::TAG));
                     let refs: Vec<(&str, f32)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                     tb.scalars(done as i64, &refs)?;
                 }
