@@ -29,91 +29,106 @@ impl AdamW {
     /// the same update written out.
     pub fn step(&mut self, params: &[(String, Tensor)], lr: f64) -> Result<()> {
         self.step += 1;
-        // [without weight decay, with it]: (parameter, gradient, moments).
-        let mut fused: [Vec<(Tensor, Tensor, Tensor, Tensor)>; 2] = [Vec::new(), Vec::new()];
-        let mut rest: Vec<(String, Tensor)> = Vec::new();
+        // [written out, fused][without weight decay, with it].
+        let mut groups: [[Vec<Quad>; 2]; 2] = Default::default();
         for (name, p) in params {
             let g = p.grad();
             if !g.defined() {
                 continue;
             }
-            if !fusable(p, &g) {
-                rest.push((name.clone(), p.shallow_clone()));
-                continue;
-            }
+            let fuse = usize::from(fusable(p, &g));
+            let g = if g.kind() == Kind::Float { g } else { g.to_kind(Kind::Float) };
             let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (g.zeros_like(), g.zeros_like()));
-            let group = usize::from(self.weight_decay > 0.0 && decays(name));
-            fused[group].push((p.shallow_clone(), g, m.shallow_clone(), v.shallow_clone()));
+            let decay = usize::from(self.weight_decay > 0.0 && decays(name));
+            groups[fuse][decay].push((p.shallow_clone(), g, m.shallow_clone(), v.shallow_clone()));
         }
-        for (decay, group) in fused.iter().enumerate() {
-            self.fused_step(group, lr, if decay == 1 { self.weight_decay } else { 0.0 })?;
-        }
-        self.step_written_out(&rest, lr);
-        Ok(())
-    }
-
-    fn fused_step(&self, group: &[(Tensor, Tensor, Tensor, Tensor)], lr: f64, weight_decay: f64) -> Result<()> {
-        if group.is_empty() {
-            return Ok(());
-        }
-        let ptrs = |pick: fn(&(Tensor, Tensor, Tensor, Tensor)) -> &Tensor| -> Vec<*mut torch_sys::C_tensor> {
-            group.iter().map(|t| pick(t).as_ptr() as *mut torch_sys::C_tensor).collect()
-        };
-        let (p, g, m, v) = (ptrs(|t| &t.0), ptrs(|t| &t.1), ptrs(|t| &t.2), ptrs(|t| &t.3));
-        // SAFETY: every pointer is a live tensor of `group` for the call; the
-        // kernel updates parameters and moments in place and catches C++ errors.
-        let rc = unsafe {
-            ffi::uorch_fused_adamw(
-                p.as_ptr(),
-                g.as_ptr(),
-                m.as_ptr(),
-                v.as_ptr(),
-                group.len() as i64,
-                self.step,
+        for decay in [0, 1] {
+            let h = Hyper {
+                step: self.step,
                 lr,
-                self.beta1,
-                self.beta2,
-                weight_decay,
-                self.eps,
-            )
-        };
-        if rc != 0 {
-            bail!("fused AdamW step: {}", ffi::last_error());
+                beta1: self.beta1,
+                beta2: self.beta2,
+                weight_decay: if decay == 1 { self.weight_decay } else { 0.0 },
+                eps: self.eps,
+            };
+            fused_update(&groups[1][decay], &h)?;
+            written_out_update(&groups[0][decay], &h);
         }
         Ok(())
     }
+}
 
-    /// The update of `params` written out, a few kernels per parameter.
-    fn step_written_out(&mut self, params: &[(String, Tensor)], lr: f64) {
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
-        tch::no_grad(|| {
-            for (name, p) in params {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if g.kind() == Kind::Float { g } else { g.to_kind(Kind::Float) };
-                let (m, v) = self.state.entry(name.clone()).or_insert_with(|| (g.zeros_like(), g.zeros_like()));
-                // m ← β1·m + (1−β1)·g ; v ← β2·v + (1−β2)·g²  (as lerps, in place)
-                let _ = m.lerp_(&g, 1.0 - self.beta1);
-                let _ = v.lerp_(&g.square(), 1.0 - self.beta2);
-                // p ← p·(1 − lr·wd) − lr · (m / bc1) / (sqrt(v / bc2) + eps)
-                let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
-                let mut p = p.shallow_clone();
-                if self.weight_decay > 0.0 && decays(name) {
-                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                }
-                let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
-            }
-        });
+/// A parameter, its f32 gradient, its first and second moments.
+pub type Quad = (Tensor, Tensor, Tensor, Tensor);
+
+/// One AdamW update's settings; `step` counts this update.
+pub struct Hyper {
+    pub step: i64,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// ATen's fused AdamW kernel on `group`'s (parameter, gradient, first
+/// moment, second moment), all f32 and [`fusable`], updated in place.
+pub fn fused_update(group: &[Quad], h: &Hyper) -> Result<()> {
+    if group.is_empty() {
+        return Ok(());
     }
+    let ptrs = |pick: fn(&Quad) -> &Tensor| -> Vec<*mut torch_sys::C_tensor> {
+        group.iter().map(|t| pick(t).as_ptr() as *mut torch_sys::C_tensor).collect()
+    };
+    let (p, g, m, v) = (ptrs(|t| &t.0), ptrs(|t| &t.1), ptrs(|t| &t.2), ptrs(|t| &t.3));
+    // SAFETY: every pointer is a live tensor of `group` for the call; the
+    // kernel updates parameters and moments in place and catches C++ errors.
+    let rc = unsafe {
+        ffi::uorch_fused_adamw(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            group.len() as i64,
+            h.step,
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+        )
+    };
+    if rc != 0 {
+        bail!("fused AdamW step: {}", ffi::last_error());
+    }
+    Ok(())
+}
+
+/// The update of [`fused_update`] written out, a few kernels per parameter
+/// (for what the kernel does not take: bf16 parameters, sparse gradients).
+pub fn written_out_update(group: &[Quad], h: &Hyper) {
+    let bc1 = 1.0 - h.beta1.powi(h.step as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.step as i32);
+    tch::no_grad(|| {
+        for (p, g, m, v) in group {
+            // m ← β1·m + (1−β1)·g ; v ← β2·v + (1−β2)·g²  (as lerps, in place)
+            let _ = m.shallow_clone().lerp_(g, 1.0 - h.beta1);
+            let _ = v.shallow_clone().lerp_(&g.square(), 1.0 - h.beta2);
+            // p ← p·(1 − lr·wd) − lr · (m / bc1) / (sqrt(v / bc2) + eps)
+            let mut denom = v.sqrt();
+            let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(h.eps);
+            let mut p = p.shallow_clone();
+            if h.weight_decay > 0.0 {
+                let _ = p.g_mul_scalar_(1.0 - h.lr * h.weight_decay);
+            }
+            let _ = p.addcdiv_(&(m * (-h.lr / bc1)), &denom);
+        }
+    });
 }
 
 /// What the fused kernel takes: an f32 parameter and its dense f32
 /// gradient on the same device, both contiguous.
-fn fusable(p: &Tensor, g: &Tensor) -> bool {
+pub fn fusable(p: &Tensor, g: &Tensor) -> bool {
     p.kind() == Kind::Float
         && g.kind() == Kind::Float
         && p.device() == g.device()
@@ -165,7 +180,8 @@ mod tests {
         // The same values, in tensors of their own.
         let b: Vec<(String, Tensor)> =
             a.iter().map(|(n, t)| (n.clone(), t.detach().copy().set_requires_grad(true))).collect();
-        let (mut fused, mut written) = (AdamW::new(0.1), AdamW::new(0.1));
+        let mut fused = AdamW::new(0.1);
+        let moments: Vec<(Tensor, Tensor)> = b.iter().map(|(_, t)| (t.zeros_like(), t.zeros_like())).collect();
         for step in 0..5 {
             let target = Tensor::randn([7, 5], (Kind::Float, tch::Device::Cpu));
             for params in [&a, &b] {
@@ -179,13 +195,16 @@ mod tests {
             }
             assert!(a.iter().all(|(_, p)| fusable(p, &p.grad())), "the fused kernel takes them all");
             fused.step(&a, 0.05).unwrap();
-            written.step += 1;
-            written.step_written_out(&b, 0.05);
+            for ((n, p), (m, v)) in b.iter().zip(&moments) {
+                let wd = if decays(n) { 0.1 } else { 0.0 };
+                let h = Hyper { step: step + 1, lr: 0.05, beta1: 0.9, beta2: 0.999, weight_decay: wd, eps: 1e-8 };
+                written_out_update(&[(p.shallow_clone(), p.grad(), m.shallow_clone(), v.shallow_clone())], &h);
+            }
             for ((n, x), (_, y)) in a.iter().zip(&b) {
                 let d = (x - y).abs().max().double_value(&[]);
                 assert!(d < 1e-6, "step {step}, {n}: fused and written-out differ by {d}");
             }
         }
-        assert!(fused.state.len() == 3 && written.state.len() == 3);
+        assert_eq!(fused.state.len(), 3);
     }
 }
