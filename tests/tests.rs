@@ -14,6 +14,7 @@ mod env_cli;
 mod evaluation;
 mod faults;
 mod finetune_cli;
+mod finetune_reference;
 mod launch_cli;
 mod llm_golden;
 mod llm_load;

@@ -146,12 +146,7 @@ print((time.perf_counter() - t))
 
 /// The same step in Hugging Face transformers (eager), if `python` can import it.
 pub fn run_reference(python: &Path, s: &Shape, device: Device, steps: usize, warmup: usize) -> Result<Option<Result_>> {
-    let ok = Command::new(python)
-        .args(["-c", "import torch, transformers"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
+    if !super::python_imports(python, "torch, transformers") {
         return Ok(None);
     }
     let c = &s.config;

@@ -26,3 +26,13 @@ pub(crate) fn logged_elapsed(log: &std::path::Path) -> anyhow::Result<Vec<f64>> 
     let text = std::fs::read_to_string(log).with_context(|| format!("{}: no step log", log.display()))?;
     Ok(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["elapsed_s"].as_f64()).collect())
 }
+
+/// Whether `python` runs and can import `modules` (`"torch, transformers"`):
+/// a reference is run only then.
+pub(crate) fn python_imports(python: &std::path::Path, modules: &str) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

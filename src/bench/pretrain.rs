@@ -51,11 +51,10 @@ pub fn bench(dir: &Path, store: &Path, steps: usize, global_batch: usize, python
             sequences_per_s: throughput(&dir.join(&name), global_batch, warmup)?,
         });
     }
-    let ok = Command::new(python).args(["-c", "import torch"]).output().map(|o| o.status.success()).unwrap_or(false);
-    if ok {
+    if super::python_imports(python, "torch") {
         let s = crate::data::store::Store::open(store)?;
         let args = serde_json::json!({
-            "vocab": [s.manifest.counts.items, s.vocab.category.len(), s.vocab.rating.len()],
+            "features": [["item", s.manifest.counts.items], ["category", s.vocab.category.len()], ["rating", s.vocab.rating.len()]],
             "dim": 64, "layers": 2, "heads": 4, "ffn_mult": 4, "window": 50, "dropout": 0.1, "batch": global_batch,
             "steps": steps - warmup, "warmup": warmup, "device": "cpu",
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -63,7 +63,8 @@ pub enum BenchCmd {
         window: usize,
     },
     /// Finetuning throughput of each strategy (Full, LoRA, Enc, Proj) with
-    /// cross-attention on a store and an LLM; ratios against Full, MFU on a GPU.
+    /// cross-attention on a store and an LLM; ratios against Full, MFU on a
+    /// GPU; beside transformers + PEFT on the same weights and batches.
     Finetune {
         #[arg(long, default_value = "checkpoints/data/ml-100k")]
         store: PathBuf,
@@ -79,6 +80,15 @@ pub enum BenchCmd {
         /// Random weights of the model's shape (only config.json and tokenizer.json are read).
         #[arg(long)]
         random_init: bool,
+        /// A Python with torch, transformers and peft for the reference (skipped if it has none).
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+        /// Where the reference's inputs (initial weights, batches) are written.
+        #[arg(long, default_value = "checkpoints/bench-finetune")]
+        dir: PathBuf,
+        /// Record the reference's losses in this JSON file (the golden the tests compare uorch's with).
+        #[arg(long)]
+        write_golden: Option<PathBuf>,
     },
     /// Per-rank memory of DDP, ZeRO-1 and ZeRO-2 on the same finetuning run
     /// (the real MovieLens-100K and LLM, history as text), with step times.
@@ -134,15 +144,31 @@ fn ml100k(dir: &std::path::Path) -> Result<PathBuf> {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Finetune { store, model, steps, batch, device, random_init } => {
+        BenchCmd::Finetune { store, model, steps, batch, device, random_init, reference_python, dir, write_golden } => {
+            use crate::bench::finetune;
             let device = super::parse_device(device.as_deref())?;
-            let rows = crate::bench::finetune::run(&store, &model, steps.max(1), batch.max(1), device, random_init)?;
+            let opts = finetune::Options {
+                store: &store,
+                model: &model,
+                steps: steps.max(1),
+                batch: batch.max(1),
+                device,
+                random_init,
+                reference: Some(&reference_python),
+                dir: &dir,
+            };
+            let rows = finetune::run(&opts)?;
             println!(
-                "favorite-genre finetuning step (cross-attention every 3rd layer, batch {batch}, window 50) on {}, {} steps after a warm-up:",
+                "favorite-genre finetuning step (cross-attention every 3rd layer, Perceiver 16 latents, batch {batch}, window 50) on {}, {} steps after a warm-up:",
                 if device.is_cuda() { "GPU (bf16 autocast)".to_string() } else { format!("CPU ({} threads)", tch::get_num_threads()) },
                 steps
             );
-            print!("{}", crate::bench::finetune::report(&rows, device));
+            print!("{}", finetune::report(&rows, device));
+            if let Some(path) = write_golden {
+                let json = serde_json::to_string_pretty(&finetune::golden_json(&rows, &opts)?)?;
+                crate::fsutil::write_atomic(&path, format!("{json}\n").as_bytes())?;
+                println!("reference losses written to {}", path.display());
+            }
         }
         BenchCmd::Llm { shapes, steps, warmup, device, reference_python } => {
             use crate::bench::llm;

@@ -78,6 +78,22 @@ pub(crate) struct Batch {
     histories: Vec<Vec<Interaction>>,
 }
 
+impl Batch {
+    /// The batch as named tensors, for a reference implementation to replay
+    /// it (`benches/finetune_reference.py`): `<prefix>tokens`, `answer_at`,
+    /// `answers`, and the histories' ids per encoder feature, `feature<j>`.
+    pub(crate) fn named_tensors(&self, asker: &Asker, prefix: &str) -> Vec<(String, Tensor)> {
+        let refs: Vec<&[_]> = self.histories.iter().map(|h| h.as_slice()).collect();
+        let mut v = vec![
+            (format!("{prefix}tokens"), self.tokens.shallow_clone()),
+            (format!("{prefix}answer_at"), self.answer_at.shallow_clone()),
+            (format!("{prefix}answers"), self.answers.shallow_clone()),
+        ];
+        v.extend(asker.inputs(&refs).into_iter().enumerate().map(|(j, t)| (format!("{prefix}feature{j}"), t)));
+        v
+    }
+}
+
 pub(crate) fn make_batch(
     asker: &Asker,
     store: &Store,
