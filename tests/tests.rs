@@ -11,6 +11,7 @@ mod data_prepare;
 mod data_tasks;
 mod dist_gloo;
 mod env_cli;
+mod eval_reference;
 mod evaluation;
 mod faults;
 mod finetune_cli;

@@ -20,7 +20,7 @@ use crate::task::ask::TaskSpec;
 use crate::task::examples;
 use crate::train::finetune;
 use crate::train::zero::{self, ZeroStage};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Instant;
 use tch::Device;
@@ -186,13 +186,18 @@ pub fn run(o: &Options) -> Result<Vec<Row>> {
         let steps = o.steps;
         let trainable_count: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
         let optimizer_mib = opt.state_bytes() as f64 / (1 << 20) as f64;
+        let user_side = user_side_args(
+            &model,
+            &cfg.finetune.as_ref().expect("finetune").perceiver,
+            &cfg.finetune.as_ref().expect("finetune").projection,
+        );
         // Free this model's memory before the reference loads its own.
         drop(opt);
         drop(asker);
         drop(trainable);
         drop(model);
         let reference = match reference {
-            Some(python) => Some(run_reference(python, &ref_dir, o, strategy, &cfg, &store)?),
+            Some(python) => Some(run_reference(python, &ref_dir, o, strategy, &cfg, user_side)?),
             None => None,
         };
         rows.push(Row {
@@ -227,41 +232,43 @@ fn run_reference(
     o: &Options,
     strategy: Strategy,
     cfg: &RunConfig,
-    store: &Store,
+    user_side: serde_json::Value,
 ) -> Result<Reference> {
     let f = cfg.finetune.as_ref().expect("bench config has finetune");
-    let enc = cfg.encoder.clone().unwrap_or_default();
-    let d = cfg.data.as_ref().expect("bench config has data");
-    let shape = crate::model::batches::encoder_shape(store, &enc, d.window);
-    let layers = f
-        .integration
-        .mode()
-        .cross_attention_layers(
-            &f.cross_attention_layers,
-            crate::model::llama::LlamaConfig::load(o.model)?.num_hidden_layers,
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let args = serde_json::json!({
+    let mut args = serde_json::json!({
         "dir": dir, "model": o.model, "strategy": strategy, "steps": o.steps, "lr": LR, "max_norm": MAX_NORM,
-        "threads": tch::get_num_threads(),
-        "features": shape.features.iter().map(|(f, v)| (f.name(), *v)).collect::<Vec<_>>(),
-        "encoder": {"dim": shape.dim, "layers": shape.layers, "heads": shape.heads, "ffn_mult": shape.ffn_mult,
-                    "max_len": shape.max_len, "dropout": shape.dropout},
-        "perceiver": f.perceiver, "projection": f.projection, "xattn_layers": layers, "lora": f.lora,
+        "threads": tch::get_num_threads(), "lora": f.lora,
     });
-    let script = crate::paths::project_root().join("benches/finetune_reference.py");
+    merge(&mut args, user_side);
     eprintln!("{strategy:?}: transformers + PEFT reference ...");
-    let out = std::process::Command::new(python).arg(&script).arg(args.to_string()).output()?;
-    if !out.status.success() {
-        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap_or(""))
-        .with_context(|| format!("{}: expected a JSON line, printed {text:?}", script.display()))?;
+    let v = super::reference_json(python, "finetune_reference.py", &args)?;
     let secs = v["seconds"].as_f64().context("reference: no seconds")?;
     let losses: Vec<f64> =
         v["losses"].as_array().context("reference: no losses")?.iter().filter_map(|x| x.as_f64()).collect();
     Ok(Reference { examples_per_s: (o.steps * o.batch) as f64 / secs, step_ms: secs * 1000.0 / o.steps as f64, losses })
+}
+
+/// What `benches/userllm_reference.py`'s `UserSide` needs to build the user
+/// side of `model` (encoder, Perceiver, projection, cross-attention layers).
+pub(crate) fn user_side_args(
+    model: &UserLlm,
+    perceiver: &impl serde::Serialize,
+    projection: &impl serde::Serialize,
+) -> serde_json::Value {
+    let shape = &model.encoder.shape;
+    serde_json::json!({
+        "features": shape.features.iter().map(|(f, v)| (f.name(), *v)).collect::<Vec<_>>(),
+        "encoder": {"dim": shape.dim, "layers": shape.layers, "heads": shape.heads, "ffn_mult": shape.ffn_mult,
+                    "max_len": shape.max_len, "dropout": shape.dropout},
+        "perceiver": perceiver, "projection": projection, "xattn_layers": model.xattn.keys().collect::<Vec<_>>(),
+    })
+}
+
+/// `extra`'s keys added to the JSON object `args`.
+pub(crate) fn merge(args: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(e)) = (args.as_object_mut(), extra) {
+        a.extend(e);
+    }
 }
 
 /// Largest |uorch − reference| over the first `n` losses.

@@ -4,6 +4,7 @@
 pub mod efficiency;
 pub mod eval;
 pub mod finetune;
+pub mod generate;
 pub mod ingest;
 pub mod llm;
 pub mod pretrain;
@@ -35,4 +36,22 @@ pub(crate) fn python_imports(python: &std::path::Path, modules: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// Runs the reference script `benches/<script>` with `python`, its one
+/// argument the JSON `args`, and parses the JSON line it prints last.
+pub(crate) fn reference_json(
+    python: &std::path::Path,
+    script: &str,
+    args: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let script = crate::paths::project_root().join("benches").join(script);
+    let out = std::process::Command::new(python).arg(&script).arg(args.to_string()).output()?;
+    if !out.status.success() {
+        anyhow::bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim().lines().last().unwrap_or(""))
+        .with_context(|| format!("{}: expected a JSON line, printed {text:?}", script.display()))
 }

@@ -61,6 +61,15 @@ pub enum BenchCmd {
         /// Interactions the encoder reads.
         #[arg(long, default_value_t = 50)]
         window: usize,
+        /// A Python with torch + transformers for the cross-attention reference (skipped if it has none).
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
+        /// Where the reference's inputs (user-side weights, questions) are written.
+        #[arg(long, default_value = "checkpoints/bench-eval")]
+        dir: PathBuf,
+        /// Record the reference's scores in this JSON file (the golden the tests compare uorch's with).
+        #[arg(long)]
+        write_golden: Option<PathBuf>,
     },
     /// Finetuning throughput of each strategy (Full, LoRA, Enc, Proj) with
     /// cross-attention on a store and an LLM; ratios against Full, MFU on a
@@ -89,6 +98,30 @@ pub enum BenchCmd {
         /// Record the reference's losses in this JSON file (the golden the tests compare uorch's with).
         #[arg(long)]
         write_golden: Option<PathBuf>,
+    },
+    /// Greedy generation tokens/s with the key/value cache, one prompt at a
+    /// time, against Hugging Face `generate` on the same model and prompt ids
+    /// (and whether both produce the same tokens).
+    Generate {
+        /// A prepared store: its item titles make the review prompts.
+        #[arg(long, default_value = "checkpoints/data/ml-100k")]
+        store: PathBuf,
+        #[arg(long, default_value = ".uorch/models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        prompts: usize,
+        /// Tokens generated per prompt (end-of-sequence does not stop it).
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+        /// cpu, cuda or cuda:N (default: cuda:0 when available; the reference runs on CPU only).
+        #[arg(long)]
+        device: Option<String>,
+        /// f32 or bf16 weights and activations, on both sides.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// A Python with torch + transformers for the reference (skipped if it has none).
+        #[arg(long, default_value = ".uorch/golden/bin/python")]
+        reference_python: PathBuf,
     },
     /// Per-rank memory of DDP, ZeRO-1 and ZeRO-2 on the same finetuning run
     /// (the real MovieLens-100K and LLM, history as text), with step times.
@@ -170,6 +203,31 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 println!("reference losses written to {}", path.display());
             }
         }
+        BenchCmd::Generate { store, model, prompts, new_tokens, device, dtype, reference_python } => {
+            use crate::bench::generate;
+            let device = super::parse_device(device.as_deref())?;
+            let kind = match dtype.as_str() {
+                "f32" => tch::Kind::Float,
+                "bf16" => tch::Kind::BFloat16,
+                other => anyhow::bail!("--dtype {other:?}: expected f32 or bf16"),
+            };
+            let opts = generate::Options {
+                store: &store,
+                model: &model,
+                prompts: prompts.max(1),
+                new_tokens: new_tokens.max(1),
+                device,
+                kind,
+                reference: Some(&reference_python),
+            };
+            let outcome = generate::run(&opts)?;
+            println!(
+                "generation with {} in {dtype} on {}:",
+                model.display(),
+                if device.is_cuda() { "GPU".to_string() } else { format!("CPU ({} threads)", tch::get_num_threads()) }
+            );
+            print!("{}", generate::report(&outcome));
+        }
         BenchCmd::Llm { shapes, steps, warmup, device, reference_python } => {
             use crate::bench::llm;
             let device = super::parse_device(device.as_deref())?;
@@ -214,13 +272,33 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             );
             print!("{}", crate::bench::efficiency::report(&rows));
         }
-        BenchCmd::Eval { store, model, questions, batch, window } => {
-            let rows = crate::bench::eval::run(&store, &model, questions.max(1), batch.max(1), window.max(1))?;
+        BenchCmd::Eval { store, model, questions, batch, window, reference_python, dir, write_golden } => {
+            use crate::bench::eval;
+            let reference = if crate::bench::python_imports(&reference_python, "torch, transformers") {
+                Some(eval::ReferenceRun { python: &reference_python, dir: &dir })
+            } else {
+                eprintln!("reference skipped: {} has no torch + transformers", reference_python.display());
+                None
+            };
+            let rows = eval::run(&store, &model, questions.max(1), batch.max(1), window.max(1), reference)?;
             println!(
                 "favorite-genre questions asked one at a time and in batches (CPU, {} threads), untrained integration with open gates:",
                 tch::get_num_threads()
             );
-            print!("{}", crate::bench::eval::report(&rows));
+            print!("{}", eval::report(&rows));
+            if let Some(path) = write_golden {
+                let r = rows
+                    .iter()
+                    .find_map(|r| r.reference.as_ref())
+                    .ok_or_else(|| anyhow::anyhow!("--write-golden: the reference did not run"))?;
+                let golden = serde_json::json!({
+                    "questions": questions.max(1), "batch": batch.max(1), "window": window.max(1),
+                    "reference": r.who, "reference_scores": r.scores,
+                });
+                let json = serde_json::to_string_pretty(&golden)?;
+                crate::fsutil::write_atomic(&path, format!("{json}\n").as_bytes())?;
+                println!("reference scores written to {}", path.display());
+            }
         }
         BenchCmd::Ingest { rows, dir } => {
             let results = crate::bench::ingest::bench(&dir, rows, &crate::paths::venv_python())?;

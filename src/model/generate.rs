@@ -50,12 +50,13 @@ fn pick(logits: &Tensor, s: Sampling, rng: &mut SplitMix64) -> i64 {
 /// Up to `max_new` tokens after `prompt`, stopping after an end-of-sequence id.
 pub fn generate(model: &Llama, prompt: &[i64], max_new: usize, sampling: Sampling, eos: &[i64]) -> Vec<i64> {
     generate_with(model.layers.len(), model.device(), prompt, max_new, sampling, eos, &mut |ids, cache| {
-        model.forward(ids, Some(cache))
+        model.last_logits(&model.hidden_states(&model.embed(ids), Some(cache)))
     })
 }
 
 /// As [`generate`], for any model step `(ids (1, seq), cache) → logits (1, seq, vocab)`
-/// with `layers` cached layers (e.g. a USER-LLM reading a user's embeddings).
+/// with `layers` cached layers (e.g. a USER-LLM reading a user's embeddings);
+/// only the last position's are read, so a step may return those alone `(1, 1, vocab)`.
 pub fn generate_with(
     layers: usize,
     device: tch::Device,
@@ -66,6 +67,9 @@ pub fn generate_with(
     step: &mut dyn FnMut(&Tensor, &mut KvCache) -> Tensor,
 ) -> Vec<i64> {
     assert!(!prompt.is_empty(), "generation needs at least one prompt token");
+    if max_new == 0 {
+        return Vec::new();
+    }
     tch::no_grad(|| {
         let mut rng = SplitMix64::new(sampling.seed);
         let mut cache = KvCache::new(layers);
@@ -75,7 +79,8 @@ pub fn generate_with(
         for _ in 0..max_new {
             let next = pick(&logits, sampling, &mut rng);
             out.push(next);
-            if eos.contains(&next) {
+            // No step after the last token: its logits would go unread.
+            if eos.contains(&next) || out.len() == max_new {
                 break;
             }
             let t = Tensor::from_slice(&[next]).unsqueeze(0).to_device(device);

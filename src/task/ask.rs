@@ -130,6 +130,12 @@ impl<'a> Asker<'a> {
         self
     }
 
+    /// Each category's answer tokens (end of text included), in the order of
+    /// the category ids 1, 2, ...: the options of a favorite-category question.
+    pub fn category_answers(&self) -> &[Vec<i64>] {
+        &self.category_answers
+    }
+
     pub fn eos(&self) -> i64 {
         self.eos.first().copied().unwrap_or(0)
     }
@@ -259,8 +265,18 @@ impl<'a> Asker<'a> {
     }
 
     /// One model step for prompts read with `user`/`mask` (batch row `r` of
-    /// a step belongs to prompt `rows[r]`).
+    /// a step belongs to prompt `rows[r]`): the logits of every position.
     fn step<'s>(
+        &'s self,
+        user: &'s Tensor,
+        mask: &'s Tensor,
+    ) -> impl FnMut(&Tensor, &mut KvCache, Option<&Tensor>) -> Tensor + 's {
+        let mut hidden = self.hidden_step(user, mask);
+        move |ids, cache, rows| self.model.llm.logits(&hidden(ids, cache, rows))
+    }
+
+    /// As [`step`](Self::step), the final hidden states before the LM head.
+    fn hidden_step<'s>(
         &'s self,
         user: &'s Tensor,
         mask: &'s Tensor,
@@ -269,13 +285,11 @@ impl<'a> Asker<'a> {
         let text_only = !self.integration.mode().reads_user();
         move |ids, cache, rows| {
             if text_only {
-                m.llm.forward(ids, Some(cache))
+                m.llm.hidden_states(&m.llm.embed(ids), Some(cache))
             } else {
                 match rows {
-                    Some(r) => {
-                        m.forward_with_user(ids, &user.index_select(0, r), &mask.index_select(0, r), Some(cache))
-                    }
-                    None => m.forward_with_user(ids, user, mask, Some(cache)),
+                    Some(r) => m.hidden_with_user(ids, &user.index_select(0, r), &mask.index_select(0, r), Some(cache)),
+                    None => m.hidden_with_user(ids, user, mask, Some(cache)),
                 }
             }
         }
@@ -304,7 +318,7 @@ impl<'a> Asker<'a> {
     /// A review: greedy generation after the prompt.
     fn review(&self, history: &[Interaction], prompt: &[i64]) -> Result<(Answer, Cost)> {
         let (user, mask, user_tokens) = self.users(&[history]);
-        let mut step = self.step(&user, &mask);
+        let mut step = self.hidden_step(&user, &mask);
         let m = self.model;
         let out = generate_with(
             m.llm.layers.len(),
@@ -313,7 +327,7 @@ impl<'a> Asker<'a> {
             self.spec.max_new_tokens,
             Sampling::GREEDY,
             &self.eos,
-            &mut |ids, c| step(ids, c, None),
+            &mut |ids, c| m.llm.last_logits(&step(ids, c, None)),
         );
         let text: Vec<i64> = out.into_iter().filter(|t| !self.eos.contains(t)).collect();
         Ok((Answer::Text(self.tok.decode(&text)?.trim().to_string()), self.cost(prompt, user_tokens[0])))
