@@ -22,6 +22,7 @@ mod llm_load;
 mod pretrain_dist;
 mod recompute;
 mod report_cli;
+mod rouge_golden;
 mod slurm;
 mod sweep_cli;
 mod tb_browser;

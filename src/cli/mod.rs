@@ -7,6 +7,7 @@ mod config;
 mod data;
 mod env;
 mod launch;
+mod metrics;
 mod model;
 mod report;
 mod serve;
@@ -48,6 +49,9 @@ enum Command {
     /// with LoRA merged (Hugging Face layout), the user encoder, Perceiver,
     /// projection and cross-attention weights, and how they connect.
     Export(serve::ExportArgs),
+    /// Evaluation metrics on text files (ROUGE as rouge-score computes it).
+    #[command(subcommand)]
+    Metrics(metrics::MetricsCmd),
     /// Benchmarks that print their figures beside a reference.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -99,6 +103,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Model(c) => model::run(c).map(done),
         Command::Generate(a) => serve::generate(a).map(done),
         Command::Export(a) => serve::export(a).map(done),
+        Command::Metrics(c) => metrics::run(c).map(done),
         Command::Bench(c) => bench::run(c).map(done),
         Command::Launch(a) => launch::launch(a),
         Command::Report(a) => report::run(a).map(done),

@@ -10,6 +10,7 @@ pub mod baselines;
 pub mod candidates;
 pub mod evaluate;
 pub mod examples;
+pub mod porter;
 pub mod prompt;
 pub mod ranking;
 pub mod rouge;

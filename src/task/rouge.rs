@@ -1,15 +1,20 @@
-//! ROUGE-1, ROUGE-2 and ROUGE-L F1 for generated reviews.
+//! ROUGE-1, ROUGE-2 and ROUGE-L for generated reviews, as Google's
+//! `rouge-score` computes them (the package published ROUGE figures come
+//! from), so uorch's figures can be set beside a paper's.
 //!
-//! Tokenization: lower-case, every character that is not a letter or digit
-//! (Unicode) is a separator, no stemming and no stop-word removal; so
-//! `"Great movie!!"` and `"great, MOVIE"` are the same two tokens. ROUGE-N
-//! counts n-gram matches clipped by the reference's counts; ROUGE-L uses the
-//! longest common subsequence. Precision = matches / candidate length,
-//! recall = matches / reference length, F1 their harmonic mean (0 when
-//! either is 0). Corpus figures are the mean of the per-example F1.
+//! Tokenization, rouge-score's: lower-case (Unicode), every run of
+//! characters other than ASCII `a-z` and `0-9` is a separator (so `"café"`
+//! is `caf`, and `"Great movie!!"` and `"great, MOVIE"` are the same two
+//! tokens); with the stemmer, tokens longer than 3 characters are Porter
+//! stemmed as NLTK does ([`super::porter`]). No stop words are removed.
+//! ROUGE-N counts n-gram matches clipped by the reference's counts; ROUGE-L
+//! uses the longest common subsequence. Precision = matches / candidate
+//! n-grams, recall = matches / reference n-grams, F1 their harmonic mean (0
+//! when both are 0). Corpus figures are the mean of the per-example F1.
 
 use std::collections::HashMap;
 
+/// F1 of each ROUGE variant.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Rouge {
     pub rouge1: f64,
@@ -17,17 +22,41 @@ pub struct Rouge {
     pub rouge_l: f64,
 }
 
-pub fn tokens(text: &str) -> Vec<String> {
-    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_string).collect()
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Prf {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
 }
 
-fn f1(matches: usize, cand: usize, refr: usize) -> f64 {
-    if matches == 0 || cand == 0 || refr == 0 {
-        return 0.0;
+/// Precision, recall and F1 of each ROUGE variant.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Detailed {
+    pub rouge1: Prf,
+    pub rouge2: Prf,
+    pub rouge_l: Prf,
+}
+
+impl Detailed {
+    pub fn f1(&self) -> Rouge {
+        Rouge { rouge1: self.rouge1.f1, rouge2: self.rouge2.f1, rouge_l: self.rouge_l.f1 }
     }
-    let p = matches as f64 / cand as f64;
-    let r = matches as f64 / refr as f64;
-    2.0 * p * r / (p + r)
+}
+
+/// rouge-score's tokens of `text`, Porter stemmed when `stemmer`.
+pub fn tokens(text: &str, stemmer: bool) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit()))
+        .filter(|t| !t.is_empty())
+        .map(|t| if stemmer && t.len() > 3 { super::porter::stem(t) } else { t.to_string() })
+        .collect()
+}
+
+fn prf(matches: usize, cand: usize, refr: usize) -> Prf {
+    let precision = matches as f64 / cand.max(1) as f64;
+    let recall = matches as f64 / refr.max(1) as f64;
+    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    Prf { precision, recall, f1 }
 }
 
 fn ngrams(t: &[String], n: usize) -> HashMap<&[String], usize> {
@@ -38,11 +67,11 @@ fn ngrams(t: &[String], n: usize) -> HashMap<&[String], usize> {
     m
 }
 
-/// ROUGE-N F1 over token lists.
-pub fn rouge_n(cand: &[String], refr: &[String], n: usize) -> f64 {
+/// ROUGE-N over token lists.
+pub fn rouge_n(cand: &[String], refr: &[String], n: usize) -> Prf {
     let (c, r) = (ngrams(cand, n), ngrams(refr, n));
     let matches: usize = c.iter().map(|(g, k)| (*k).min(r.get(g).copied().unwrap_or(0))).sum();
-    f1(matches, cand.len().saturating_sub(n - 1), refr.len().saturating_sub(n - 1))
+    prf(matches, cand.len().saturating_sub(n - 1), refr.len().saturating_sub(n - 1))
 }
 
 /// Length of the longest common subsequence.
@@ -59,9 +88,33 @@ fn lcs(a: &[String], b: &[String]) -> usize {
     row[b.len()]
 }
 
+/// ROUGE-L over token lists (all 0 when either is empty).
+pub fn rouge_l(cand: &[String], refr: &[String]) -> Prf {
+    if cand.is_empty() || refr.is_empty() {
+        return Prf::default();
+    }
+    prf(lcs(cand, refr), cand.len(), refr.len())
+}
+
+/// Every variant's precision, recall and F1 of `candidate` against `reference`.
+pub fn detailed(candidate: &str, reference: &str, stemmer: bool) -> Detailed {
+    let (c, r) = (tokens(candidate, stemmer), tokens(reference, stemmer));
+    Detailed { rouge1: rouge_n(&c, &r, 1), rouge2: rouge_n(&c, &r, 2), rouge_l: rouge_l(&c, &r) }
+}
+
+/// The F1s evaluation reports (no stemmer).
 pub fn score(candidate: &str, reference: &str) -> Rouge {
-    let (c, r) = (tokens(candidate), tokens(reference));
-    Rouge { rouge1: rouge_n(&c, &r, 1), rouge2: rouge_n(&c, &r, 2), rouge_l: f1(lcs(&c, &r), c.len(), r.len()) }
+    detailed(candidate, reference, false).f1()
+}
+
+/// Mean of per-example precision, recall and F1 of every variant.
+pub fn mean_detailed(scores: &[Detailed]) -> Detailed {
+    let n = scores.len().max(1) as f64;
+    let avg = |f: &dyn Fn(&Detailed) -> Prf| {
+        let sum = scores.iter().map(f).fold((0.0, 0.0, 0.0), |a, p| (a.0 + p.precision, a.1 + p.recall, a.2 + p.f1));
+        Prf { precision: sum.0 / n, recall: sum.1 / n, f1: sum.2 / n }
+    };
+    Detailed { rouge1: avg(&|d| d.rouge1), rouge2: avg(&|d| d.rouge2), rouge_l: avg(&|d| d.rouge_l) }
 }
 
 /// Mean of per-example scores.
@@ -107,7 +160,9 @@ mod tests {
 
     #[test]
     fn case_punctuation_and_empty_text() {
-        assert_eq!(tokens("Great movie!! It's 10/10"), ["great", "movie", "it", "s", "10", "10"]);
+        assert_eq!(tokens("Great movie!! It's 10/10", false), ["great", "movie", "it", "s", "10", "10"]);
+        assert_eq!(tokens("Café naïve", false), ["caf", "na", "ve"]);
+        assert_eq!(tokens("running cats ran", true), ["run", "cat", "ran"]);
         let s = score("Great movie!!", "great, MOVIE");
         close(s.rouge1, 1.0);
         close(s.rouge2, 1.0);
