@@ -5,6 +5,15 @@ use anyhow::{bail, Context};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Make a file the safetensors serializer wrote readable by everyone, as
+/// `File::create` makes files under the usual umask: the serializer creates
+/// them owner-only, and a store, a model folder or an export is shared data
+/// (a serving account, a colleague) like the JSON beside it.
+pub fn share(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+}
+
 /// Write `bytes` to `path` through a temporary file in the same folder, fsync it,
 /// then rename it into place: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -212,6 +212,8 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     let export = d.path().join("export");
     let o = uorch().arg("export").arg(&run).arg("--out").arg(&export).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    // Readable by another account (a serving user's).
+    crate::common::assert_readable_by_all(&export);
     for f in [
         "config.json",
         "tokenizer.json",

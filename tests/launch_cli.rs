@@ -1,6 +1,6 @@
 //! `uorch launch` writes a run folder a later stage or a person can trust.
 
-use crate::common::{read_tensorboard, stderr, uorch};
+use crate::common::{read_tensorboard, stderr, stdout, uorch};
 
 #[test]
 fn launch_records_resolved_config_env_and_tensorboard_hparams() {
@@ -117,4 +117,34 @@ fn workers_per_machine_follow_the_visible_gpus_by_default() {
         }
     }
     assert!(!d.path().join("out").exists());
+}
+
+#[test]
+fn torchruns_environment_variables_stand_in_for_the_flags_and_the_flags_win() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("c.yaml");
+    std::fs::write(&cfg, "name: t\noutput_root: out\n").unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = uorch();
+        for k in ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK"] {
+            cmd.env_remove(k);
+        }
+        cmd.envs(env.iter().copied()).arg("launch").arg(&cfg).arg("--dry-run").args(args).output().unwrap()
+    };
+    let env = [("MASTER_ADDR", "10.1.2.3"), ("MASTER_PORT", "29555"), ("NNODES", "2"), ("NODE_RANK", "1")];
+    let o = run(&env, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("machines: 2 (this one node rank 1), rendezvous at 10.1.2.3:29555"), "{}", stdout(&o));
+    let o = run(&env, &["--nnodes", "4", "--master-port", "29600"]);
+    assert!(stdout(&o).contains("machines: 4 (this one node rank 1), rendezvous at 10.1.2.3:29600"), "{}", stdout(&o));
+    let o = run(&[], &[]);
+    assert!(
+        stdout(&o).contains("machines: 1 (this one node rank 0), rendezvous at 127.0.0.1:a free port"),
+        "{}",
+        stdout(&o)
+    );
+    // A bad value names the variable.
+    let o = run(&[("MASTER_PORT", "http")], &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("MASTER_PORT"), "{}", stderr(&o));
 }

@@ -141,6 +141,34 @@ fn cli_generate_prints_the_same_continuation_as_transformers() {
 }
 
 #[test]
+fn cli_generate_stops_at_an_end_of_sequence_id_only_generation_config_names() {
+    let _rng = crate::common::torch_rng();
+    let tok = Tokenizer::from_dir(&smollm2()).unwrap();
+    let model = load(&smollm2(), Device::Cpu, Kind::Float).unwrap();
+    let prompt = "The capital of France is";
+    let free = generate(&model, &tok.encode(prompt).unwrap(), 8, Sampling::GREEDY, &[]);
+    // The first token after the first that did not come earlier: the stop.
+    let stop = (1..free.len()).find(|&i| !free[..i].contains(&free[i])).expect("a new token");
+    // The same model, its generation_config.json naming that token (as
+    // Llama-3-Instruct's names <|eot_id|>, which its config.json does not).
+    let d = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(smollm2()).unwrap().flatten() {
+        std::os::unix::fs::symlink(e.path(), d.path().join(e.file_name())).unwrap();
+    }
+    let gen = d.path().join("generation_config.json");
+    std::fs::remove_file(&gen).unwrap();
+    std::fs::write(&gen, format!(r#"{{"eos_token_id": [{}]}}"#, free[stop])).unwrap();
+    let o = uorch()
+        .args(["generate", "--model"])
+        .arg(d.path())
+        .args(["--prompt", prompt, "--max-new-tokens", "8", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("{}\n", tok.decode(&free[..=stop]).unwrap()));
+}
+
+#[test]
 fn cached_decoding_equals_a_full_forward_pass() {
     let _rng = crate::common::torch_rng();
     // Prefill in two chunks (the second attends to cached positions through a
@@ -213,6 +241,7 @@ fn import_gguf_refuses_a_strangers_folder_and_replaces_its_own_only_with_force()
     let m = d.path().join("m");
     let o = import(&m, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    crate::common::assert_readable_by_all(&m);
     let o = import(&m, &[]);
     assert!(!o.status.success() && stderr(&o).contains("already exists: pass --force"), "{}", stderr(&o));
     let o = import(&m, &["--force"]);

@@ -23,16 +23,16 @@ pub struct LaunchArgs {
     #[arg(long = "nproc-per-node", visible_alias = "nproc", value_name = "N|auto|gpu")]
     nproc: Option<String>,
     /// Machines taking part (one launcher on each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "NNODES", default_value_t = 1)]
     nnodes: usize,
     /// This machine's index among them.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "NODE_RANK", default_value_t = 0)]
     node_rank: usize,
     /// Address of the machine with node rank 0 (it serves the rendezvous).
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
     master_addr: String,
     /// Rendezvous port (0: a free one; give the same one to every machine).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "MASTER_PORT", default_value_t = 0)]
     master_port: u16,
     /// When a worker fails, restart every worker from the newest checkpoint,
     /// up to this many times (torchrun's flag; one machine).
@@ -81,6 +81,7 @@ pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
     cfg.dist.nproc = Nproc::Count(workers);
     if a.dry_run {
         print!("{}", run_config::describe(&cfg));
+        println!("{}", topo.describe());
         return Ok(ExitCode::SUCCESS);
     }
     match run_config::run(&cfg, topo, a.max_restarts)? {
@@ -99,6 +100,7 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology, max_restarts:
     print!("{description}");
     if dry_run {
         print!("{}", controller::trials_text(&plan));
+        println!("{}", topo.describe());
         return Ok(ExitCode::SUCCESS);
     }
     match controller::run(&plan, topo, max_restarts)? {

@@ -158,8 +158,7 @@ pub fn write(dir: &Path, t: &Timelines, manifest: &Manifest) -> Result<()> {
     }
     let path = dir.join(ARRAYS);
     safetensors::serialize_to_file(arrays, None, &path).with_context(|| format!("writing {}", path.display()))?;
-    // The serializer creates the file owner-only; a store is shared data like the rest.
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    crate::fsutil::share(&path)?;
     std::fs::File::open(&path)?.sync_all()?;
 
     let vocab = Vocab {

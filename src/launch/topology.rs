@@ -50,6 +50,16 @@ impl Topology {
         Ok(self)
     }
 
+    /// The machines as the flags (or MASTER_ADDR, MASTER_PORT, NNODES,
+    /// NODE_RANK) give them, before Slurm's variables fill the rest.
+    pub fn describe(&self) -> String {
+        let port = if self.master_port == 0 { "a free port".to_string() } else { self.master_port.to_string() };
+        format!(
+            "machines: {} (this one node rank {}), rendezvous at {}:{port}",
+            self.nnodes, self.node_rank, self.master_addr
+        )
+    }
+
     pub fn world(&self) -> usize {
         self.nproc * self.nnodes
     }

@@ -51,6 +51,7 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         .collect::<Result<_>>()?;
     let written = (|| -> Result<()> {
         safetensors::serialize_to_file(views, None, path)?;
+        crate::fsutil::share(path)?;
         std::fs::File::open(path)?.sync_all()?;
         Ok(())
     })();

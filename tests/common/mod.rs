@@ -113,3 +113,12 @@ pub fn kill_rank(launcher: u32, rank: usize) {
     // SAFETY: signalling a process the test started.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
 }
+
+/// Every file in `dir` is readable by its group and by others.
+pub fn assert_readable_by_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044, "{} is not readable by others: mode {mode:o}", e.path().display());
+    }
+}

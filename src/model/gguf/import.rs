@@ -149,6 +149,7 @@ pub fn import(path: &Path, out: &Path, force: bool) -> Result<Imported> {
             .collect::<Result<_>>()?;
         let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         safetensors::serialize_to_file(views, Some(meta), &staging.join("model.safetensors"))?;
+        crate::fsutil::share(&staging.join("model.safetensors"))?;
         std::fs::write(staging.join("config.json"), serde_json::to_string_pretty(&config)?)?;
         std::fs::write(staging.join("tokenizer.json"), serde_json::to_string(&tok.json)?)?;
         std::fs::write(staging.join("tokenizer_config.json"), serde_json::to_string_pretty(&tok.config)?)?;

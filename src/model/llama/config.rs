@@ -48,6 +48,20 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<i64>,
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
+    /// `generation_config.json`'s `eos_token_id` beside `config.json`, when
+    /// it has one: what Hugging Face `generate` stops at (Llama-3-Instruct's
+    /// `<|eot_id|>` is only there).
+    #[serde(skip)]
+    pub generation_eos_token_id: Option<serde_json::Value>,
+}
+
+/// A token id or a list of them.
+fn ids(v: &serde_json::Value) -> Option<Vec<i64>> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().map(|i| vec![i]),
+        serde_json::Value::Array(a) => a.iter().map(|x| x.as_i64()).collect(),
+        _ => None,
+    }
 }
 
 fn default_model_type() -> String {
@@ -71,6 +85,19 @@ impl LlamaConfig {
             serde_json::from_str(&text).with_context(|| format!("{}: not a Llama-family config", path.display()))?;
         if c.model_type == "qwen2" {
             c.attention_bias = true;
+        }
+        let gen = dir.join("generation_config.json");
+        if gen.exists() {
+            let text = std::fs::read_to_string(&gen).with_context(|| format!("cannot read {}", gen.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{}: not JSON", gen.display()))?;
+            c.generation_eos_token_id = match v.get("eos_token_id") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(id) if ids(id).is_some() => Some(id.clone()),
+                Some(other) => {
+                    bail!("{}: eos_token_id is {other}, expected a token id or a list of them", gen.display())
+                }
+            };
         }
         c.validate().with_context(|| format!("{}", path.display()))?;
         Ok(c)
@@ -104,13 +131,11 @@ impl LlamaConfig {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
-    /// End-of-sequence ids (`eos_token_id` may be one id or a list).
+    /// End-of-sequence ids, as `generate` in transformers takes them:
+    /// `generation_config.json`'s when it names any, else `config.json`'s
+    /// (either may be one id or a list).
     pub fn eos_ids(&self) -> Vec<i64> {
-        match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_i64()).collect(),
-            _ => Vec::new(),
-        }
+        self.generation_eos_token_id.as_ref().or(self.eos_token_id.as_ref()).and_then(ids).unwrap_or_default()
     }
 
     /// Parameters: embeddings, layers, final norm, and an untied head.
@@ -121,5 +146,37 @@ impl LlamaConfig {
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
         let layer = h * q + 2 * h * kv + q * h + bias + 3 * h * i + 2 * h;
         v * h + self.num_hidden_layers as u64 * layer + h + if self.tie_word_embeddings { 0 } else { v * h }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LlamaConfig;
+
+    fn folder(gen: Option<&str>) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let config = r#"{"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "vocab_size": 32, "eos_token_id": 2}"#;
+        std::fs::write(d.path().join("config.json"), config).unwrap();
+        if let Some(g) = gen {
+            std::fs::write(d.path().join("generation_config.json"), g).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn generation_config_end_of_sequence_ids_replace_the_configs_as_in_transformers() {
+        let eos = |gen| LlamaConfig::load(folder(gen).path()).unwrap().eos_ids();
+        assert_eq!(eos(None), [2]);
+        assert_eq!(eos(Some(r#"{"eos_token_id": [2, 7, 9]}"#)), [2, 7, 9]);
+        assert_eq!(eos(Some(r#"{"eos_token_id": 7}"#)), [7]);
+        // Naming none leaves config.json's.
+        assert_eq!(eos(Some(r#"{"do_sample": false}"#)), [2]);
+        assert_eq!(eos(Some(r#"{"eos_token_id": null}"#)), [2]);
+        for bad in [r#"{"eos_token_id": "</s>"}"#, r#"{"eos_token_id": [2, "x"]}"#, "{not json"] {
+            let d = folder(Some(bad));
+            let e = format!("{:#}", LlamaConfig::load(d.path()).unwrap_err());
+            assert!(e.contains("generation_config.json"), "{bad}: {e}");
+        }
     }
 }
