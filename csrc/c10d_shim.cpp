@@ -189,10 +189,25 @@ int uorch_store_wait(uorch_store* s, const char** keys, int n, int64_t timeout_m
 
 void uorch_free(void* p) { free(p); }
 
-uorch_pg* uorch_pg_gloo_new(uorch_store* s, int rank, int size, int64_t timeout_ms, const char* hostname) {
+// `interfaces`: comma-separated network interfaces (GLOO_SOCKET_IFNAME, as
+// PyTorch reads it), one Gloo device each; empty: the device for `hostname`.
+uorch_pg* uorch_pg_gloo_new(uorch_store* s, int rank, int size, int64_t timeout_ms, const char* hostname,
+                            const char* interfaces) {
   return guarded([&]() -> uorch_pg* {
     auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(hostname)));
+    std::string list(interfaces);
+    size_t start = 0;
+    while (start < list.size()) {
+      size_t end = list.find(',', start);
+      if (end == std::string::npos) end = list.size();
+      if (end > start) {
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(list.substr(start, end - start)));
+      }
+      start = end + 1;
+    }
+    if (opts->devices.empty()) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(std::string(hostname)));
+    }
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(s->store, rank, size, opts);
     return new uorch_pg{pg, rank, size};
   }, nullptr);

@@ -83,12 +83,17 @@ fn child(spec: &str) {
 }
 
 fn run(world: usize, scenario: &str) -> Vec<std::process::Output> {
+    run_with(world, scenario, &[])
+}
+
+fn run_with(world: usize, scenario: &str, env: &[(&str, &str)]) -> Vec<std::process::Output> {
     let port = free_port();
     let children: Vec<_> = (0..world)
         .map(|rank| {
             Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", "dist_gloo::child_entry_point", "--ignored", "--nocapture", "--test-threads=1"])
                 .env(ROLE, format!("{rank},{world},{port},{scenario}"))
+                .envs(env.iter().copied())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -118,6 +123,20 @@ fn gloo_collectives_give_the_closed_form_results_on_2_and_3_ranks() {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
+    }
+}
+
+#[test]
+fn gloo_socket_ifname_picks_the_interface_and_a_missing_one_is_named() {
+    for o in run_with(2, "collectives", &[("GLOO_SOCKET_IFNAME", "lo")]) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // One rank: with two, the other would wait out the store's timeout.
+    let outs = run_with(1, "collectives", &[("GLOO_SOCKET_IFNAME", "nosuchif0")]);
+    for o in &outs {
+        let e = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(e.contains("GLOO_SOCKET_IFNAME=nosuchif0"), "{e}");
     }
 }
 

@@ -126,7 +126,7 @@ fn torchruns_environment_variables_stand_in_for_the_flags_and_the_flags_win() {
     std::fs::write(&cfg, "name: t\noutput_root: out\n").unwrap();
     let run = |env: &[(&str, &str)], args: &[&str]| {
         let mut cmd = uorch();
-        for k in ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK"] {
+        for k in ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "OMP_NUM_THREADS"] {
             cmd.env_remove(k);
         }
         cmd.envs(env.iter().copied()).arg("launch").arg(&cfg).arg("--dry-run").args(args).output().unwrap()
@@ -143,6 +143,11 @@ fn torchruns_environment_variables_stand_in_for_the_flags_and_the_flags_win() {
         "{}",
         stdout(&o)
     );
+    // Threads per worker: an exported OMP_NUM_THREADS, unless the config says.
+    let o = run(&[("OMP_NUM_THREADS", "3")], &[]);
+    assert!(stdout(&o).contains("cpu threads per worker 3 (OMP_NUM_THREADS)"), "{}", stdout(&o));
+    let o = run(&[("OMP_NUM_THREADS", "3")], &["--set", "cpu_threads=2"]);
+    assert!(stdout(&o).contains("cpu threads per worker 2 (cpu_threads)"), "{}", stdout(&o));
     // A bad value names the variable.
     let o = run(&[("MASTER_PORT", "http")], &[]);
     assert!(!o.status.success());

@@ -108,15 +108,27 @@ fn ptrs(ts: &[&Tensor]) -> Vec<ffi::CTensor> {
 
 impl ProcessGroup {
     /// A Gloo group of `size` ranks rendezvousing through `store`; this process
-    /// is `rank` and is reachable at `hostname`.
+    /// is `rank` and is reachable at `hostname`, or, when `GLOO_SOCKET_IFNAME`
+    /// names network interfaces (comma-separated, as PyTorch reads it), on
+    /// those.
     pub fn gloo(store: Store, rank: usize, size: usize, timeout: Duration, hostname: &str) -> Result<Self> {
         let host = std::ffi::CString::new(hostname)?;
+        let ifname = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
+        let interfaces = std::ffi::CString::new(ifname.as_str())?;
         // SAFETY: store.ptr is live; the shim catches C++ exceptions.
         let ptr = unsafe {
-            ffi::uorch_pg_gloo_new(store.ptr, rank as i32, size as i32, timeout.as_millis() as i64, host.as_ptr())
+            ffi::uorch_pg_gloo_new(
+                store.ptr,
+                rank as i32,
+                size as i32,
+                timeout.as_millis() as i64,
+                host.as_ptr(),
+                interfaces.as_ptr(),
+            )
         };
         if ptr.is_null() {
-            bail!("creating the Gloo group (rank {rank} of {size}, {hostname}): {}", ffi::last_error());
+            let on = if ifname.is_empty() { hostname.to_string() } else { format!("GLOO_SOCKET_IFNAME={ifname}") };
+            bail!("creating the Gloo group (rank {rank} of {size}, {on}): {}", ffi::last_error());
         }
         Ok(Self { ptr, rank, size, timeout, backend: "gloo", peers: None, _store: store })
     }

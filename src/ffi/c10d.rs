@@ -45,6 +45,7 @@ extern "C" {
         size: c_int,
         timeout_ms: i64,
         hostname: *const c_char,
+        interfaces: *const c_char,
     ) -> *mut CGroup;
     pub fn uorch_pg_free(pg: *mut CGroup);
     pub fn uorch_pg_nccl_rules(pg: *mut CGroup, device_type: c_int, device_index: c_int) -> c_int;

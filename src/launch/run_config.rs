@@ -16,11 +16,11 @@ use anyhow::Result;
 /// What `--dry-run` prints and the run then does.
 pub fn describe(cfg: &RunConfig) -> String {
     format!(
-        "run `{}` would be written to {}\nseed {}, cpu threads {}, {} worker(s) per machine\nstages: {}\n",
+        "run `{}` would be written to {}\nseed {}, cpu threads per worker {}, {} worker(s) per machine\nstages: {}\n",
         cfg.name,
         cfg.run_dir().display(),
         cfg.seed,
-        threads_text(cfg.cpu_threads),
+        threads_text(cfg.cpu_threads, cfg.dist.nproc.count()),
         cfg.dist.nproc.count(),
         stages(cfg, cfg.dist.nproc.count())
     )
@@ -65,7 +65,7 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
         return Ok(Ended::Completed);
     }
     let topo = workers;
-    let threads = threads_per_worker(cfg.cpu_threads, topo.nproc);
+    let (threads, _) = threads_per_worker(cfg.cpu_threads, topo.nproc);
     let timeout = std::time::Duration::from_secs(cfg.dist.timeout_s);
     match launch(&dir.config(), &topo, threads, max_restarts, &dir, timeout) {
         Ok(Ended::Completed) => {
@@ -88,15 +88,22 @@ pub fn run(cfg: &RunConfig, topo: Topology, max_restarts: usize) -> Result<Ended
     }
 }
 
-/// CPU threads per worker: the config's, or this machine's cores shared by
-/// the workers (and by the trials a sweep runs at once).
-fn threads_per_worker(configured: u32, workers: usize) -> usize {
+/// CPU threads per worker and where the number came from: the config's
+/// `cpu_threads`, else an exported `OMP_NUM_THREADS` (torchrun's per-worker
+/// setting), else this machine's cores shared by the workers (and by the
+/// trials a sweep runs at once).
+fn threads_per_worker(configured: u32, workers: usize) -> (usize, &'static str) {
     if configured > 0 {
-        return configured as usize;
+        return (configured as usize, "cpu_threads");
+    }
+    if let Some(n) =
+        std::env::var("OMP_NUM_THREADS").ok().and_then(|t| t.trim().parse::<usize>().ok()).filter(|&n| n > 0)
+    {
+        return (n, "OMP_NUM_THREADS");
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let trials: usize = std::env::var("UORCH_CONCURRENT_TRIALS").ok().and_then(|t| t.parse().ok()).unwrap_or(1).max(1);
-    (cores / (workers * trials)).max(1)
+    ((cores / (workers * trials)).max(1), "the cores over the workers")
 }
 
 /// The finished stages' results, as the launcher prints them.
@@ -149,12 +156,9 @@ fn stages(cfg: &RunConfig, world: usize) -> String {
     }
 }
 
-fn threads_text(n: u32) -> String {
-    if n == 0 {
-        format!("libtorch default ({})", tch::get_num_threads())
-    } else {
-        n.to_string()
-    }
+fn threads_text(configured: u32, workers: usize) -> String {
+    let (n, from) = threads_per_worker(configured, workers);
+    format!("{n} ({from})")
 }
 
 /// Leaf values of a JSON tree as `a.b.c` → value, for the HParams dashboard.

@@ -249,6 +249,8 @@ fn spawn_workers(config: &Path, topo: &Topology, threads_per_worker: usize, rest
             .env("TORCHELASTIC_RESTART_COUNT", restart.to_string())
             .env("TORCHELASTIC_USE_AGENT_STORE", "True")
             .env("UORCH_THREADS", threads_per_worker.to_string())
+            // OpenMP inside libtorch (and anything else the worker loads) agrees.
+            .env("OMP_NUM_THREADS", threads_per_worker.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: prctl in the forked child before exec: die with the launcher.
