@@ -1,6 +1,7 @@
-//! `uorch env` on this machine, with no environment variables at all.
+//! `uorch env` on this machine, with no environment variables at all; and
+//! the shell completions `uorch completions` prints.
 
-use crate::common::{stdout, uorch};
+use crate::common::{stderr, stdout, uorch};
 
 fn has_nvidia_gpu() -> bool {
     std::path::Path::new("/dev/nvidiactl").exists()
@@ -45,4 +46,41 @@ fn env_text_form_has_one_line_per_fact() {
     }
     let libtorch = text.lines().find(|l| l.trim_start().starts_with("libtorch ")).unwrap();
     assert!(libtorch.contains("2.11.0"), "{libtorch}");
+}
+
+#[test]
+fn completions_complete_subcommands_and_flags_in_bash_and_print_for_zsh_and_fish() {
+    let script = |shell: &str| {
+        let o = uorch().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let bash = d.path().join("uorch.bash");
+    std::fs::write(&bash, script("bash")).unwrap();
+    // Ask bash itself, as it asks on <Tab>: the function the script registers.
+    let complete = |words: &str| {
+        let n = words.split(' ').count() - 1;
+        let cur = words.rsplit(' ').next().unwrap();
+        let prev = words.split(' ').nth(n.saturating_sub(1)).unwrap();
+        let o = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={n}; _uorch uorch {cur} {prev}; echo \"${{COMPREPLY[*]}}\"",
+                bash.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(complete("uorch met"), "metrics");
+    assert_eq!(complete("uorch metrics rouge --st"), "--stemmer");
+    assert!(complete("uorch la").split(' ').any(|w| w == "launch"), "{}", complete("uorch la"));
+    for shell in ["zsh", "fish"] {
+        let s = script(shell);
+        assert!(s.contains("metrics") && s.contains("stemmer"), "{shell}: {}", &s[..s.len().min(300)]);
+    }
+    let o = uorch().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bash") && stderr(&o).contains("zsh"), "{}", stderr(&o));
 }

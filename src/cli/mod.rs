@@ -65,6 +65,9 @@ enum Command {
     /// Experiments (sweeps) started by `uorch launch EXPERIMENT.yaml`.
     #[command(subcommand)]
     Sweep(launch::SweepCmd),
+    /// Print a shell completion script: `uorch completions bash > /etc/bash_completion.d/uorch`,
+    /// `uorch completions zsh > "${fpath[1]}/_uorch"`, `uorch completions fish > ~/.config/fish/completions/uorch.fish`.
+    Completions { shell: clap_complete::Shell },
     /// One worker of a launch (started by `uorch launch` with RANK, WORLD_SIZE,
     /// MASTER_ADDR, MASTER_PORT set).
     #[command(hide = true)]
@@ -104,6 +107,11 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Generate(a) => serve::generate(a).map(done),
         Command::Export(a) => serve::export(a).map(done),
         Command::Metrics(c) => metrics::run(c).map(done),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "uorch", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(c) => bench::run(c).map(done),
         Command::Launch(a) => launch::launch(a),
         Command::Report(a) => report::run(a).map(done),
