@@ -176,3 +176,36 @@ fn check_lists_every_type_error_unknown_key_range_error_and_missing_path_once_ea
     // Once each: a stand-in value put past one error reports nothing of its own.
     assert_eq!(err.lines().count(), want.len(), "{err}");
 }
+
+#[test]
+fn positional_hydra_overrides_presets_and_env_interpolation_from_the_command_line() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "run.yaml",
+        "include: [run/defaults, encoder/small]\nname: 'h-${env:UORCH_TEST_CLI_NAME,plain}'\n",
+    );
+    let show = |args: &[&str], env: &[(&str, &str)]| {
+        let o = uorch()
+            .args(["config", "show", "--origins"])
+            .arg(&f)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (o.status.success(), stdout(&o), stderr(&o))
+    };
+    let (ok, text, err) = show(&["--set", "seed=4", "seed=5", "encoder=base", "encoder.layers=3", "~cpu_threads"], &[]);
+    assert!(ok, "{err}");
+    // Positional overrides come after --set ones; the chosen preset replaces encoder/small.
+    assert!(text.contains("seed: 5  # --set seed=5"), "{text}");
+    assert!(text.contains("dim: 256") && text.contains("configs/encoder/base.yaml"), "{text}");
+    assert!(text.contains("layers: 3  # --set encoder.layers=3"), "{text}");
+    // Deleted: the default fills it again.
+    assert!(text.contains("cpu_threads: 0  # default"), "{text}");
+    assert!(text.contains("name: h-plain"), "{text}");
+    let (_, text, _) = show(&[], &[("UORCH_TEST_CLI_NAME", "from-env")]);
+    assert!(text.contains("name: h-from-env"), "{text}");
+    let (ok, _, err) = show(&["+seed=1"], &[]);
+    assert!(!ok && err.contains("`seed` is already set"), "{err}");
+}

@@ -33,21 +33,31 @@ pub enum ConfigCmd {
 pub struct ConfigSource {
     /// The run config (YAML).
     pub file: PathBuf,
-    /// Override a value: `--set finetune.lr=3e-4` (repeatable; the value is YAML).
+    /// Overrides in Hydra's grammar: `finetune.lr=3e-4` (the value is YAML),
+    /// `+key=value` (a new key), `++key=value` (new or not), `~key` (delete),
+    /// `encoder=base` (a preset of configs/encoder/ instead of the file's).
+    #[arg(value_name = "OVERRIDE")]
+    pub overrides: Vec<String>,
+    /// An override, as a flag (repeatable; applied before the positional ones).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
 
 impl ConfigSource {
     pub fn load(&self) -> Result<config::Resolved<RunConfig>, ConfigErrors> {
-        config::load::<RunConfig>(&self.file, &self.set)
+        config::load::<RunConfig>(&self.file, &self.all())
+    }
+
+    /// Every override: the `--set` ones, then the positional ones.
+    pub fn all(&self) -> Vec<String> {
+        self.set.iter().chain(&self.overrides).cloned().collect()
     }
 }
 
 pub fn run(cmd: ConfigCmd) -> Result<()> {
     match cmd {
         ConfigCmd::Show { src, json, origins } => {
-            let (resolved, sweep) = plan::load_base(&src.file, &src.set)?;
+            let (resolved, sweep) = plan::load_base(&src.file, &src.all())?;
             let mut value = serde_json::to_value(&resolved.config)?;
             if json {
                 if let Some(s) = &sweep {
@@ -63,7 +73,7 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
         }
         ConfigCmd::Check { src } => {
             if plan::is_experiment(&src.file)? {
-                let plan = plan::build(&src.file, &src.set, 0)?;
+                let plan = plan::build(&src.file, &src.all(), 0)?;
                 let mut missing: Vec<(String, String)> = plan
                     .stages
                     .iter()
@@ -72,7 +82,7 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
                     .collect();
                 missing.sort();
                 missing.dedup();
-                fail_on(&config::load_tree(&src.file, &src.set)?, &missing)?;
+                fail_on(&config::load_tree(&src.file, &src.all())?, &missing)?;
                 println!(
                     "{}: ok (an experiment: {} trial(s), {} stage(s))",
                     src.file.display(),
@@ -81,7 +91,7 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
                 );
             } else {
                 // Every problem at once: type errors, out-of-range values, missing paths.
-                let tree = config::load_tree(&src.file, &src.set)?;
+                let tree = config::load_tree(&src.file, &src.all())?;
                 let (cfg, mut errors) = config::check_tree::<RunConfig>(&tree);
                 for (key, message) in cfg.map(|c| c.missing_paths(true)).unwrap_or_default() {
                     if !config::covered(&errors, &key) {

@@ -62,7 +62,7 @@ const INTERRUPTED: u8 = 130;
 pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
     let mut src = a.src;
     if let Some(n) = a.nproc {
-        src.set.push(format!("dist.nproc={n}"));
+        src.overrides.push(format!("dist.nproc={n}"));
     }
     let topo = Topology {
         nproc: 1,
@@ -96,7 +96,7 @@ pub fn launch(a: LaunchArgs) -> Result<ExitCode> {
 /// `uorch launch EXPERIMENT.yaml`: plan the trials, run what is not complete,
 /// report the results.
 fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology, max_restarts: usize) -> Result<ExitCode> {
-    let (plan, description) = controller::plan(&src.file, &src.set)?;
+    let (plan, description) = controller::plan(&src.file, &src.all())?;
     print!("{description}");
     if dry_run {
         print!("{}", controller::trials_text(&plan));

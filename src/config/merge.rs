@@ -1,5 +1,13 @@
 //! Composing a config from files: `include:` presets, then the file itself, then
-//! `--set` overrides, each layer replacing what the one before said.
+//! overrides, each layer replacing what the one before said; then `${env:VAR}`
+//! interpolation.
+//!
+//! Overrides use Hydra's grammar: `key.path=value` sets (the value is YAML),
+//! `+key=value` adds a key that must not exist yet, `++key=value` sets
+//! whether or not it exists, `~key` deletes one, and `group=name` where
+//! `configs/<group>/<name>.yaml` exists chooses that preset in place of the
+//! file's `include:` of the same group (or adds it when there is none), so
+//! the file's own values still win over it.
 
 use super::error::{suggest, ConfigError, ConfigErrors};
 use super::tree::{self, Key, Node, Origin, Source, Value};
@@ -10,19 +18,50 @@ use std::sync::Arc;
 pub const INCLUDE: &str = "include";
 
 pub fn load_tree(path: &Path, overrides: &[String]) -> Result<Node, ConfigErrors> {
+    let (choices, rest): (Vec<&String>, Vec<&String>) = overrides.iter().partition(|o| preset_choice(o).is_some());
+    let mut choices: Vec<Choice> = choices
+        .into_iter()
+        .map(|o| {
+            let (group, name) = preset_choice(o).expect("partitioned on it");
+            Choice { preset: format!("{group}/{name}"), group: group.to_string(), text: o.clone(), used: false }
+        })
+        .collect();
     let mut stack = Vec::new();
-    let mut tree = load_with_includes(path, &mut stack)?;
-    for o in overrides {
+    let mut tree = load_with_includes(path, &mut stack, &mut choices)?;
+    for o in rest {
         apply_override(&mut tree, o)?;
     }
+    interpolate_env(&mut tree, "")?;
     Ok(tree)
+}
+
+/// A preset chosen on the command line (`encoder=base`).
+struct Choice {
+    group: String,
+    /// `encoder/base`
+    preset: String,
+    /// The override as given.
+    text: String,
+    used: bool,
+}
+
+/// `group=name` when `configs/<group>/` is a preset group holding `name`.
+fn preset_choice(text: &str) -> Option<(&str, &str)> {
+    let (group, name) = text.split_once('=')?;
+    let plain = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain(group) || !plain(name) {
+        return None;
+    }
+    let dir = crate::paths::project_root().join("configs").join(group);
+    dir.join(format!("{name}.yaml")).is_file().then_some((group, name))
 }
 
 fn parse_error(e: tree::ParseError) -> ConfigErrors {
     ConfigError { origin: e.origin, key: String::new(), message: e.message, hint: None }.into()
 }
 
-fn load_with_includes(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Node, ConfigErrors> {
+fn load_with_includes(path: &Path, stack: &mut Vec<PathBuf>, choices: &mut [Choice]) -> Result<Node, ConfigErrors> {
+    let top = stack.is_empty();
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     if let Some(pos) = stack.iter().position(|p| *p == canonical) {
         let cycle: Vec<String> = stack[pos..].iter().chain([&canonical]).map(|p| p.display().to_string()).collect();
@@ -48,7 +87,22 @@ fn load_with_includes(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Node, Con
             .into())
         }
     }
-    let includes = take_includes(&mut node)?;
+    let mut includes = take_includes(&mut node)?;
+    // A preset chosen on the command line replaces the one of its group.
+    for (name, origin) in includes.iter_mut() {
+        let group = name.split_once('/').map(|(g, _)| g);
+        if let Some(c) = choices.iter_mut().find(|c| Some(c.group.as_str()) == group) {
+            *name = c.preset.clone();
+            *origin = Origin::Override(Arc::from(c.text.as_str()));
+            c.used = true;
+        }
+    }
+    if top {
+        for c in choices.iter_mut().filter(|c| !c.used) {
+            includes.push((c.preset.clone(), Origin::Override(Arc::from(c.text.as_str()))));
+            c.used = true;
+        }
+    }
     if includes.is_empty() {
         return Ok(node);
     }
@@ -62,7 +116,7 @@ fn load_with_includes(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Node, Con
             message,
             hint: suggest_preset(name),
         })?;
-        let layer = load_with_includes(&file, stack)?;
+        let layer = load_with_includes(&file, stack, choices)?;
         merged = Some(match merged {
             None => layer,
             Some(mut acc) => {
@@ -166,23 +220,41 @@ pub fn merge_into(base: &mut Node, over: Node) {
     }
 }
 
-/// Apply one `key.path=value` override. The value is YAML (`3e-4`, `[1, 2]`,
-/// `{a: 1}`, `'quoted'`).
+/// Apply one override: `key.path=value` (the value is YAML: `3e-4`,
+/// `[1, 2]`, `{a: 1}`, `'quoted'`), `+key=value` (the key must be new),
+/// `++key=value` (set either way) or `~key` (delete it).
 pub fn apply_override(tree: &mut Node, text: &str) -> Result<(), ConfigErrors> {
     let origin = Origin::Override(Arc::from(text));
     let err = |key: &str, message: String| -> ConfigErrors {
         ConfigError { origin: origin.clone(), key: key.to_string(), message, hint: None }.into()
     };
-    let Some((key, raw)) = text.split_once('=') else {
-        return Err(err("", "expected KEY=VALUE (for example finetune.lr=3e-4)".into()));
+    if let Some(key) = text.strip_prefix('~') {
+        if key.contains('=') {
+            return Err(err(key, "~KEY deletes a key and takes no value (write ~finetune.lr)".into()));
+        }
+        let segments = key_path(key).map_err(|m| err(key, m))?;
+        return match remove(tree, &segments) {
+            true => Ok(()),
+            false => Err(err(key, format!("cannot delete `{key}`: it is not set"))),
+        };
+    }
+    let (mode, body) = if let Some(b) = text.strip_prefix("++") {
+        (Mode::Force, b)
+    } else if let Some(b) = text.strip_prefix('+') {
+        (Mode::Add, b)
+    } else {
+        (Mode::Set, text)
+    };
+    let Some((key, raw)) = body.split_once('=') else {
+        return Err(err(
+            "",
+            "expected KEY=VALUE, +KEY=VALUE, ++KEY=VALUE or ~KEY (for example finetune.lr=3e-4)".into(),
+        ));
     };
     let key = key.trim();
-    let segments: Vec<&str> = key.split('.').collect();
-    if key.is_empty() || segments.iter().any(|s| s.is_empty()) {
-        return Err(err(key, "expected a dotted key path such as finetune.lr".into()));
-    }
+    let segments = key_path(key).map_err(|m| err(key, m))?;
     if segments[0] == INCLUDE {
-        return Err(err(key, "presets cannot be added by --set; list them under include: in the file".into()));
+        return Err(err(key, "presets cannot be added by an override; choose one with GROUP=NAME (encoder=base) or list it under include:".into()));
     }
     let value = tree::parse_str(raw, Source::Override(Arc::from(text))).map_err(parse_error)?;
     let mut node = tree;
@@ -196,7 +268,13 @@ pub fn apply_override(tree: &mut Node, text: &str) -> Result<(), ConfigErrors> {
             return Err(err(key, format!("`{parent}` is {kind}, not a mapping, so it has no key `{seg}`")));
         };
         let pos = match entries.iter().position(|(k, _)| k.name == *seg) {
-            Some(p) => p,
+            Some(p) => {
+                if mode == Mode::Add && i + 1 == segments.len() {
+                    let at = &entries[p].1.origin;
+                    return Err(err(key, format!("`{key}` is already set (at {at}); write {key}=... to change it, or ++{key}=... to set it either way")));
+                }
+                p
+            }
             None => {
                 let fresh = Node::new(Value::Null, origin.clone());
                 entries.push((Key { name: seg.to_string(), origin: origin.clone() }, fresh));
@@ -206,6 +284,90 @@ pub fn apply_override(tree: &mut Node, text: &str) -> Result<(), ConfigErrors> {
         node = &mut entries[pos].1;
     }
     *node = value;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Set,
+    Add,
+    Force,
+}
+
+fn key_path(key: &str) -> Result<Vec<&str>, String> {
+    let segments: Vec<&str> = key.split('.').collect();
+    if key.is_empty() || segments.iter().any(|s| s.is_empty()) {
+        return Err("expected a dotted key path such as finetune.lr".into());
+    }
+    Ok(segments)
+}
+
+/// Delete the key at `path`; whether it was there.
+fn remove(tree: &mut Node, path: &[&str]) -> bool {
+    let Value::Map(entries) = &mut tree.value else { return false };
+    let Some(pos) = entries.iter().position(|(k, _)| k.name == path[0]) else { return false };
+    if path.len() == 1 {
+        entries.remove(pos);
+        return true;
+    }
+    remove(&mut entries[pos].1, &path[1..])
+}
+
+/// Replace `${env:VAR}` and `${env:VAR,default}` in string values with the
+/// variable's value; a string that is only that is read as YAML (so
+/// `lr: ${env:LR}` is a number). An unset variable without a default is an
+/// error naming the key and where it was written.
+fn interpolate_env(node: &mut Node, key: &str) -> Result<(), ConfigErrors> {
+    const OPEN: &str = "${env:";
+    match &mut node.value {
+        Value::Map(entries) => {
+            for (k, v) in entries.iter_mut() {
+                let path = if key.is_empty() { k.name.clone() } else { format!("{key}.{}", k.name) };
+                interpolate_env(v, &path)?;
+            }
+        }
+        Value::Seq(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate_env(v, &format!("{key}[{i}]"))?;
+            }
+        }
+        Value::Str(s) if s.contains(OPEN) => {
+            let err = |message: String| -> ConfigErrors {
+                ConfigError { origin: node.origin.clone(), key: key.to_string(), message, hint: None }.into()
+            };
+            let (mut out, mut rest) = (String::new(), s.as_str());
+            while let Some(start) = rest.find(OPEN) {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + OPEN.len()..];
+                let end = after.find('}').ok_or_else(|| err(format!("unclosed ${{env:...}} in {s:?}")))?;
+                let (var, default) = match after[..end].split_once(',') {
+                    Some((v, d)) => (v.trim(), Some(d)),
+                    None => (after[..end].trim(), None),
+                };
+                match (std::env::var(var), default) {
+                    (Ok(v), _) => out.push_str(&v),
+                    (Err(_), Some(d)) => out.push_str(d),
+                    (Err(_), None) => {
+                        return Err(err(format!(
+                            "environment variable {var} is not set (write ${{env:{var},DEFAULT}} for a fallback)"
+                        )))
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            let whole = s.trim().starts_with(OPEN) && s.trim().ends_with('}') && s.matches(OPEN).count() == 1;
+            let origin = node.origin.clone();
+            node.value = if whole {
+                let source = Source::Override(Arc::from(format!("{key}={out}").as_str()));
+                tree::parse_str(&out, source).map(|n| n.value).unwrap_or(Value::Str(out))
+            } else {
+                Value::Str(out)
+            };
+            node.origin = origin;
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -245,6 +407,74 @@ mod tests {
         let list = t.get("new").unwrap().get("deep").unwrap().get("list").unwrap();
         assert!(matches!(&list.value, Value::Seq(v) if v.len() == 2));
         assert_eq!(list.origin.to_string(), "--set new.deep.list=[1, 2]");
+    }
+
+    #[test]
+    fn hydra_add_force_and_delete_overrides() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "main.yaml", "seed: 3\nfinetune: {lr: 0.1, steps: 5}\n");
+        let o = |v: &[&str]| load_tree(&main, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let t = o(&["+finetune.batch_size=4", "++seed=9", "++fresh=1", "~finetune.steps"]).unwrap();
+        let f = t.get("finetune").unwrap();
+        assert_eq!(f.get("batch_size").unwrap().value, Value::Int(4));
+        assert_eq!(t.get("seed").unwrap().value, Value::Int(9));
+        assert_eq!(t.get("fresh").unwrap().value, Value::Int(1));
+        assert!(f.get("steps").is_none());
+        assert_eq!(f.get("lr").unwrap().value, Value::Float(0.1));
+        let e = o(&["+seed=4"]).unwrap_err().to_string();
+        assert!(e.contains("`seed` is already set (at ") && e.contains("main.yaml:1:7"), "{e}");
+        let e = o(&["~finetune.nothing"]).unwrap_err().to_string();
+        assert!(e.contains("cannot delete `finetune.nothing`: it is not set"), "{e}");
+        let e = o(&["~seed=3"]).unwrap_err().to_string();
+        assert!(e.contains("takes no value"), "{e}");
+    }
+
+    #[test]
+    fn a_preset_chosen_on_the_command_line_replaces_its_groups_include_and_the_file_still_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "main.yaml", "include: [encoder/small]\nencoder: {layers: 7}\n");
+        let enc = |t: &Node, k: &str| t.get("encoder").unwrap().get(k).unwrap().value.clone();
+        let small = load_tree(&main, &[]).unwrap();
+        assert_eq!(enc(&small, "dim"), Value::Int(64));
+        let base = load_tree(&main, &["encoder=base".into()]).unwrap();
+        // base's dim (256), not small's; the file's own layers still.
+        assert_eq!(enc(&base, "dim"), Value::Int(256));
+        assert_eq!(enc(&base, "layers"), Value::Int(7));
+        assert!(base
+            .get("encoder")
+            .unwrap()
+            .get("dim")
+            .unwrap()
+            .origin
+            .to_string()
+            .contains("configs/encoder/base.yaml"));
+        // A file without that group's include gets it under its own values.
+        let bare = write(d.path(), "bare.yaml", "seed: 1\n");
+        assert_eq!(enc(&load_tree(&bare, &["encoder=large".into()]).unwrap(), "dim"), Value::Int(512));
+        // Not a preset of the group: an ordinary value.
+        let t = load_tree(&bare, &["encoder=nosuch".into()]).unwrap();
+        assert_eq!(t.get("encoder").unwrap().value, Value::Str("nosuch".into()));
+    }
+
+    #[test]
+    fn env_interpolation_reads_variables_with_defaults_and_names_a_missing_one() {
+        let d = tempfile::tempdir().unwrap();
+        // Variables no other test or tool sets (the tests share the environment).
+        std::env::set_var("UORCH_TEST_INTERP_LR", "0.003");
+        let main = write(
+            d.path(),
+            "main.yaml",
+            "finetune: {lr: '${env:UORCH_TEST_INTERP_LR}'}\nname: 'run-${env:UORCH_TEST_INTERP_LR}-${env:UORCH_TEST_INTERP_NONE,x}'\n",
+        );
+        let t = load_tree(&main, &[]).unwrap();
+        assert_eq!(t.get("finetune").unwrap().get("lr").unwrap().value, Value::Float(0.003));
+        assert_eq!(t.get("name").unwrap().value, Value::Str("run-0.003-x".into()));
+        let bad = write(d.path(), "bad.yaml", "seed: 1\nname: '${env:UORCH_TEST_INTERP_NONE}'\n");
+        let e = load_tree(&bad, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.yaml:2:7") && e.contains("`name`") && e.contains("UORCH_TEST_INTERP_NONE is not set"),
+            "{e}"
+        );
     }
 
     #[test]
