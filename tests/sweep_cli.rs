@@ -108,6 +108,15 @@ fn a_failing_trial_is_retried_then_failed_while_the_others_complete_and_report()
     assert!(!out.contains("started  layers") && !out.contains("started  pretrain"), "{out}");
     let o = uorch().args(["sweep", "status"]).arg(&exp).output().unwrap();
     assert!(stdout(&o).contains("4 trials): 3 done, 0 running, 1 failed"), "{}", stdout(&o));
+    let o = uorch().args(["sweep", "status", "--json"]).arg(&exp).output().unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    assert_eq!(s["counts"], serde_json::json!({"done": 3, "running": 0, "failed": 1, "interrupted": 0, "pending": 0}));
+    let trials = s["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    let done = trials.iter().find(|t| t["trial"] == "layers=0").expect("layers=0");
+    assert_eq!(done["state"], "done");
+    assert!(done["metrics"]["accuracy"].as_f64().is_some(), "{done}");
+    assert!(done["axes"].as_object().is_some_and(|a| !a.is_empty()), "{done}");
 
     // The layout before clean run names (each run's events in `<run>/tb/`): `sweep status` and
     // `report` still read it; a launch is refused, naming the old folders, before it writes.

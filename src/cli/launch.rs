@@ -47,6 +47,9 @@ pub enum SweepCmd {
     Status {
         /// The experiment folder (`<output_root>/<name>`).
         dir: PathBuf,
+        /// One JSON object on stdout (schema in the README) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -120,9 +123,13 @@ fn launch_sweep(src: &ConfigSource, dry_run: bool, topo: Topology, max_restarts:
 }
 
 pub fn sweep(cmd: SweepCmd) -> Result<()> {
-    let SweepCmd::Status { dir } = cmd;
+    let SweepCmd::Status { dir, json } = cmd;
     let plan = plan::Plan::load(&dir)?;
     let rows = sweep::results::rows(&plan);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&sweep::results::status_json(&plan, &rows))?);
+        return Ok(());
+    }
     use sweep::state::State;
     let count = |s: State| rows.iter().filter(|r| r.state == s).count();
     println!(

@@ -190,6 +190,36 @@ pub fn comparison_lines(rows: &[Row]) -> Vec<String> {
 }
 
 /// The table for the terminal, then the paired comparisons.
+/// `sweep status --json`: the counts by state, every trial's axes, state,
+/// metrics (with their 95% intervals) and cost, and the paired comparisons.
+pub fn status_json(plan: &Plan, rows: &[Row]) -> serde_json::Value {
+    use super::state::State;
+    let counts: serde_json::Map<String, serde_json::Value> =
+        [State::Done, State::Running, State::Failed, State::Interrupted, State::Pending]
+            .into_iter()
+            .map(|st| {
+                let name = serde_json::to_value(st).expect("a state").as_str().expect("a name").to_string();
+                (name, rows.iter().filter(|r| r.state == st).count().into())
+            })
+            .collect();
+    let trials: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let axes: serde_json::Map<_, _> =
+                plan.axes.iter().cloned().zip(r.axes.iter().map(|v| serde_json::json!(v))).collect();
+            serde_json::json!({
+                "trial": r.trial, "axes": axes, "state": r.state, "metrics": r.metrics, "ci95": r.ci,
+                "prompt_tokens": r.prompt_tokens, "user_tokens": r.user_tokens, "gflops": r.gflops, "ms": r.ms,
+                "wall_s": r.wall_s, "gpu_hours": r.gpu_hours,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "experiment": plan.experiment, "dir": plan.dir, "axes": plan.axes, "counts": counts,
+        "trials": trials, "paired": comparison_lines(rows),
+    })
+}
+
 pub fn summary(plan: &Plan, rows: &[Row]) -> String {
     let mut s = table(plan, rows);
     let lines = comparison_lines(rows);
