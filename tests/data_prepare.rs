@@ -410,3 +410,27 @@ fn prepare_never_writes_over_what_it_reads_nor_into_a_strangers_folder() {
     prepare(&[&d.path().join("ratings.csv"), &d.path().join("movies.csv")], &empty, &[]);
     assert!(empty.join("manifest.json").exists());
 }
+
+#[test]
+fn prepare_json_reports_what_the_manifest_records() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("s");
+    let o = uorch()
+        .args(["data", "prepare"])
+        .arg(project_root().join("assets/ml-100k"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(v["counts"], manifest["counts"]);
+    assert_eq!(v["counts"]["users"], 943);
+    assert_eq!((v["format"].as_str(), v["rows_read"].as_u64()), (Some("recbole"), Some(100_000)));
+    for phase in ["read", "filter+order", "checksum", "write"] {
+        assert!(v["phases_s"][phase].as_f64().is_some_and(|s| s >= 0.0), "{phase}: {v}");
+    }
+}

@@ -41,6 +41,9 @@ pub enum DataCmd {
         /// Print how long each phase took.
         #[arg(long)]
         timings: bool,
+        /// One JSON object on stdout (schema in the README) instead of the lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Count training windows, evaluation cases and per-rank batches.
     Splits {
@@ -100,6 +103,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             skip_bad_lines,
             force,
             timings,
+            json,
         } => {
             let t0 = std::time::Instant::now();
             let opts = PrepareOptions {
@@ -113,6 +117,17 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             };
             let p = prepare::prepare(&opts)?;
             let c = &p.manifest.counts;
+            if json {
+                let phases: serde_json::Map<_, _> =
+                    p.timings.iter().map(|(n, s)| (n.to_string(), (*s).into())).collect();
+                let out = serde_json::json!({
+                    "store": out, "format": p.format.name(), "category_label": p.manifest.category_label,
+                    "seconds": t0.elapsed().as_secs_f64(), "rows_read": p.rows_read, "counts": c,
+                    "phases_s": phases, "skipped_examples": p.skipped_examples,
+                });
+                println!("{out}");
+                return Ok(());
+            }
             println!(
                 "prepared {} ({}) in {:.2} s: {} users, {} items, {} interactions ({} read; {} with review text) -> {}",
                 p.format.name(),
