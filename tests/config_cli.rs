@@ -209,3 +209,28 @@ fn positional_hydra_overrides_presets_and_env_interpolation_from_the_command_lin
     let (ok, _, err) = show(&["+seed=1"], &[]);
     assert!(!ok && err.contains("`seed` is already set"), "{err}");
 }
+
+#[test]
+fn check_json_lists_every_diagnostic_with_file_line_column_key_and_hint() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write(d.path(), "run.yaml", "include: [run/defaults]\nname: typo\nseed: -1\noutptu_root: /tmp/x\n");
+    let o = uorch().args(["config", "check", "--json"]).arg(&f).args(["--set", "sede=1"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    assert_eq!(v["ok"], false);
+    let diags = v["diagnostics"].as_array().unwrap();
+    let find = |key: &str| diags.iter().find(|x| x["key"] == key).unwrap_or_else(|| panic!("{key}: {v}"));
+    let typo = find("outptu_root");
+    assert_eq!((typo["line"].as_u64(), typo["column"].as_u64()), (Some(4), Some(1)));
+    assert!(typo["file"].as_str().unwrap().ends_with("run.yaml"));
+    assert!(typo["hint"].as_str().unwrap().contains("output_root"), "{typo}");
+    assert_eq!(find("seed")["line"], 3);
+    assert_eq!(find("sede")["override"], "sede=1");
+    // The same text still goes to stderr.
+    assert!(stderr(&o).contains("key `outptu_root`"), "{}", stderr(&o));
+    let good = write(d.path(), "good.yaml", "include: [run/defaults]\nname: fine\n");
+    let o = uorch().args(["config", "check", "--json"]).arg(&good).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["ok"].as_bool(), v["diagnostics"].as_array().map(Vec::len)), (Some(true), Some(0)));
+}

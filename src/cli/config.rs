@@ -24,6 +24,10 @@ pub enum ConfigCmd {
     Check {
         #[command(flatten)]
         src: ConfigSource,
+        /// Also print one JSON object on stdout: `ok` and every diagnostic
+        /// with its file, line, column, key, message and hint.
+        #[arg(long)]
+        json: bool,
     },
     /// List the presets under configs/ that `include:` can name.
     Presets,
@@ -71,37 +75,15 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
                 }
             }
         }
-        ConfigCmd::Check { src } => {
-            if plan::is_experiment(&src.file)? {
-                let plan = plan::build(&src.file, &src.all(), 0)?;
-                let mut missing: Vec<(String, String)> = plan
-                    .stages
-                    .iter()
-                    .filter_map(|st| st.config.as_ref())
-                    .flat_map(|c| c.missing_paths(false))
-                    .collect();
-                missing.sort();
-                missing.dedup();
-                fail_on(&config::load_tree(&src.file, &src.all())?, &missing)?;
-                println!(
-                    "{}: ok (an experiment: {} trial(s), {} stage(s))",
-                    src.file.display(),
-                    plan.trials.len(),
-                    plan.stages.len()
-                );
+        ConfigCmd::Check { src, json } => {
+            let checked = check(&src);
+            if json {
+                // Only the JSON on stdout; the diagnostics' text still goes to
+                // stderr, with exit status 2, as without --json.
+                println!("{}", check_json(&src, &checked));
+                checked?;
             } else {
-                // Every problem at once: type errors, out-of-range values, missing paths.
-                let tree = config::load_tree(&src.file, &src.all())?;
-                let (cfg, mut errors) = config::check_tree::<RunConfig>(&tree);
-                for (key, message) in cfg.map(|c| c.missing_paths(true)).unwrap_or_default() {
-                    if !config::covered(&errors, &key) {
-                        errors.push(ConfigError::at_key(&tree, &key, message));
-                    }
-                }
-                if !errors.is_empty() {
-                    return Err(ConfigErrors(errors).into());
-                }
-                println!("{}: ok", src.file.display());
+                println!("{}", checked?);
             }
         }
         ConfigCmd::Presets => {
@@ -111,6 +93,62 @@ pub fn run(cmd: ConfigCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every problem at once (type errors, out-of-range values, missing paths),
+/// or what was checked.
+fn check(src: &ConfigSource) -> Result<String> {
+    if plan::is_experiment(&src.file)? {
+        let plan = plan::build(&src.file, &src.all(), 0)?;
+        let mut missing: Vec<(String, String)> =
+            plan.stages.iter().filter_map(|st| st.config.as_ref()).flat_map(|c| c.missing_paths(false)).collect();
+        missing.sort();
+        missing.dedup();
+        fail_on(&config::load_tree(&src.file, &src.all())?, &missing)?;
+        Ok(format!(
+            "{}: ok (an experiment: {} trial(s), {} stage(s))",
+            src.file.display(),
+            plan.trials.len(),
+            plan.stages.len()
+        ))
+    } else {
+        let tree = config::load_tree(&src.file, &src.all())?;
+        let (cfg, mut errors) = config::check_tree::<RunConfig>(&tree);
+        for (key, message) in cfg.map(|c| c.missing_paths(true)).unwrap_or_default() {
+            if !config::covered(&errors, &key) {
+                errors.push(ConfigError::at_key(&tree, &key, message));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors).into());
+        }
+        Ok(format!("{}: ok", src.file.display()))
+    }
+}
+
+/// `config check --json`: `{"file", "ok", "summary", "diagnostics": [{"file",
+/// "line", "column", "override", "key", "message", "hint"}]}` (a diagnostic
+/// from an override has `override` and no file; any other error is one
+/// diagnostic with only its message).
+fn check_json(src: &ConfigSource, checked: &Result<String>) -> serde_json::Value {
+    use crate::config::tree::Origin;
+    let diagnostic = |e: &ConfigError| {
+        let (file, line, column, over) = match &e.origin {
+            Origin::File { path, line, col } => (Some(path.display().to_string()), Some(*line), Some(*col), None),
+            Origin::Override(s) => (None, None, None, Some(s.to_string())),
+            Origin::Default => (None, None, None, None),
+        };
+        serde_json::json!({"file": file, "line": line, "column": column, "override": over,
+                           "key": e.key, "message": e.message, "hint": e.hint})
+    };
+    let (summary, diagnostics): (Option<&String>, Vec<serde_json::Value>) = match checked {
+        Ok(s) => (Some(s), Vec::new()),
+        Err(e) => match e.downcast_ref::<ConfigErrors>() {
+            Some(ce) => (None, ce.0.iter().map(diagnostic).collect()),
+            None => (None, vec![serde_json::json!({"message": format!("{e:#}")})]),
+        },
+    };
+    serde_json::json!({"file": src.file, "ok": checked.is_ok(), "summary": summary, "diagnostics": diagnostics})
 }
 
 /// The missing paths as config errors at the keys that name them (every
