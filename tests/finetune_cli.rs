@@ -3,7 +3,7 @@
 //! pretraining then favorite-genre finetuning on 2 workers, with every
 //! baseline evaluated on the same cases.
 
-use crate::common::{kill_rank, prepare_ml100k, stderr, tiny_model, uorch};
+use crate::common::{kill_rank, prepare_ml100k, stderr, stdout, tiny_model, uorch};
 use std::path::Path;
 use std::process::Command;
 
@@ -214,6 +214,18 @@ fn next_item_with_lora_exports_a_folder_that_answers_exactly_as_evaluation() {
     assert!(o.status.success(), "{}", stderr(&o));
     // Readable by another account (a serving user's).
     crate::common::assert_readable_by_all(&export);
+    // --json: the same folder described, integration.json included.
+    let again = d.path().join("export-json");
+    let o = uorch().arg("export").arg(&run).arg("--out").arg(&again).arg("--json").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("integration.json")).unwrap()).unwrap();
+    assert_eq!(v["integration"], spec);
+    let files = v["files"].as_array().unwrap();
+    let weights = files.iter().find(|f| f["name"] == "model.safetensors").expect("model.safetensors listed");
+    assert_eq!(weights["bytes"].as_u64(), Some(std::fs::metadata(again.join("model.safetensors")).unwrap().len()));
+    assert_eq!(files.len(), std::fs::read_dir(&again).unwrap().count());
     for f in [
         "config.json",
         "tokenizer.json",

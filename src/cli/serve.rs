@@ -62,6 +62,10 @@ pub struct ExportArgs {
     /// Replace whatever is at --out (never the run folder itself).
     #[arg(long)]
     force: bool,
+    /// One JSON object on stdout: the folder, its files and sizes, and its
+    /// integration.json.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn generate(a: GenerateArgs) -> Result<()> {
@@ -107,6 +111,16 @@ fn ask_export(a: GenerateArgs) -> Result<()> {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let spec = export::export(&a.run_dir, &a.out, a.force)?;
+    if a.json {
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(&a.out)?.flatten() {
+            files.push(serde_json::json!({"name": e.file_name().to_string_lossy(), "bytes": e.metadata()?.len()}));
+        }
+        files.sort_by(|x, y| x["name"].as_str().cmp(&y["name"].as_str()));
+        let out = serde_json::json!({"run": a.run_dir, "out": a.out, "files": files, "integration": spec});
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "exported {} ({:?}, {} cross-attention layer(s), task {}) to {}",
         a.run_dir.display(),
