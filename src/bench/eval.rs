@@ -124,7 +124,7 @@ pub fn run(
         let (max_diff, answers_differ) = compare(&alone, &batched);
         let reference = match &reference {
             Some(r) if integration == Integration::CrossAttention => {
-                Some(run_reference(r, &model, &asker, &qs, &spec, &batched, model_dir)?)
+                Some(run_reference(r, &cfg, &asker, &qs, &batched, model_dir)?)
             }
             _ => None,
         };
@@ -157,17 +157,17 @@ pub fn compare(a: &[Ranking], b: &[Ranking]) -> (f64, usize) {
     (max_diff, answers_differ)
 }
 
-/// The same questions in transformers, from the same weights and batch
-/// size; `ours` are uorch's batched rankings.
+/// The same questions in transformers, from the same weights (`asker`'s
+/// model, built from `cfg`) and batch size; `ours` are uorch's batched rankings.
 fn run_reference(
     r: &ReferenceRun,
-    model: &UserLlm,
+    cfg: &UserLlmConfig,
     asker: &Asker,
     qs: &[(&[Interaction], &Question)],
-    spec: &TaskSpec,
     ours: &[Ranking],
     model_dir: &Path,
 ) -> Result<Reference> {
+    let model = asker.model;
     std::fs::create_dir_all(r.dir).with_context(|| format!("creating {}", r.dir.display()))?;
     let init: Vec<_> = model.vs.variables().into_iter().collect();
     crate::model::weights::save_tensors(&r.dir.join("init.safetensors"), &init)?;
@@ -186,9 +186,9 @@ fn run_reference(
     crate::model::weights::save_tensors(&r.dir.join("questions.safetensors"), &tensors)?;
     let mut args = serde_json::json!({
         "dir": r.dir, "model": model_dir, "threads": tch::get_num_threads(), "batch": asker.batch,
-        "answers": asker.category_answers(), "scoring": spec.scoring,
+        "answers": asker.category_answers(), "scoring": asker.spec.scoring,
     });
-    super::finetune::merge(&mut args, super::finetune::user_side_args(model, &None::<()>, &ProjectionKind::Linear));
+    super::finetune::merge(&mut args, super::finetune::user_side_args(model, cfg));
     eprintln!("transformers: the same {} questions ...", qs.len());
     let v = super::reference_json(r.python, "eval_reference.py", &args)?;
     let theirs: Vec<Vec<f64>> = serde_json::from_value(v["scores"].clone()).context("reference: no scores")?;

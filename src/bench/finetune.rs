@@ -13,7 +13,7 @@ use crate::config::RunConfig;
 use crate::data::catalog::Catalog;
 use crate::data::store::Store;
 use crate::model::tokenizer::Tokenizer;
-use crate::model::userllm::{Part, Strategy, UserLlm};
+use crate::model::userllm::{Part, Strategy, UserLlm, UserLlmConfig};
 use crate::model::{assemble, cost};
 use crate::task::ask::Asker;
 use crate::task::ask::TaskSpec;
@@ -186,11 +186,8 @@ pub fn run(o: &Options) -> Result<Vec<Row>> {
         let steps = o.steps;
         let trainable_count: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
         let optimizer_mib = opt.state_bytes() as f64 / (1 << 20) as f64;
-        let user_side = user_side_args(
-            &model,
-            &cfg.finetune.as_ref().expect("finetune").perceiver,
-            &cfg.finetune.as_ref().expect("finetune").projection,
-        );
+        let f = cfg.finetune.as_ref().expect("bench config has finetune");
+        let user_side = user_side_args(&model, &UserLlmConfig::from_finetune(f));
         // Free this model's memory before the reference loads its own.
         drop(opt);
         drop(asker);
@@ -249,18 +246,15 @@ fn run_reference(
 }
 
 /// What `benches/userllm_reference.py`'s `UserSide` needs to build the user
-/// side of `model` (encoder, Perceiver, projection, cross-attention layers).
-pub(crate) fn user_side_args(
-    model: &UserLlm,
-    perceiver: &impl serde::Serialize,
-    projection: &impl serde::Serialize,
-) -> serde_json::Value {
+/// side of `model`, built from `cfg` (encoder, Perceiver, projection,
+/// cross-attention layers).
+pub(crate) fn user_side_args(model: &UserLlm, cfg: &UserLlmConfig) -> serde_json::Value {
     let shape = &model.encoder.shape;
     serde_json::json!({
         "features": shape.features.iter().map(|(f, v)| (f.name(), *v)).collect::<Vec<_>>(),
         "encoder": {"dim": shape.dim, "layers": shape.layers, "heads": shape.heads, "ffn_mult": shape.ffn_mult,
                     "max_len": shape.max_len, "dropout": shape.dropout},
-        "perceiver": perceiver, "projection": projection, "xattn_layers": model.xattn.keys().collect::<Vec<_>>(),
+        "perceiver": cfg.perceiver, "projection": cfg.projection, "xattn_layers": model.xattn.keys().collect::<Vec<_>>(),
     })
 }
 

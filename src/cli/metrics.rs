@@ -29,11 +29,11 @@ pub enum MetricsCmd {
 /// last line rather than starting an empty one).
 fn lines(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     if bytes.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let mut out = Vec::new();
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text =

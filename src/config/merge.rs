@@ -18,14 +18,18 @@ use std::sync::Arc;
 pub const INCLUDE: &str = "include";
 
 pub fn load_tree(path: &Path, overrides: &[String]) -> Result<Node, ConfigErrors> {
-    let (choices, rest): (Vec<&String>, Vec<&String>) = overrides.iter().partition(|o| preset_choice(o).is_some());
-    let mut choices: Vec<Choice> = choices
-        .into_iter()
-        .map(|o| {
-            let (group, name) = preset_choice(o).expect("partitioned on it");
-            Choice { preset: format!("{group}/{name}"), group: group.to_string(), text: o.clone(), used: false }
-        })
-        .collect();
+    let (mut choices, mut rest) = (Vec::new(), Vec::new());
+    for o in overrides {
+        match preset_choice(o) {
+            Some((group, name)) => choices.push(Choice {
+                preset: format!("{group}/{name}"),
+                group: group.to_string(),
+                text: o.clone(),
+                used: false,
+            }),
+            None => rest.push(o),
+        }
+    }
     let mut stack = Vec::new();
     let mut tree = load_with_includes(path, &mut stack, &mut choices)?;
     for o in rest {
@@ -357,14 +361,12 @@ fn interpolate_env(node: &mut Node, key: &str) -> Result<(), ConfigErrors> {
             }
             out.push_str(rest);
             let whole = s.trim().starts_with(OPEN) && s.trim().ends_with('}') && s.matches(OPEN).count() == 1;
-            let origin = node.origin.clone();
             node.value = if whole {
                 let source = Source::Override(Arc::from(format!("{key}={out}").as_str()));
                 tree::parse_str(&out, source).map(|n| n.value).unwrap_or(Value::Str(out))
             } else {
                 Value::Str(out)
             };
-            node.origin = origin;
         }
         _ => {}
     }
